@@ -1,0 +1,349 @@
+//! The flow key: every field the classifier can match on, packed into a fixed array of `u64` words.
+//!
+//! Why words and not a struct of typed fields: masking, hashing and comparing a key are then a loop
+//! over [`KEY_WORDS`] machine words, with no per-field code, which is what the tuple-space classifier
+//! and the exact-match cache do for every packet. Typed accessors give the fields their meaning.
+//!
+//! Layout (bit 63 is the most significant bit of a word):
+//! | word | contents |
+//! |---|---|
+//! | 0 | `in_port`:32, `ct_state`:8, `stage`:8, `ip_proto`:8, `flags`:8 |
+//! | 1 | `eth_dst`:48, `vlan_tci`:16 (outer tag; [`VLAN_PRESENT`] set when tagged) |
+//! | 2 | `eth_src`:48, `eth_type`:16 (the ethertype after the tags) |
+//! | 3–4 | `ip_src`:128 (IPv4 and ARP sender address in the low 32 bits) |
+//! | 5–6 | `ip_dst`:128 (IPv4 and ARP target address in the low 32 bits) |
+//! | 7 | `tp_src`:16, `tp_dst`:16 (ICMP type and code here), `tcp_flags`:16, `inner_tci`:16 |
+//! | 8 | `arp_sha`:48, `arp_op`:16 |
+//! | 9 | `out_port`:32, `reg0`:32 (pipeline metadata: the egress port, the VLAN domain) |
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const KEY_WORDS: usize = 10;
+
+/// Bit of `vlan_tci` that says a tag is present (as in OpenFlow's `OFPVID_PRESENT` idea, but in the
+/// CFI/DEI position so VLAN 0 priority tags stay distinguishable from untagged frames).
+pub const VLAN_PRESENT: u16 = 0x1000;
+pub const VLAN_VID_MASK: u16 = 0x0fff;
+
+pub const ETH_TYPE_IPV4: u16 = 0x0800;
+pub const ETH_TYPE_ARP: u16 = 0x0806;
+pub const ETH_TYPE_IPV6: u16 = 0x86dd;
+pub const ETH_TYPE_VLAN: u16 = 0x8100;
+pub const ETH_TYPE_QINQ: u16 = 0x88a8;
+
+pub const IP_PROTO_ICMP: u8 = 1;
+pub const IP_PROTO_TCP: u8 = 6;
+pub const IP_PROTO_UDP: u8 = 17;
+pub const IP_PROTO_ICMPV6: u8 = 58;
+
+/// Bits of the `flags` byte.
+pub mod flags {
+    /// The frame could not be parsed completely (truncated or malformed); fields after the
+    /// failing header are zero.
+    pub const INVALID: u8 = 0x01;
+    /// An IP fragment (any fragment, first included).
+    pub const FRAG: u8 = 0x02;
+    /// A non-first IP fragment: no transport header, so the L4 fields are zero.
+    pub const FRAG_LATER: u8 = 0x04;
+    /// Two VLAN tags (QinQ); the inner one is in `inner_tci`.
+    pub const QINQ: u8 = 0x08;
+    /// More than two VLAN tags or another link extension (MACsec): not parsed further.
+    pub const LINK_EXT_UNSUPPORTED: u8 = 0x10;
+}
+
+/// Bits of `ct_state`, as in OpenFlow's `ct_state`.
+pub mod ct {
+    /// Connection tracking has been run on this packet.
+    pub const TRACKED: u8 = 0x01;
+    pub const NEW: u8 = 0x02;
+    pub const ESTABLISHED: u8 = 0x04;
+    pub const RELATED: u8 = 0x08;
+    /// The packet goes in the reply direction of its connection.
+    pub const REPLY: u8 = 0x10;
+    /// Conntrack could not make sense of it (bad TCP transition, table full).
+    pub const INVALID: u8 = 0x20;
+}
+
+/// A flow key, or a mask over one (same layout; a set bit means "this bit matters").
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct FlowKey(pub [u64; KEY_WORDS]);
+
+macro_rules! field {
+    ($get:ident, $set:ident, $ty:ty, $word:expr, $shift:expr, $bits:expr) => {
+        #[inline(always)]
+        pub fn $get(&self) -> $ty {
+            ((self.0[$word] >> $shift) & ((1u64 << $bits) - 1)) as $ty
+        }
+        #[inline(always)]
+        pub fn $set(&mut self, v: $ty) {
+            let m = ((1u64 << $bits) - 1) << $shift;
+            self.0[$word] = (self.0[$word] & !m) | (((v as u64) << $shift) & m);
+        }
+    };
+}
+
+impl FlowKey {
+    pub const ZERO: FlowKey = FlowKey([0; KEY_WORDS]);
+    pub const ALL_ONES: FlowKey = FlowKey([u64::MAX; KEY_WORDS]);
+
+    field!(in_port, set_in_port, u32, 0, 32, 32);
+    field!(ct_state, set_ct_state, u8, 0, 24, 8);
+    field!(stage, set_stage, u8, 0, 16, 8);
+    field!(ip_proto, set_ip_proto, u8, 0, 8, 8);
+    field!(flags, set_flags, u8, 0, 0, 8);
+    field!(vlan_tci, set_vlan_tci, u16, 1, 0, 16);
+    field!(eth_type, set_eth_type, u16, 2, 0, 16);
+    field!(tp_src, set_tp_src, u16, 7, 48, 16);
+    field!(tp_dst, set_tp_dst, u16, 7, 32, 16);
+    field!(tcp_flags, set_tcp_flags, u16, 7, 16, 16);
+    field!(inner_tci, set_inner_tci, u16, 7, 0, 16);
+    field!(arp_op, set_arp_op, u16, 8, 0, 16);
+    field!(out_port, set_out_port, u32, 9, 32, 32);
+    field!(reg0, set_reg0, u32, 9, 0, 32);
+
+    #[inline(always)]
+    pub fn eth_dst(&self) -> Mac {
+        Mac::from_u64(self.0[1] >> 16)
+    }
+    #[inline(always)]
+    pub fn set_eth_dst(&mut self, m: Mac) {
+        self.0[1] = (self.0[1] & 0xffff) | (m.to_u64() << 16);
+    }
+    #[inline(always)]
+    pub fn eth_src(&self) -> Mac {
+        Mac::from_u64(self.0[2] >> 16)
+    }
+    #[inline(always)]
+    pub fn set_eth_src(&mut self, m: Mac) {
+        self.0[2] = (self.0[2] & 0xffff) | (m.to_u64() << 16);
+    }
+    #[inline(always)]
+    pub fn arp_sha(&self) -> Mac {
+        Mac::from_u64(self.0[8] >> 16)
+    }
+    #[inline(always)]
+    pub fn set_arp_sha(&mut self, m: Mac) {
+        self.0[8] = (self.0[8] & 0xffff) | (m.to_u64() << 16);
+    }
+    #[inline(always)]
+    pub fn ip_src(&self) -> u128 {
+        ((self.0[3] as u128) << 64) | self.0[4] as u128
+    }
+    #[inline(always)]
+    pub fn set_ip_src(&mut self, v: u128) {
+        self.0[3] = (v >> 64) as u64;
+        self.0[4] = v as u64;
+    }
+    #[inline(always)]
+    pub fn ip_dst(&self) -> u128 {
+        ((self.0[5] as u128) << 64) | self.0[6] as u128
+    }
+    #[inline(always)]
+    pub fn set_ip_dst(&mut self, v: u128) {
+        self.0[5] = (v >> 64) as u64;
+        self.0[6] = v as u64;
+    }
+    /// The IPv4 (or ARP) source address; meaningful when `eth_type` is IPv4 or ARP.
+    pub fn ipv4_src(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.0[4] as u32)
+    }
+    pub fn ipv4_dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.0[6] as u32)
+    }
+    /// The VLAN id of the outer tag, if the frame is tagged.
+    pub fn vlan(&self) -> Option<u16> {
+        let t = self.vlan_tci();
+        (t & VLAN_PRESENT != 0).then_some(t & VLAN_VID_MASK)
+    }
+    pub fn is_invalid(&self) -> bool {
+        self.flags() & flags::INVALID != 0
+    }
+    pub fn is_ipv4(&self) -> bool {
+        self.eth_type() == ETH_TYPE_IPV4
+    }
+    pub fn is_ipv6(&self) -> bool {
+        self.eth_type() == ETH_TYPE_IPV6
+    }
+    /// Source address as an `IpAddr` when the frame is IPv4 (or ARP) or IPv6.
+    pub fn ip_src_addr(&self) -> Option<IpAddr> {
+        addr_of(self.eth_type(), self.ip_src())
+    }
+    pub fn ip_dst_addr(&self) -> Option<IpAddr> {
+        addr_of(self.eth_type(), self.ip_dst())
+    }
+
+    /// `self & mask`, word by word.
+    #[inline(always)]
+    pub fn masked(&self, mask: &FlowKey) -> FlowKey {
+        let mut out = [0u64; KEY_WORDS];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.0[i] & mask.0[i];
+        }
+        FlowKey(out)
+    }
+    /// True when `self` and `other` agree on every bit set in `mask`.
+    #[inline(always)]
+    pub fn matches(&self, value: &FlowKey, mask: &FlowKey) -> bool {
+        let mut diff = 0u64;
+        for i in 0..KEY_WORDS {
+            diff |= (self.0[i] ^ value.0[i]) & mask.0[i];
+        }
+        diff == 0
+    }
+    /// A 64-bit hash of the key; quality good enough for open addressing, cost a few cycles a word.
+    #[inline(always)]
+    pub fn hash64(&self) -> u64 {
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        for w in self.0 {
+            h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            h ^= h >> 29;
+        }
+        h ^ (h >> 32)
+    }
+    /// True when every bit of `self` (as a mask) is also set in `other`.
+    pub fn is_subset_of(&self, other: &FlowKey) -> bool {
+        (0..KEY_WORDS).all(|i| self.0[i] & !other.0[i] == 0)
+    }
+}
+
+fn addr_of(eth_type: u16, v: u128) -> Option<IpAddr> {
+    match eth_type {
+        ETH_TYPE_IPV4 | ETH_TYPE_ARP => Some(IpAddr::V4(Ipv4Addr::from(v as u32))),
+        ETH_TYPE_IPV6 => Some(IpAddr::V6(Ipv6Addr::from(v))),
+        _ => None,
+    }
+}
+
+impl fmt::Debug for FlowKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "in_port={} ", self.in_port())?;
+        if self.stage() != 0 {
+            write!(f, "stage={} ", self.stage())?;
+        }
+        if self.ct_state() != 0 {
+            write!(f, "ct_state={:#04x} ", self.ct_state())?;
+        }
+        write!(f, "{}->{} ", self.eth_src(), self.eth_dst())?;
+        if let Some(v) = self.vlan() {
+            write!(f, "vlan={v} ")?;
+        }
+        write!(f, "type={:#06x}", self.eth_type())?;
+        if let (Some(s), Some(d)) = (self.ip_src_addr(), self.ip_dst_addr()) {
+            write!(f, " {s}->{d} proto={}", self.ip_proto())?;
+            if self.tp_src() != 0 || self.tp_dst() != 0 {
+                write!(f, " {}->{}", self.tp_src(), self.tp_dst())?;
+            }
+        }
+        if self.flags() != 0 {
+            write!(f, " flags={:#04x}", self.flags())?;
+        }
+        if self.reg0() != 0 || self.out_port() != 0 {
+            write!(f, " reg0={} out_port={}", self.reg0(), self.out_port())?;
+        }
+        Ok(())
+    }
+}
+
+/// An Ethernet MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Mac(pub [u8; 6]);
+
+impl Mac {
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+    pub const ZERO: Mac = Mac([0; 6]);
+    pub fn from_u64(v: u64) -> Mac {
+        let b = v.to_be_bytes();
+        Mac([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+    pub fn to_u64(self) -> u64 {
+        let m = self.0;
+        u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
+    }
+    /// Group (multicast or broadcast) address: the I/G bit of the first octet.
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 == 1
+    }
+}
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}: expected six hex octets separated by ':'")]
+pub struct MacParseError(pub String);
+
+impl std::str::FromStr for Mac {
+    type Err = MacParseError;
+    fn from_str(s: &str) -> Result<Mac, MacParseError> {
+        let mut out = [0u8; 6];
+        let mut n = 0;
+        for part in s.split(':') {
+            if n == 6 || part.len() != 2 {
+                return Err(MacParseError(s.to_string()));
+            }
+            out[n] = u8::from_str_radix(part, 16).map_err(|_| MacParseError(s.to_string()))?;
+            n += 1;
+        }
+        if n != 6 {
+            return Err(MacParseError(s.to_string()));
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl serde::Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> serde::Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip_without_touching_neighbours() {
+        let mut k = FlowKey::ALL_ONES;
+        k.set_tp_dst(0x1234);
+        assert_eq!(k.tp_dst(), 0x1234);
+        assert_eq!(k.tp_src(), 0xffff);
+        assert_eq!(k.tcp_flags(), 0xffff);
+        k.set_eth_src(Mac([1, 2, 3, 4, 5, 6]));
+        assert_eq!(k.eth_src(), Mac([1, 2, 3, 4, 5, 6]));
+        assert_eq!(k.eth_type(), 0xffff);
+        k.set_in_port(7);
+        assert_eq!(k.in_port(), 7);
+        assert_eq!(k.ct_state(), 0xff);
+    }
+
+    #[test]
+    fn mac_parses_and_rejects() {
+        assert_eq!(
+            "02:00:00:00:00:0a".parse::<Mac>().unwrap(),
+            Mac([2, 0, 0, 0, 0, 10])
+        );
+        assert!("02:00:00:00:00".parse::<Mac>().is_err());
+        assert!("02:00:00:00:00:0g".parse::<Mac>().is_err());
+        assert!("02:00:00:00:00:00:01".parse::<Mac>().is_err());
+    }
+}
