@@ -12,6 +12,8 @@
 //! The control side ([`policy`] → [`compiler`]) builds tables from the operator's model and publishes
 //! them atomically; [`trace`] explains any packet's fate step by step.
 
+pub mod datapath;
 pub mod key;
 pub mod parse;
+pub mod policy;
 pub mod verdict;
