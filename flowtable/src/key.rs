@@ -66,8 +66,34 @@ pub mod ct {
 }
 
 /// A flow key, or a mask over one (same layout; a set bit means "this bit matters").
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
 pub struct FlowKey(pub [u64; KEY_WORDS]);
+
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash64());
+    }
+}
+
+/// A `Hasher` that passes [`FlowKey::hash64`] through: keys are hashed once, by our own mixer.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 ^= v;
+    }
+}
+
+pub type KeyMap<V> = std::collections::HashMap<FlowKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 macro_rules! field {
     ($get:ident, $set:ident, $ty:ty, $word:expr, $shift:expr, $bits:expr) => {
