@@ -32,7 +32,11 @@ pub enum Action {
     Meter(u32),
     /// Run connection tracking in `zone` (committing new connections if `commit`), then continue in
     /// `table` with `ct_state` set. A recirculation point: what follows is cached separately.
-    Ct { zone: u16, commit: bool, table: TableId },
+    Ct {
+        zone: u16,
+        commit: bool,
+        table: TableId,
+    },
     /// Send to port: runs the egress tables with `out_port` set.
     Output(u32),
     /// L2 learning switch within the VLAN domain `reg0`: learn the source, output to the known
@@ -48,7 +52,10 @@ pub enum Action {
 
 impl Action {
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Action::SetReg0(_) | Action::SetReg0FromVlan | Action::Meter(_))
+        !matches!(
+            self,
+            Action::SetReg0(_) | Action::SetReg0FromVlan | Action::Meter(_)
+        )
     }
 }
 
@@ -60,17 +67,33 @@ impl fmt::Display for Action {
             Action::SetReg0(v) => write!(f, "set_reg0:{v}"),
             Action::SetReg0FromVlan => write!(f, "set_reg0:vlan_vid"),
             Action::Meter(m) => write!(f, "meter:{m}"),
-            Action::Ct { zone, commit, table } => {
-                write!(f, "ct(zone={zone}{},table={table})", if *commit { ",commit" } else { "" })
+            Action::Ct {
+                zone,
+                commit,
+                table,
+            } => {
+                write!(
+                    f,
+                    "ct(zone={zone}{},table={table})",
+                    if *commit { ",commit" } else { "" }
+                )
             }
             Action::Output(p) => write!(f, "output:{p}"),
             Action::Normal => write!(f, "NORMAL"),
             Action::Flood => write!(f, "FLOOD"),
             Action::EmitUntagged { fill_tcp_csum } => {
-                write!(f, "emit(untagged{})", if *fill_tcp_csum { ",fill_tcp_csum" } else { "" })
+                write!(
+                    f,
+                    "emit(untagged{})",
+                    if *fill_tcp_csum { ",fill_tcp_csum" } else { "" }
+                )
             }
             Action::EmitTagged { fill_tcp_csum } => {
-                write!(f, "emit(tag=reg0{})", if *fill_tcp_csum { ",fill_tcp_csum" } else { "" })
+                write!(
+                    f,
+                    "emit(tag=reg0{})",
+                    if *fill_tcp_csum { ",fill_tcp_csum" } else { "" }
+                )
             }
         }
     }
@@ -88,7 +111,10 @@ impl Match {
         Match::default()
     }
     pub fn new(value: FlowKey, mask: FlowKey) -> Match {
-        Match { value: value.masked(&mask), mask }
+        Match {
+            value: value.masked(&mask),
+            mask,
+        }
     }
     pub fn matches(&self, key: &FlowKey) -> bool {
         key.matches(&self.value, &self.mask)
@@ -177,7 +203,10 @@ impl Table {
         };
         let st = &mut self.subtables[pos];
         let bucket = st.buckets.entry(rule.m.value).or_default();
-        let at = bucket.iter().position(|r| rule.beats(r)).unwrap_or(bucket.len());
+        let at = bucket
+            .iter()
+            .position(|r| rule.beats(r))
+            .unwrap_or(bucket.len());
         bucket.insert(at, rule.clone());
         st.count += 1;
         st.max_priority = st.max_priority.max(rule.priority);
@@ -187,7 +216,11 @@ impl Table {
     /// Removes the rule with `id`; returns it if it was there.
     pub fn remove(&mut self, id: RuleId) -> Option<Arc<Rule>> {
         let rule = self.by_id.remove(&id)?;
-        let pos = self.subtables.iter().position(|s| s.mask == rule.m.mask).expect("rule's subtable");
+        let pos = self
+            .subtables
+            .iter()
+            .position(|s| s.mask == rule.m.mask)
+            .expect("rule's subtable");
         let st = &mut self.subtables[pos];
         let bucket = st.buckets.get_mut(&rule.m.value).expect("rule's bucket");
         bucket.retain(|r| r.id != id);
@@ -198,14 +231,20 @@ impl Table {
         if st.count == 0 {
             self.subtables.remove(pos);
         } else if st.max_priority == rule.priority {
-            st.max_priority = st.buckets.values().map(|b| b[0].priority).max().unwrap_or(0);
+            st.max_priority = st
+                .buckets
+                .values()
+                .map(|b| b[0].priority)
+                .max()
+                .unwrap_or(0);
         }
         self.sort_subtables();
         Some(rule)
     }
 
     fn sort_subtables(&mut self) {
-        self.subtables.sort_by(|a, b| b.max_priority.cmp(&a.max_priority));
+        self.subtables
+            .sort_by(|a, b| b.max_priority.cmp(&a.max_priority));
     }
 
     /// The best rule matching `key`, by tuple-space search.
@@ -249,12 +288,20 @@ impl fmt::Debug for Table {
 /// Splits the inclusive range `[lo, hi]` of a `bits`-wide field into (value, mask) prefixes, the
 /// way ranges are expressed in a wildcard classifier (e.g. ports 1000–1999 → 7 prefixes).
 pub fn range_to_prefixes(lo: u32, hi: u32, bits: u32) -> Vec<(u32, u32)> {
-    let full = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };
+    let full = if bits == 32 {
+        u32::MAX
+    } else {
+        (1u32 << bits) - 1
+    };
     let mut out = vec![];
     let (mut lo, hi) = (lo as u64, hi as u64);
     while lo <= hi {
         // Largest aligned block starting at lo that fits in [lo, hi].
-        let mut size = if lo == 0 { 1u64 << bits } else { lo & lo.wrapping_neg() };
+        let mut size = if lo == 0 {
+            1u64 << bits
+        } else {
+            lo & lo.wrapping_neg()
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -271,14 +318,26 @@ mod tests {
     use proptest::prelude::*;
 
     fn rule(id: u64, prio: u32, m: Match) -> Rule {
-        Rule { id, priority: prio, m, actions: Arc::from(vec![Action::Drop(DropReason::Policy)]), note: "t".into() }
+        Rule {
+            id,
+            priority: prio,
+            m,
+            actions: Arc::from(vec![Action::Drop(DropReason::Policy)]),
+            note: "t".into(),
+        }
     }
 
     #[test]
     fn ranges_become_exact_prefix_covers() {
         assert_eq!(range_to_prefixes(0, 65535, 16), vec![(0, 0)]);
         assert_eq!(range_to_prefixes(80, 80, 16), vec![(80, 0xffff)]);
-        for (lo, hi) in [(1000u32, 1999u32), (1, 4094), (0, 0), (65535, 65535), (3, 17)] {
+        for (lo, hi) in [
+            (1000u32, 1999u32),
+            (1, 4094),
+            (0, 0),
+            (65535, 65535),
+            (3, 17),
+        ] {
             let p = range_to_prefixes(lo, hi, 16);
             for v in 0..=65535u32 {
                 let inside = p.iter().any(|(val, m)| v & m == *val);
@@ -289,8 +348,14 @@ mod tests {
 
     /// Keys and masks drawn from a few values per word, so that random rules overlap often.
     fn small_key() -> impl Strategy<Value = FlowKey> {
-        proptest::array::uniform10(prop_oneof![Just(0u64), Just(1), Just(0xff00), Just(u64::MAX), 0u64..4])
-            .prop_map(FlowKey)
+        proptest::array::uniform10(prop_oneof![
+            Just(0u64),
+            Just(1),
+            Just(0xff00),
+            Just(u64::MAX),
+            0u64..4
+        ])
+        .prop_map(FlowKey)
     }
     fn small_mask() -> impl Strategy<Value = FlowKey> {
         proptest::array::uniform10(prop_oneof![4 => Just(0u64), 1 => Just(u64::MAX), 1 => Just(0xff), 1 => Just(0xffff_0000_0000_0000)])

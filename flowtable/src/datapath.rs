@@ -1,16 +1,29 @@
 //! The switch as the dataplane sees it: a control-side [`Switch`] handle and one [`Worker`] per
 //! forwarding thread.
 //!
-//! INTERIM: the classifier pipeline is being written; until it lands, `process_burst` floods every
-//! parsed frame to all other ports. The API below is the one the pipeline will keep.
+//! Per packet, [`Worker::process_burst`] does: parse → for each segment: exact-match cache, else
+//! walk the tables ([`Pipeline::walk`]) and cache the result → run the segment's dynamic end
+//! (conntrack, MAC learning, flood, output) → egress segments per output port → emits.
+//! The forwarding side never takes a lock: it reads the current [`Pipeline`] through an
+//! `ArcSwap` once per burst, and the MAC table and conntrack are built for concurrent use.
 
+use crate::compiler::Compiler;
+use crate::conntrack::{ConnTrack, CtConfig};
+use crate::key::{ct, FlowKey, Mac};
+use crate::mac_learning::{LearnOutcome, MacConfig, MacTable};
+use crate::meter::Meter;
 use crate::parse::parse;
+use crate::pipeline::{Pipeline, Segment, Terminal};
 use crate::policy::{Model, ModelError};
+use crate::trace::{self, Trace};
 use crate::verdict::{BurstResult, DropReason, Emit, PacketResult, VlanEdit};
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+/// Port ids are below this bound, so per-port counters are plain arrays.
+pub const MAX_PORTS: usize = 4096;
 
 /// Switch-wide settings that are not part of the operator's port model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,8 +33,12 @@ pub struct SwitchConfig {
     pub mac_aging_secs: u64,
     /// Most MACs one port may have learned (0: no limit).
     pub mac_limit_per_port: u32,
+    /// Capacity of the MAC table.
+    pub mac_capacity: usize,
     /// Most tracked connections (all zones together).
     pub ct_max_entries: usize,
+    /// Entries of each worker's exact-match cache (rounded up to a power of two).
+    pub emc_entries: usize,
 }
 
 impl Default for SwitchConfig {
@@ -29,121 +46,417 @@ impl Default for SwitchConfig {
         SwitchConfig {
             mac_aging_secs: 300,
             mac_limit_per_port: 1024,
+            mac_capacity: 65536,
             ct_max_entries: 1 << 20,
+            emc_entries: 8192,
         }
     }
 }
 
-struct Published {
-    model: Model,
-    ports: Vec<u32>,
+/// State shared by the control side and all workers.
+pub struct Shared {
+    pub cfg: SwitchConfig,
+    pub pipeline: ArcSwap<Pipeline>,
+    pub mac: MacTable,
+    pub ct: ConnTrack,
 }
 
 /// Control-side handle; cheap to clone, shared with the control socket and the forwarding threads.
 #[derive(Clone)]
 pub struct Switch {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    _cfg: SwitchConfig,
-    current: ArcSwap<Published>,
-    /// Port name → id; ids are never reused while the switch runs.
-    ids: Mutex<BTreeMap<String, u32>>,
+    shared: Arc<Shared>,
+    control: Arc<Mutex<Compiler>>,
 }
 
 impl Switch {
     pub fn new(cfg: SwitchConfig, model: Model) -> Result<Switch, ModelError> {
+        let mac = MacTable::new(MacConfig {
+            capacity: cfg.mac_capacity,
+            aging_ns: cfg.mac_aging_secs.saturating_mul(1_000_000_000),
+            per_port_limit: cfg.mac_limit_per_port,
+        });
+        let ct = ConnTrack::new(CtConfig {
+            max_entries: cfg.ct_max_entries,
+            ..CtConfig::default()
+        });
         let sw = Switch {
-            inner: Arc::new(Inner {
-                _cfg: cfg,
-                current: ArcSwap::from_pointee(Published {
-                    model: Model::default(),
-                    ports: vec![],
-                }),
-                ids: Mutex::new(BTreeMap::new()),
+            shared: Arc::new(Shared {
+                cfg,
+                pipeline: ArcSwap::from_pointee(Pipeline::default()),
+                mac,
+                ct,
             }),
+            control: Arc::new(Mutex::new(Compiler::new())),
         };
         sw.apply(model)?;
         Ok(sw)
     }
 
-    /// Validates `model` and publishes it atomically: forwarding threads see the old or the new
-    /// version, never a mix.
-    pub fn apply(&self, model: Model) -> Result<(), ModelError> {
-        model.validate()?;
-        let mut ids = self.inner.ids.lock().unwrap();
-        let names = model
-            .uplinks
-            .iter()
-            .map(|u| &u.name)
-            .chain(model.ports.iter().map(|p| &p.name));
-        let mut ports = vec![];
-        for n in names {
-            let next = ids.len() as u32 + 1;
-            ports.push(*ids.entry(n.clone()).or_insert(next));
+    /// Validates `model`, compiles what changed and publishes the new tables atomically:
+    /// forwarding threads see the old or the new version, never a mix. On error nothing changes.
+    pub fn apply(&self, model: Model) -> Result<ApplyReport, ModelError> {
+        let mut c = self.control.lock().unwrap();
+        let report = c.update(&model)?;
+        let p = c.pipeline();
+        // Static MAC entries for bound ports, so a spoofer cannot steal a guest's MAC by learning.
+        for (&id, info) in &p.ports {
+            if let Some(mac) = c.bound_mac(&info.name) {
+                for &d in c.domains_of(id).iter() {
+                    self.shared.mac.set_static(d, mac, id);
+                }
+            }
         }
-        self.inner
-            .current
-            .store(Arc::new(Published { model, ports }));
-        Ok(())
+        for (d, mac) in &report.unbound_macs {
+            self.shared.mac.remove_static(*d, *mac);
+        }
+        for id in &report.removed_ports {
+            self.shared.mac.flush_port(*id);
+        }
+        self.shared.pipeline.store(Arc::new(p));
+        // Connections a removed rule allowed are cut too (a documented choice): re-check each
+        // connection of the affected zones against the new tables.
+        if !report.sg_changed_zones.is_empty() {
+            let pl = self.shared.pipeline.load();
+            let zones = &report.sg_changed_zones;
+            self.shared
+                .ct
+                .retain(|e| !zones.contains(&e.zone) || c.connection_allowed(&pl, e));
+        }
+        Ok(report)
     }
 
     pub fn model(&self) -> Model {
-        self.inner.current.load().model.clone()
+        self.control.lock().unwrap().model().clone()
     }
 
     /// The numeric id of a port or uplink, stable across `apply`.
     pub fn port_id(&self, name: &str) -> Option<u32> {
-        self.inner.ids.lock().unwrap().get(name).copied()
+        self.control.lock().unwrap().port_id(name)
+    }
+
+    /// The current tables (for dumps and tests).
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.shared.pipeline.load_full()
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     pub fn worker(&self) -> Worker {
-        Worker { sw: self.clone() }
+        Worker::new(self.shared.clone())
+    }
+
+    /// Explains what the switch does with `frame` arriving on port `in_port` (a name), without
+    /// changing any state.
+    pub fn trace(&self, in_port: &str, frame: &[u8], now_ns: u64) -> Result<Trace, String> {
+        let id = self
+            .port_id(in_port)
+            .ok_or_else(|| format!("unknown port {in_port:?}"))?;
+        Ok(trace::trace(&self.shared, id, frame, now_ns))
+    }
+
+    /// Periodic housekeeping: ages MACs and expires connections. Call about once a second.
+    pub fn housekeeping(&self, now_ns: u64) {
+        self.shared.mac.age(now_ns);
+        self.shared.ct.expire(now_ns);
     }
 }
 
-/// Per-forwarding-thread state (caches, meters, counters). `Send`, not shared.
+/// What an `apply` changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub rules_added: usize,
+    pub rules_removed: usize,
+    pub owners_recompiled: usize,
+    pub removed_ports: Vec<u32>,
+    pub unbound_macs: Vec<(u32, Mac)>,
+    /// Conntrack zones whose security-group rules changed.
+    pub sg_changed_zones: Vec<u16>,
+}
+
+/// Counters of one port as seen by one worker.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PortCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Drops decided while the packet came in through this port.
+    pub rx_drops: [u64; DropReason::COUNT],
+    /// Copies for this port dropped by its egress policy.
+    pub tx_drops: [u64; DropReason::COUNT],
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WorkerStats {
+    pub packets: u64,
+    pub emc_hits: u64,
+    pub emc_misses: u64,
+    pub ports: Vec<PortCounters>,
+}
+
+#[derive(Clone, Copy)]
+struct EmcEntry {
+    key: FlowKey,
+    version: u64,
+    seg: Segment,
+}
+
+/// Per-thread exact-match cache: direct-mapped, keyed by the whole flow key (metadata included),
+/// entries valid only for the table version they were computed from.
+struct Emc {
+    entries: Vec<Option<EmcEntry>>,
+    mask: usize,
+}
+
+impl Emc {
+    fn new(n: usize) -> Emc {
+        let n = n.max(16).next_power_of_two();
+        Emc {
+            entries: vec![None; n],
+            mask: n - 1,
+        }
+    }
+    #[inline]
+    fn lookup(&self, k: &FlowKey, h: u64, version: u64) -> Option<Segment> {
+        match &self.entries[h as usize & self.mask] {
+            Some(e) if e.version == version && e.key == *k => Some(e.seg),
+            _ => None,
+        }
+    }
+    #[inline]
+    fn insert(&mut self, k: FlowKey, h: u64, version: u64, seg: Segment) {
+        self.entries[h as usize & self.mask] = Some(EmcEntry {
+            key: k,
+            version,
+            seg,
+        });
+    }
+}
+
+/// Per-forwarding-thread state: the cache, this thread's meters and counters. `Send`, not shared.
 pub struct Worker {
-    sw: Switch,
+    shared: Arc<Shared>,
+    emc: Emc,
+    meters: BTreeMap<u32, Meter>,
+    meter_version: u64,
+    stats: WorkerStats,
+}
+
+/// Everything one packet's processing needs besides the worker.
+struct Ctx<'a> {
+    pl: &'a Pipeline,
+    frame: &'a [u8],
+    now: u64,
+    in_port: u32,
+    first_drop: Option<DropReason>,
 }
 
 impl Worker {
-    /// Decides the fate of every frame of a burst received on `in_port`.
+    fn new(shared: Arc<Shared>) -> Worker {
+        let emc = Emc::new(shared.cfg.emc_entries);
+        Worker {
+            shared,
+            emc,
+            meters: BTreeMap::new(),
+            meter_version: u64::MAX,
+            stats: WorkerStats {
+                ports: vec![PortCounters::default(); MAX_PORTS],
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    /// Decides the fate of every frame of a burst received on `in_port`; `now_ns` is a
+    /// monotonic clock (conntrack and MAC timeouts, meters).
     pub fn process_burst(
         &mut self,
         in_port: u32,
         frames: &[&[u8]],
-        _now_ns: u64,
+        now_ns: u64,
         out: &mut BurstResult,
     ) {
         out.clear();
-        let cur = self.sw.inner.current.load();
-        for f in frames {
-            let k = parse(in_port, f);
+        let pl = self.shared.pipeline.load();
+        if pl.version != self.meter_version {
+            self.sync_meters(&pl, now_ns);
+        }
+        let port = (in_port as usize).min(MAX_PORTS - 1);
+        for frame in frames {
             let start = out.emits.len() as u32;
-            if k.is_invalid() {
-                out.packets.push(PacketResult {
-                    emit_start: start,
-                    emit_len: 0,
-                    drop: Some(DropReason::Malformed),
-                });
-                continue;
-            }
-            for &p in cur.ports.iter().filter(|&&p| p != in_port) {
-                out.emits.push(Emit {
-                    port: p,
-                    vlan: VlanEdit::Keep,
-                    fill_tcp_csum: false,
-                });
+            let pc = &mut self.stats.ports[port];
+            pc.rx_packets += 1;
+            pc.rx_bytes += frame.len() as u64;
+            let key = parse(in_port, frame);
+            let mut cx = Ctx {
+                pl: &pl,
+                frame,
+                now: now_ns,
+                in_port,
+                first_drop: None,
+            };
+            if key.is_invalid() {
+                cx.first_drop = Some(DropReason::Malformed);
+            } else {
+                self.run(&mut cx, key, false, out);
             }
             let n = out.emits.len() as u32 - start;
-            let drop = (n == 0).then_some(DropReason::Loop);
+            let drop = if n == 0 {
+                Some(cx.first_drop.unwrap_or(DropReason::Loop))
+            } else {
+                None
+            };
+            if let Some(r) = drop {
+                self.stats.ports[port].rx_drops[r as usize] += 1;
+            }
             out.packets.push(PacketResult {
                 emit_start: start,
                 emit_len: n,
                 drop,
             });
         }
+        self.stats.packets += frames.len() as u64;
+    }
+
+    fn sync_meters(&mut self, pl: &Pipeline, now: u64) {
+        self.meters.retain(|id, _| pl.meters.contains_key(id));
+        for (id, cfg) in &pl.meters {
+            match self.meters.get_mut(id) {
+                Some(m) => m.reconfigure(*cfg, now),
+                None => {
+                    self.meters
+                        .insert(*id, Meter::new(*cfg, 1_000_000_000, now));
+                }
+            }
+        }
+        self.meter_version = pl.version;
+    }
+
+    #[inline]
+    fn segment(&mut self, pl: &Pipeline, k: &FlowKey) -> Segment {
+        let h = k.hash64();
+        if let Some(s) = self.emc.lookup(k, h, pl.version) {
+            self.stats.emc_hits += 1;
+            return s;
+        }
+        self.stats.emc_misses += 1;
+        let s = pl.walk(k, None);
+        self.emc.insert(*k, h, pl.version, s);
+        s
+    }
+
+    /// Runs segments from `key` until the packet is emitted or dropped. `egress` is true once an
+    /// output port is chosen (key.out_port set).
+    fn run(&mut self, cx: &mut Ctx, mut key: FlowKey, egress: bool, out: &mut BurstResult) {
+        // Each round is one segment; conntrack recirculations are bounded by the table count.
+        for _ in 0..8 {
+            let seg = self.segment(cx.pl, &key);
+            if let Some(r) = seg.set_reg0 {
+                key.set_reg0(r);
+            }
+            for &m in &seg.meters[..seg.n_meters as usize] {
+                if let Some(meter) = self.meters.get_mut(&m) {
+                    if !meter.admit(cx.frame.len() as u32, cx.now) {
+                        return self.drop(cx, &key, egress, DropReason::Meter);
+                    }
+                }
+            }
+            match seg.terminal {
+                Terminal::Drop(r) => return self.drop(cx, &key, egress, r),
+                Terminal::Ct {
+                    zone,
+                    commit,
+                    table,
+                } => {
+                    let r = self.shared.ct.process(zone, &key, cx.frame, commit, cx.now);
+                    if commit && r.full {
+                        return self.drop(cx, &key, egress, DropReason::CtFull);
+                    }
+                    key.set_ct_state(r.state);
+                    key.set_stage(table);
+                }
+                Terminal::Emit {
+                    tagged,
+                    fill_tcp_csum,
+                } if egress => {
+                    let vlan = if tagged {
+                        VlanEdit::Set(key.reg0() as u16)
+                    } else {
+                        VlanEdit::Strip
+                    };
+                    out.emits.push(Emit {
+                        port: key.out_port(),
+                        vlan,
+                        fill_tcp_csum,
+                    });
+                    return;
+                }
+                Terminal::Output(p) if !egress => return self.egress(cx, &key, p, out),
+                Terminal::Normal if !egress => return self.normal(cx, &key, out),
+                Terminal::Flood if !egress => return self.flood(cx, &key, out),
+                // Output from egress tables, or emit from ingress: a table bug, not a guest's.
+                _ => return self.drop(cx, &key, egress, DropReason::Policy),
+            }
+        }
+        self.drop(cx, &key, egress, DropReason::Policy)
+    }
+
+    fn drop(&mut self, cx: &mut Ctx, key: &FlowKey, egress: bool, r: DropReason) {
+        if egress {
+            let p = (key.out_port() as usize).min(MAX_PORTS - 1);
+            self.stats.ports[p].tx_drops[r as usize] += 1;
+        }
+        cx.first_drop.get_or_insert(r);
+    }
+
+    fn egress(&mut self, cx: &mut Ctx, key: &FlowKey, port: u32, out: &mut BurstResult) {
+        if port == cx.in_port {
+            return self.drop(cx, key, false, DropReason::Loop);
+        }
+        let mut k = *key;
+        k.set_out_port(port);
+        k.set_stage(cx.pl.egress_table);
+        k.set_ct_state(0);
+        self.run(cx, k, true, out);
+    }
+
+    fn normal(&mut self, cx: &mut Ctx, key: &FlowKey, out: &mut BurstResult) {
+        let mac = &self.shared.mac;
+        let domain = key.reg0();
+        let src = key.eth_src();
+        if !src.is_multicast() {
+            if let LearnOutcome::LimitReached = mac.learn(domain, src, cx.in_port, cx.now) {
+                return self.drop(cx, key, false, DropReason::MacLimit);
+            }
+        }
+        let dst = key.eth_dst();
+        if !dst.is_multicast() {
+            if let Some(p) = mac.lookup(domain, dst, cx.now) {
+                return self.egress(cx, key, p, out);
+            }
+        }
+        self.flood(cx, key, out)
+    }
+
+    fn flood(&mut self, cx: &mut Ctx, key: &FlowKey, out: &mut BurstResult) {
+        let pl = cx.pl;
+        let Some(ports) = pl.flood.get(&key.reg0()) else {
+            return self.drop(cx, key, false, DropReason::Loop);
+        };
+        let before = out.emits.len();
+        for &p in ports {
+            if p != cx.in_port {
+                self.egress(cx, key, p, out);
+            }
+        }
+        if out.emits.len() == before && cx.first_drop.is_none() {
+            cx.first_drop = Some(DropReason::Loop);
+        }
     }
 }
+
+/// The `ct_state` bits a security-group check table matches as "part of an allowed connection".
+pub const CT_EST_OR_REL: [u8; 2] = [ct::TRACKED | ct::ESTABLISHED, ct::TRACKED | ct::RELATED];

@@ -93,7 +93,8 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-pub type KeyMap<V> = std::collections::HashMap<FlowKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
+pub type KeyMap<V> =
+    std::collections::HashMap<FlowKey, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 macro_rules! field {
     ($get:ident, $set:ident, $ty:ty, $word:expr, $shift:expr, $bits:expr) => {

@@ -12,8 +12,17 @@
 //! The control side ([`policy`] → [`compiler`]) builds tables from the operator's model and publishes
 //! them atomically; [`trace`] explains any packet's fate step by step.
 
+pub mod classifier;
+pub mod compiler;
+pub mod conntrack;
 pub mod datapath;
+pub mod frames;
 pub mod key;
+pub mod mac_learning;
+pub mod matcher;
+pub mod meter;
 pub mod parse;
+pub mod pipeline;
 pub mod policy;
+pub mod trace;
 pub mod verdict;

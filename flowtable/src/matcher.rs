@@ -61,7 +61,8 @@ impl MatchBuilder {
     }
     /// Tagged with a VLAN id matching `vid` under `mask` (12-bit).
     pub fn vlan_masked(mut self, vid: u16, mask: u16) -> Self {
-        self.v.set_vlan_tci(VLAN_PRESENT | (vid & mask & VLAN_VID_MASK));
+        self.v
+            .set_vlan_tci(VLAN_PRESENT | (vid & mask & VLAN_VID_MASK));
         self.m.set_vlan_tci(VLAN_PRESENT | (mask & VLAN_VID_MASK));
         self
     }
@@ -106,11 +107,19 @@ impl MatchBuilder {
 fn prefix(addr: IpAddr, len: u8) -> (u128, u128) {
     match addr {
         IpAddr::V4(a) => {
-            let m = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32)) };
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len.min(32))
+            };
             (u32::from(a) as u128, m as u128)
         }
         IpAddr::V6(a) => {
-            let m = if len == 0 { 0 } else { u128::MAX << (128 - len.min(128)) };
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len.min(128))
+            };
             (u128::from(a), m)
         }
     }
@@ -131,18 +140,50 @@ pub fn describe(m: &Match) -> String {
             parts.push(format!("{name}={val}"));
         }
     }
-    let f = |parts: &mut Vec<String>, name: &str, mask: u64, val: u64, hex: bool| field(parts, name, mask, val, hex);
-    f(&mut parts, "in_port", k.in_port() as u64, v.in_port() as u64, false);
-    f(&mut parts, "out_port", k.out_port() as u64, v.out_port() as u64, false);
+    let f = |parts: &mut Vec<String>, name: &str, mask: u64, val: u64, hex: bool| {
+        field(parts, name, mask, val, hex)
+    };
+    f(
+        &mut parts,
+        "in_port",
+        k.in_port() as u64,
+        v.in_port() as u64,
+        false,
+    );
+    f(
+        &mut parts,
+        "out_port",
+        k.out_port() as u64,
+        v.out_port() as u64,
+        false,
+    );
     f(&mut parts, "reg0", k.reg0() as u64, v.reg0() as u64, false);
-    f(&mut parts, "ct_state", k.ct_state() as u64, v.ct_state() as u64, true);
-    f(&mut parts, "flags", k.flags() as u64, v.flags() as u64, true);
+    f(
+        &mut parts,
+        "ct_state",
+        k.ct_state() as u64,
+        v.ct_state() as u64,
+        true,
+    );
+    f(
+        &mut parts,
+        "flags",
+        k.flags() as u64,
+        v.flags() as u64,
+        true,
+    );
     match (k.vlan_tci(), v.vlan_tci()) {
         (0, _) => {}
         (VLAN_PRESENT, 0) => parts.push("untagged".into()),
         (VLAN_PRESENT, _) => parts.push("tagged".into()),
-        (m, t) if m & VLAN_VID_MASK == VLAN_VID_MASK => parts.push(format!("vlan={}", t & VLAN_VID_MASK)),
-        (m, t) => parts.push(format!("vlan={}/{:#x}", t & VLAN_VID_MASK, m & VLAN_VID_MASK)),
+        (m, t) if m & VLAN_VID_MASK == VLAN_VID_MASK => {
+            parts.push(format!("vlan={}", t & VLAN_VID_MASK))
+        }
+        (m, t) => parts.push(format!(
+            "vlan={}/{:#x}",
+            t & VLAN_VID_MASK,
+            m & VLAN_VID_MASK
+        )),
     }
     if k.eth_src() != Mac::ZERO {
         parts.push(format!("eth_src={}", v.eth_src()));
@@ -150,12 +191,22 @@ pub fn describe(m: &Match) -> String {
     if k.eth_dst() != Mac::ZERO {
         parts.push(format!("eth_dst={}", v.eth_dst()));
     }
-    f(&mut parts, "eth_type", k.eth_type() as u64, v.eth_type() as u64, true);
-    for (name, val, mask) in [("ip_src", v.ip_src(), k.ip_src()), ("ip_dst", v.ip_dst(), k.ip_dst())] {
+    f(
+        &mut parts,
+        "eth_type",
+        k.eth_type() as u64,
+        v.eth_type() as u64,
+        true,
+    );
+    for (name, val, mask) in [
+        ("ip_src", v.ip_src(), k.ip_src()),
+        ("ip_dst", v.ip_dst(), k.ip_dst()),
+    ] {
         if mask == 0 {
             continue;
         }
-        let v4 = v.eth_type() == crate::key::ETH_TYPE_IPV4 || v.eth_type() == crate::key::ETH_TYPE_ARP;
+        let v4 =
+            v.eth_type() == crate::key::ETH_TYPE_IPV4 || v.eth_type() == crate::key::ETH_TYPE_ARP;
         if v4 && mask >> 32 == 0 {
             let a = std::net::Ipv4Addr::from(val as u32);
             parts.push(format!("{name}={a}/{}", (mask as u32).count_ones()));
@@ -164,10 +215,34 @@ pub fn describe(m: &Match) -> String {
             parts.push(format!("{name}={a}/{}", mask.count_ones()));
         }
     }
-    f(&mut parts, "ip_proto", k.ip_proto() as u64, v.ip_proto() as u64, false);
-    f(&mut parts, "tp_src", k.tp_src() as u64, v.tp_src() as u64, false);
-    f(&mut parts, "tp_dst", k.tp_dst() as u64, v.tp_dst() as u64, false);
-    f(&mut parts, "arp_op", k.arp_op() as u64, v.arp_op() as u64, false);
+    f(
+        &mut parts,
+        "ip_proto",
+        k.ip_proto() as u64,
+        v.ip_proto() as u64,
+        false,
+    );
+    f(
+        &mut parts,
+        "tp_src",
+        k.tp_src() as u64,
+        v.tp_src() as u64,
+        false,
+    );
+    f(
+        &mut parts,
+        "tp_dst",
+        k.tp_dst() as u64,
+        v.tp_dst() as u64,
+        false,
+    );
+    f(
+        &mut parts,
+        "arp_op",
+        k.arp_op() as u64,
+        v.arp_op() as u64,
+        false,
+    );
     if k.arp_sha() != Mac::ZERO {
         parts.push(format!("arp_sha={}", v.arp_sha()));
     }

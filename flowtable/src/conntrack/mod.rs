@@ -1,0 +1,932 @@
+//! Connection tracking for stateful security groups (the `ct` action), in the spirit of netfilter's
+//! and OVS's conntrack: each packet gets `ct_state` bits ([`key::ct`]) saying whether it starts a
+//! connection (NEW), belongs to one that has seen traffic both ways (ESTABLISHED), is an ICMP error
+//! about one (RELATED), travels in the reply direction (REPLY), or makes no sense (INVALID).
+//!
+//! # Semantics
+//! - A connection is identified by (zone, IPv4/IPv6, IP protocol, addresses, ports) in its original
+//!   direction; a packet going the other way finds the same entry and gets [`ct::REPLY`].
+//! - TCP and UDP use the ports. ICMP echo request/reply (v4 types 8/0, v6 128/129) use the echo
+//!   identifier, read from the frame, and the message type gives the direction (a reply never
+//!   creates a connection: INVALID without an entry). Other protocols, and ICMP messages that are
+//!   neither echo nor errors (neighbour discovery, router advertisements, …), are tracked by
+//!   addresses and protocol only.
+//! - Original-direction packets are NEW until a reply has been seen, then every packet of the
+//!   connection is ESTABLISHED (netfilter semantics). Only NEW packets with `commit` create entries.
+//! - TCP follows SYN_SENT → SYN_RECV → ESTABLISHED → FIN_WAIT / CLOSE_WAIT → TIME_WAIT, with RST →
+//!   CLOSED from anywhere and a timeout per state. A first packet without SYN (or with ACK, RST or
+//!   FIN besides SYN) is INVALID and never committed. A SYN on a TIME_WAIT or CLOSED entry starts a
+//!   new connection (the old entry is replaced, or removed when the SYN is not committed). There is
+//!   no sequence-number window tracking.
+//! - ICMP errors (v4 types 3, 4, 5, 11, 12; v6 1–4) quoting a packet of a live connection of the same
+//!   zone (either direction) are RELATED (with REPLY when they travel towards the originator). They
+//!   create nothing and refresh nothing. **Errors quoting nothing we track are INVALID** (netfilter
+//!   would say NEW): a firewall allowing NEW ICMP would otherwise accept forged errors.
+//! - Non-IP packets, keys with [`flags::INVALID`], and non-first IP fragments (no transport header;
+//!   there is no reassembly) are INVALID.
+//! - Every accepted packet refreshes its connection's expiry; an expired entry behaves as absent
+//!   even before [`ConnTrack::expire`] removes it. Invalid packets change nothing.
+//! - At `max_entries` connections a commit is refused: the packet stays NEW, [`CtResult::full`] is
+//!   set and [`CtStats::limit_hits`] counts it.
+//!
+//! # Design
+//! [`SHARDS`] shards, chosen by the top bits of a seeded hash of the normalised tuple, each a
+//! [`std::sync::Mutex`] around an open-addressing table (see `table.rs`) of 64-byte, cache-line-
+//! aligned slots, preallocated for 1.5× the shard's share of `max_entries` (load factor ≤ ⅔ when the
+//! table is full; a shard only ever grows if the hash is badly unbalanced). The tuple is normalised
+//! (the smaller (address, port) endpoint first, plus a bit saying which side originated) so that
+//! one probe finds a connection from either direction. Forwarding threads contend only when they
+//! hit the same shard at the same moment; the one shared atomic is the entry count, touched only
+//! when a connection is created or removed. Nothing allocates per packet.
+
+mod frame;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::key::{self, ct, flags, FlowKey};
+use table::{KeyWords, Slot, Table, KF_USED};
+
+/// Number of shards (a power of two).
+pub const SHARDS: usize = 1 << SHARD_BITS;
+const SHARD_BITS: u32 = 6;
+/// Slots examined per lock hold by the whole-table walks (expire, retain, flush, dump).
+const WALK_CHUNK: usize = 1024;
+
+const SEC: u64 = 1_000_000_000;
+
+/// TCP flag bits of [`FlowKey::tcp_flags`].
+pub mod tcp_flags {
+    pub const FIN: u16 = 0x01;
+    pub const SYN: u16 = 0x02;
+    pub const RST: u16 = 0x04;
+    pub const PSH: u16 = 0x08;
+    pub const ACK: u16 = 0x10;
+}
+use tcp_flags::{ACK, FIN, RST, SYN};
+
+/// Idle timeouts, in nanoseconds of the caller's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CtTimeouts {
+    pub tcp_syn_sent: u64,
+    pub tcp_syn_recv: u64,
+    pub tcp_established: u64,
+    pub tcp_fin_wait: u64,
+    pub tcp_close_wait: u64,
+    pub tcp_time_wait: u64,
+    pub tcp_closed: u64,
+    /// UDP before a reply was seen.
+    pub udp_first: u64,
+    pub udp_established: u64,
+    pub icmp: u64,
+    /// Any other IP protocol.
+    pub other: u64,
+}
+
+impl Default for CtTimeouts {
+    fn default() -> Self {
+        CtTimeouts {
+            tcp_syn_sent: 30 * SEC,
+            tcp_syn_recv: 60 * SEC,
+            tcp_established: 24 * 3600 * SEC,
+            tcp_fin_wait: 120 * SEC,
+            tcp_close_wait: 60 * SEC,
+            tcp_time_wait: 120 * SEC,
+            tcp_closed: 10 * SEC,
+            udp_first: 30 * SEC,
+            udp_established: 180 * SEC,
+            icmp: 30 * SEC,
+            other: 600 * SEC,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct CtConfig {
+    /// Hard limit on the number of connections.
+    pub max_entries: usize,
+    pub timeouts: CtTimeouts,
+}
+
+impl Default for CtConfig {
+    fn default() -> Self {
+        CtConfig {
+            max_entries: 1 << 20,
+            timeouts: CtTimeouts::default(),
+        }
+    }
+}
+
+/// The verdict of [`ConnTrack::process`] on one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CtResult {
+    /// [`key::ct`] bits: always [`ct::TRACKED`], plus NEW / ESTABLISHED / RELATED / INVALID and
+    /// maybe REPLY.
+    pub state: u8,
+    /// A commit was asked for but the table is at `max_entries`: the connection was not created.
+    pub full: bool,
+}
+
+impl CtResult {
+    const INVALID: CtResult = CtResult {
+        state: ct::TRACKED | ct::INVALID,
+        full: false,
+    };
+    fn new(state: u8) -> CtResult {
+        CtResult {
+            state: ct::TRACKED | state,
+            full: false,
+        }
+    }
+    pub fn is_new(&self) -> bool {
+        self.state & ct::NEW != 0
+    }
+    pub fn is_established(&self) -> bool {
+        self.state & ct::ESTABLISHED != 0
+    }
+    pub fn is_related(&self) -> bool {
+        self.state & ct::RELATED != 0
+    }
+    pub fn is_reply(&self) -> bool {
+        self.state & ct::REPLY != 0
+    }
+    pub fn is_invalid(&self) -> bool {
+        self.state & ct::INVALID != 0
+    }
+}
+
+/// Counters; `entries` is the current number of connections, the others count since creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct CtStats {
+    pub entries: usize,
+    /// Connections committed (a reopened TCP connection counts again).
+    pub created: u64,
+    /// Entries removed because they timed out (by `expire`, or found expired by a lookup).
+    pub expired: u64,
+    /// Commits refused because the table was at `max_entries`.
+    pub limit_hits: u64,
+    /// Packets that got INVALID.
+    pub invalid: u64,
+    /// Entries removed by `retain`, `flush_zone`, `clear`, or replaced by a TCP reopen.
+    pub deleted: u64,
+}
+
+/// A connection's state, as shown by [`ConnTrack::dump`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CtState {
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    CloseWait,
+    TimeWait,
+    Closed,
+    /// Non-TCP: no reply seen yet.
+    Unreplied,
+    /// Non-TCP: a reply has been seen.
+    Replied,
+}
+
+// State codes as stored in slots (0 is never used).
+const S_SYN_SENT: u8 = 1;
+const S_SYN_RECV: u8 = 2;
+const S_ESTABLISHED: u8 = 3;
+const S_FIN_WAIT: u8 = 4;
+const S_CLOSE_WAIT: u8 = 5;
+const S_TIME_WAIT: u8 = 6;
+const S_CLOSED: u8 = 7;
+const S_UNREPLIED: u8 = 8;
+const S_REPLIED: u8 = 9;
+
+impl CtState {
+    fn from_code(c: u8) -> CtState {
+        match c {
+            S_SYN_SENT => CtState::SynSent,
+            S_SYN_RECV => CtState::SynRecv,
+            S_ESTABLISHED => CtState::Established,
+            S_FIN_WAIT => CtState::FinWait,
+            S_CLOSE_WAIT => CtState::CloseWait,
+            S_TIME_WAIT => CtState::TimeWait,
+            S_CLOSED => CtState::Closed,
+            S_UNREPLIED => CtState::Unreplied,
+            _ => CtState::Replied,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            CtState::SynSent => "SYN_SENT",
+            CtState::SynRecv => "SYN_RECV",
+            CtState::Established => "ESTABLISHED",
+            CtState::FinWait => "FIN_WAIT",
+            CtState::CloseWait => "CLOSE_WAIT",
+            CtState::TimeWait => "TIME_WAIT",
+            CtState::Closed => "CLOSED",
+            CtState::Unreplied => "UNREPLIED",
+            CtState::Replied => "REPLIED",
+        }
+    }
+}
+
+impl std::fmt::Display for CtState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One connection, as seen by [`ConnTrack::dump`] and [`ConnTrack::retain`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CtEntryInfo {
+    pub zone: u16,
+    /// [`key::ETH_TYPE_IPV4`] or [`key::ETH_TYPE_IPV6`].
+    pub eth_type: u16,
+    pub proto: u8,
+    /// Source of the original direction (the side that opened the connection).
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// Transport ports of the original direction (TCP/UDP; 0 otherwise).
+    pub sport: u16,
+    pub dport: u16,
+    /// The identifier of an ICMP echo connection.
+    pub icmp_id: Option<u16>,
+    pub state: CtState,
+    /// Whether a reply-direction packet has been seen.
+    pub replied: bool,
+    /// Absolute expiry time (caller's clock, ns).
+    pub expires_at_ns: u64,
+    /// Seconds until expiry, relative to the latest `now_ns` the shard has seen (or to the `now_ns`
+    /// given to [`ConnTrack::dump_at`]).
+    pub expires_in_secs: u64,
+    pub packets_orig: u32,
+    pub packets_reply: u32,
+}
+
+impl CtEntryInfo {
+    /// A flow key for a packet of the original direction (addresses, protocol, ports; ICMP echo
+    /// request type), for re-checking the connection against a new rule set.
+    pub fn orig_key(&self) -> FlowKey {
+        let mut k = FlowKey::ZERO;
+        k.set_eth_type(self.eth_type);
+        k.set_ip_proto(self.proto);
+        let ip = |a: IpAddr| match a {
+            IpAddr::V4(a) => u32::from(a) as u128,
+            IpAddr::V6(a) => u128::from(a),
+        };
+        k.set_ip_src(ip(self.src));
+        k.set_ip_dst(ip(self.dst));
+        if self.icmp_id.is_some() {
+            k.set_tp_src(if self.eth_type == key::ETH_TYPE_IPV6 {
+                128
+            } else {
+                8
+            });
+        } else {
+            k.set_tp_src(self.sport);
+            k.set_tp_dst(self.dport);
+        }
+        k
+    }
+}
+
+// `kflags` bits (byte 0 of key word 4), besides `KF_USED`.
+const KF_V6: u64 = 0x01;
+/// ICMP echo: the tuple is stored oriented (lo = requester), not normalised.
+const KF_ECHO: u64 = 0x02;
+
+// `cflags` bits (byte of slot word 5).
+/// The originator is the "hi" endpoint.
+const CF_ORIG_HI: u8 = 0x01;
+const CF_REPLIED: u8 = 0x02;
+const CF_FIN_ORIG: u8 = 0x04;
+const CF_FIN_REPLY: u8 = 0x08;
+
+/// A normalised connection tuple and its hash.
+#[derive(Clone, Copy)]
+struct Tuple {
+    w: KeyWords,
+    hash: u64,
+}
+
+/// Transport part of a packet, as conntrack sees it.
+#[derive(Clone, Copy)]
+enum L4 {
+    Ports(u16, u16),
+    EchoRequest(u16),
+    EchoReply(u16),
+    Bare,
+}
+
+#[derive(Default)]
+struct Counters {
+    created: u64,
+    expired: u64,
+    limit_hits: u64,
+    invalid: u64,
+    deleted: u64,
+}
+
+struct Shard {
+    table: Table,
+    /// Latest `now_ns` seen by this shard (for `expires_in_secs` in dumps).
+    now: u64,
+    c: Counters,
+}
+
+/// A shard on its own cache lines, so that locking one does not disturb its neighbours.
+#[repr(align(128))]
+struct PaddedShard(Mutex<Shard>);
+
+/// The connection table. `Send + Sync`: forwarding threads share it through `&ConnTrack`.
+pub struct ConnTrack {
+    shards: Box<[PaddedShard]>,
+    count: AtomicUsize,
+    /// INVALID verdicts given before any shard was chosen (non-IP, malformed).
+    invalid_early: AtomicU64,
+    max_entries: usize,
+    t: CtTimeouts,
+    seed: u64,
+}
+
+#[inline(always)]
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub(crate) fn is_icmp_error(v6: bool, ty: u8) -> bool {
+    if v6 {
+        matches!(ty, 1..=4)
+    } else {
+        matches!(ty, 3 | 4 | 5 | 11 | 12)
+    }
+}
+
+impl ConnTrack {
+    pub fn new(cfg: CtConfig) -> Self {
+        let per_shard = (cfg.max_entries.saturating_mul(3) / 2).div_ceil(SHARDS) + 16;
+        let shards = (0..SHARDS)
+            .map(|_| {
+                PaddedShard(Mutex::new(Shard {
+                    table: Table::with_slots(per_shard),
+                    now: 0,
+                    c: Counters::default(),
+                }))
+            })
+            .collect();
+        ConnTrack {
+            shards,
+            count: AtomicUsize::new(0),
+            invalid_early: AtomicU64::new(0),
+            max_entries: cfg.max_entries,
+            t: cfg.timeouts,
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1,
+        }
+    }
+
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    pub fn timeouts(&self) -> &CtTimeouts {
+        &self.t
+    }
+
+    /// Number of connections (entries that expired but were not yet removed included).
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> CtStats {
+        let mut s = CtStats {
+            entries: self.len(),
+            invalid: self.invalid_early.load(Ordering::Relaxed),
+            ..CtStats::default()
+        };
+        for sh in self.shards.iter() {
+            let g = lock(&sh.0);
+            s.created += g.c.created;
+            s.expired += g.c.expired;
+            s.limit_hits += g.c.limit_hits;
+            s.invalid += g.c.invalid;
+            s.deleted += g.c.deleted;
+        }
+        s
+    }
+
+    fn early_invalid(&self) -> CtResult {
+        self.invalid_early.fetch_add(1, Ordering::Relaxed);
+        CtResult::INVALID
+    }
+
+    #[inline(always)]
+    fn hash(&self, w: &KeyWords) -> u64 {
+        let mut h = self.seed;
+        for &x in w {
+            h = (h ^ x).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            h ^= h >> 32;
+        }
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+
+    /// The normalised tuple of a packet, and whether the packet's source is the tuple's "hi" side.
+    #[inline(always)]
+    fn tuple(&self, zone: u16, v6: bool, proto: u8, src: u128, dst: u128, l4: L4) -> (Tuple, bool) {
+        let mut kf = KF_USED | if v6 { KF_V6 } else { 0 };
+        // (lo endpoint, hi endpoint, packet source is hi)
+        let ((la, lp), (ha, hp), side_hi) = match l4 {
+            L4::Ports(sp, dp) => {
+                if (src, sp) <= (dst, dp) {
+                    ((src, sp), (dst, dp), false)
+                } else {
+                    ((dst, dp), (src, sp), true)
+                }
+            }
+            L4::Bare => {
+                if src <= dst {
+                    ((src, 0), (dst, 0), false)
+                } else {
+                    ((dst, 0), (src, 0), true)
+                }
+            }
+            L4::EchoRequest(id) => {
+                kf |= KF_ECHO;
+                ((src, id), (dst, id), false)
+            }
+            L4::EchoReply(id) => {
+                kf |= KF_ECHO;
+                ((dst, id), (src, id), true)
+            }
+        };
+        let w = [
+            (la >> 64) as u64,
+            la as u64,
+            (ha >> 64) as u64,
+            ha as u64,
+            (lp as u64) << 48 | (hp as u64) << 32 | (zone as u64) << 16 | (proto as u64) << 8 | kf,
+        ];
+        let hash = self.hash(&w);
+        (Tuple { w, hash }, side_hi)
+    }
+
+    #[inline(always)]
+    fn shard(&self, t: &Tuple) -> &Mutex<Shard> {
+        &self.shards[(t.hash >> (64 - SHARD_BITS)) as usize].0
+    }
+
+    fn timeout(&self, proto: u8, state: u8) -> u64 {
+        let t = &self.t;
+        match state {
+            S_SYN_SENT => t.tcp_syn_sent,
+            S_SYN_RECV => t.tcp_syn_recv,
+            S_ESTABLISHED => t.tcp_established,
+            S_FIN_WAIT => t.tcp_fin_wait,
+            S_CLOSE_WAIT => t.tcp_close_wait,
+            S_TIME_WAIT => t.tcp_time_wait,
+            S_CLOSED => t.tcp_closed,
+            _ => match proto {
+                key::IP_PROTO_UDP if state == S_UNREPLIED => t.udp_first,
+                key::IP_PROTO_UDP => t.udp_established,
+                key::IP_PROTO_ICMP | key::IP_PROTO_ICMPV6 => t.icmp,
+                _ => t.other,
+            },
+        }
+    }
+
+    /// Tracks one packet in `zone`.
+    ///
+    /// `key` is the packet's parsed flow key; `frame` the whole Ethernet frame, read only for ICMP
+    /// (echo identifier, quoted packet of errors): it may be empty for other protocols. With
+    /// `commit`, a NEW packet creates its connection. `now_ns` is the caller's monotonic clock.
+    pub fn process(
+        &self,
+        zone: u16,
+        key: &FlowKey,
+        frame: &[u8],
+        commit: bool,
+        now_ns: u64,
+    ) -> CtResult {
+        let v6 = match key.eth_type() {
+            key::ETH_TYPE_IPV4 => false,
+            key::ETH_TYPE_IPV6 => true,
+            _ => return self.early_invalid(),
+        };
+        if key.flags() & (flags::INVALID | flags::FRAG_LATER) != 0 {
+            return self.early_invalid();
+        }
+        let proto = key.ip_proto();
+        let l4 = match proto {
+            key::IP_PROTO_TCP | key::IP_PROTO_UDP => L4::Ports(key.tp_src(), key.tp_dst()),
+            key::IP_PROTO_ICMP | key::IP_PROTO_ICMPV6 if v6 == (proto == key::IP_PROTO_ICMPV6) => {
+                let ty = key.tp_src() as u8;
+                let (req, rep) = if v6 { (128, 129) } else { (8, 0) };
+                if ty == req || ty == rep {
+                    let Some(id) =
+                        frame::icmp_offset(frame, v6).and_then(|o| frame::echo_id(frame, o))
+                    else {
+                        return self.early_invalid();
+                    };
+                    if ty == req {
+                        L4::EchoRequest(id)
+                    } else {
+                        L4::EchoReply(id)
+                    }
+                } else if is_icmp_error(v6, ty) {
+                    return self.related(zone, v6, frame, now_ns);
+                } else {
+                    L4::Bare
+                }
+            }
+            _ => L4::Bare,
+        };
+        let (t, side_hi) = self.tuple(zone, v6, proto, key.ip_src(), key.ip_dst(), l4);
+        self.track(&t, side_hi, proto, l4, key.tcp_flags(), commit, now_ns)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn track(
+        &self,
+        t: &Tuple,
+        side_hi: bool,
+        proto: u8,
+        l4: L4,
+        tcpf: u16,
+        commit: bool,
+        now: u64,
+    ) -> CtResult {
+        let mut g = lock(self.shard(t));
+        let sh = &mut *g;
+        if now > sh.now {
+            sh.now = now;
+        }
+        let h32 = t.hash as u32;
+        let (i, existing) = match sh.table.find(&t.w, h32) {
+            Ok(i) => (i, true),
+            Err(i) => (i, false),
+        };
+        let mut replace = false;
+        if existing {
+            let s = *sh.table.slot(i);
+            if s[6] > now {
+                let state = (s[5] >> 24) as u8;
+                let cf = (s[5] >> 16) as u8;
+                let reply = side_hi != (cf & CF_ORIG_HI != 0);
+                let next = if proto == key::IP_PROTO_TCP {
+                    tcp_next(state, cf, reply, tcpf)
+                } else {
+                    Next::To(
+                        if reply { S_REPLIED } else { state },
+                        if reply { cf | CF_REPLIED } else { cf },
+                    )
+                };
+                match next {
+                    Next::Invalid => {
+                        sh.c.invalid += 1;
+                        return CtResult::INVALID;
+                    }
+                    Next::To(ns, ncf) => {
+                        let ncf = if reply { ncf | CF_REPLIED } else { ncf };
+                        let slot = sh.table.slot_mut(i);
+                        slot[5] = (s[5] & !0xffff_0000) | (ns as u64) << 24 | (ncf as u64) << 16;
+                        slot[6] = now + self.timeout(proto, ns);
+                        slot[7] = if reply {
+                            (s[7] & !0xffff_ffff) | (s[7] as u32).saturating_add(1) as u64
+                        } else {
+                            (s[7] & 0xffff_ffff)
+                                | (((s[7] >> 32) as u32).saturating_add(1) as u64) << 32
+                        };
+                        let st = if ncf & CF_REPLIED != 0 {
+                            ct::ESTABLISHED
+                        } else {
+                            ct::NEW
+                        };
+                        return CtResult::new(st | if reply { ct::REPLY } else { 0 });
+                    }
+                    Next::Reopen => {
+                        sh.c.deleted += 1;
+                        replace = true;
+                    }
+                }
+            } else {
+                sh.c.expired += 1;
+                replace = true;
+            }
+        }
+        // No live connection: the packet may start one.
+        let starts = match l4 {
+            _ if proto == key::IP_PROTO_TCP => tcpf & (SYN | ACK | RST | FIN) == SYN,
+            L4::EchoReply(_) => false,
+            _ => true,
+        };
+        if !starts || !commit {
+            if replace {
+                // The old entry is dead (expired, or a TCP connection being reopened).
+                sh.table.remove(i);
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
+            if !starts {
+                sh.c.invalid += 1;
+                return CtResult::INVALID;
+            }
+            return CtResult::new(ct::NEW);
+        }
+        let state = if proto == key::IP_PROTO_TCP {
+            S_SYN_SENT
+        } else {
+            S_UNREPLIED
+        };
+        let slot: Slot = [
+            t.w[0],
+            t.w[1],
+            t.w[2],
+            t.w[3],
+            t.w[4],
+            (h32 as u64) << 32
+                | (state as u64) << 24
+                | (if side_hi { CF_ORIG_HI } else { 0 } as u64) << 16,
+            now + self.timeout(proto, state),
+            1 << 32,
+        ];
+        if replace {
+            *sh.table.slot_mut(i) = slot;
+            sh.c.created += 1;
+            return CtResult::new(ct::NEW);
+        }
+        // Reserve room under the global limit.
+        let mut n = self.count.load(Ordering::Relaxed);
+        loop {
+            if n >= self.max_entries {
+                sh.c.limit_hits += 1;
+                return CtResult {
+                    state: ct::TRACKED | ct::NEW,
+                    full: true,
+                };
+            }
+            match self
+                .count
+                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(m) => n = m,
+            }
+        }
+        let i = if sh.table.needs_grow() {
+            sh.table.grow();
+            sh.table.find(&t.w, h32).unwrap_err()
+        } else {
+            i
+        };
+        sh.table.put(i, slot);
+        sh.c.created += 1;
+        CtResult::new(ct::NEW)
+    }
+
+    /// An ICMP error: RELATED when it quotes a packet of a live connection, INVALID otherwise.
+    fn related(&self, zone: u16, v6: bool, frame: &[u8], now: u64) -> CtResult {
+        let Some(e) = frame::icmp_offset(frame, v6).and_then(|o| frame::embedded(frame, o, v6))
+        else {
+            return self.early_invalid();
+        };
+        let l4 = match e.l4 {
+            frame::EmbeddedL4::Ports(s, d) => L4::Ports(s, d),
+            frame::EmbeddedL4::EchoRequest(id) => L4::EchoRequest(id),
+            frame::EmbeddedL4::EchoReply(id) => L4::EchoReply(id),
+            frame::EmbeddedL4::Bare => L4::Bare,
+        };
+        let (t, side_hi) = self.tuple(zone, v6, e.proto, e.src, e.dst, l4);
+        let mut g = lock(self.shard(&t));
+        if now > g.now {
+            g.now = now;
+        }
+        if let Ok(i) = g.table.find(&t.w, t.hash as u32) {
+            let s = g.table.slot(i);
+            if s[6] > now {
+                let orig_hi = (s[5] >> 16) as u8 & CF_ORIG_HI != 0;
+                // The quoted packet went in the original direction: the error goes back to the
+                // originator, in the reply direction.
+                let reply = side_hi == orig_hi;
+                return CtResult::new(ct::RELATED | if reply { ct::REPLY } else { 0 });
+            }
+        }
+        g.c.invalid += 1;
+        CtResult::INVALID
+    }
+
+    /// Removes expired entries; returns how many. Walks every shard in chunks of a few hundred
+    /// slots per lock hold, so forwarding threads are never held up for long.
+    pub fn expire(&self, now_ns: u64) -> usize {
+        self.walk(|s, _| s[6] <= now_ns, |c, n| c.expired += n)
+    }
+
+    /// Deletes every connection for which `keep` returns false; returns how many. `keep` runs with
+    /// a shard locked: it must not call back into this `ConnTrack`.
+    pub fn retain(&self, mut keep: impl FnMut(&CtEntryInfo) -> bool) -> usize {
+        self.walk(|s, now| !keep(&info(s, now)), |c, n| c.deleted += n)
+    }
+
+    /// Deletes every connection of `zone`; returns how many.
+    pub fn flush_zone(&self, zone: u16) -> usize {
+        self.walk(|s, _| (s[4] >> 16) as u16 == zone, |c, n| c.deleted += n)
+    }
+
+    /// Deletes every connection.
+    pub fn clear(&self) -> usize {
+        let mut n = 0;
+        for sh in self.shards.iter() {
+            let mut g = lock(&sh.0);
+            let l = g.table.len();
+            g.table.clear();
+            g.c.deleted += l as u64;
+            self.count.fetch_sub(l, Ordering::Relaxed);
+            n += l;
+        }
+        n
+    }
+
+    /// Removes the entries `doomed` selects, chunk by chunk; `count` records how many per shard.
+    fn walk(
+        &self,
+        mut doomed: impl FnMut(&Slot, u64) -> bool,
+        count: impl Fn(&mut Counters, u64),
+    ) -> usize {
+        let mut total = 0;
+        for sh in self.shards.iter() {
+            let mut pos = 0;
+            loop {
+                let mut g = lock(&sh.0);
+                let g = &mut *g;
+                let cap = g.table.cap();
+                if pos >= cap {
+                    break;
+                }
+                let end = (pos + WALK_CHUNK).min(cap);
+                let mut removed = 0;
+                let mut i = pos;
+                while i < end {
+                    let s = *g.table.slot(i);
+                    if s[4] != 0 && doomed(&s, g.now) {
+                        g.table.remove(i);
+                        removed += 1;
+                        // slot i now holds whatever shifted back into it: look again
+                    } else {
+                        i += 1;
+                    }
+                }
+                if removed > 0 {
+                    count(&mut g.c, removed as u64);
+                    self.count.fetch_sub(removed, Ordering::Relaxed);
+                    total += removed;
+                }
+                pos = end;
+            }
+        }
+        total
+    }
+
+    /// Up to `limit` live connections, for the CLI; expiry is relative to the latest time each shard
+    /// has seen.
+    pub fn dump(&self, limit: usize) -> Vec<CtEntryInfo> {
+        self.dump_inner(limit, None)
+    }
+
+    /// Like [`ConnTrack::dump`], with expiry computed relative to `now_ns` (and entries expired at
+    /// `now_ns` left out).
+    pub fn dump_at(&self, limit: usize, now_ns: u64) -> Vec<CtEntryInfo> {
+        self.dump_inner(limit, Some(now_ns))
+    }
+
+    fn dump_inner(&self, limit: usize, now: Option<u64>) -> Vec<CtEntryInfo> {
+        let mut out = Vec::new();
+        for sh in self.shards.iter() {
+            let mut pos = 0;
+            loop {
+                if out.len() >= limit {
+                    return out;
+                }
+                let g = lock(&sh.0);
+                let cap = g.table.cap();
+                if pos >= cap {
+                    break;
+                }
+                let now = now.unwrap_or(g.now);
+                let end = (pos + WALK_CHUNK).min(cap);
+                for i in pos..end {
+                    let s = g.table.slot(i);
+                    if s[4] != 0 && s[6] > now && out.len() < limit {
+                        out.push(info(s, now));
+                    }
+                }
+                pos = end;
+            }
+        }
+        out
+    }
+}
+
+/// The decoded view of a slot.
+fn info(s: &Slot, now: u64) -> CtEntryInfo {
+    let kf = s[4];
+    let v6 = kf & KF_V6 != 0;
+    let addr = |hi: u64, lo: u64| {
+        let v = (hi as u128) << 64 | lo as u128;
+        if v6 {
+            IpAddr::V6(Ipv6Addr::from(v))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(v as u32))
+        }
+    };
+    let lo = (addr(s[0], s[1]), (s[4] >> 48) as u16);
+    let hi = (addr(s[2], s[3]), (s[4] >> 32) as u16);
+    let cf = (s[5] >> 16) as u8;
+    let (o, r) = if cf & CF_ORIG_HI != 0 {
+        (hi, lo)
+    } else {
+        (lo, hi)
+    };
+    let echo = kf & KF_ECHO != 0;
+    CtEntryInfo {
+        zone: (s[4] >> 16) as u16,
+        eth_type: if v6 {
+            key::ETH_TYPE_IPV6
+        } else {
+            key::ETH_TYPE_IPV4
+        },
+        proto: (s[4] >> 8) as u8,
+        src: o.0,
+        dst: r.0,
+        sport: if echo { 0 } else { o.1 },
+        dport: if echo { 0 } else { r.1 },
+        icmp_id: echo.then_some(o.1),
+        state: CtState::from_code((s[5] >> 24) as u8),
+        replied: cf & CF_REPLIED != 0,
+        expires_at_ns: s[6],
+        expires_in_secs: s[6].saturating_sub(now) / SEC,
+        packets_orig: (s[7] >> 32) as u32,
+        packets_reply: s[7] as u32,
+    }
+}
+
+enum Next {
+    Invalid,
+    /// Forget the old connection: the packet may start a new one.
+    Reopen,
+    To(u8, u8),
+}
+
+/// The TCP state machine: the next (state, cflags) of a connection in `state` when a packet with
+/// flags `f` goes in the original (`reply == false`) or reply direction.
+fn tcp_next(state: u8, cf: u8, reply: bool, f: u16) -> Next {
+    if f & RST != 0 {
+        return Next::To(S_CLOSED, cf);
+    }
+    if f & SYN != 0 {
+        if f & (ACK | FIN) == 0 && matches!(state, S_TIME_WAIT | S_CLOSED) {
+            return Next::Reopen;
+        }
+        if f & FIN != 0 {
+            return Next::Invalid;
+        }
+        return match (reply, f & ACK != 0, state) {
+            // retransmitted SYN
+            (false, false, S_SYN_SENT | S_SYN_RECV) => Next::To(state, cf),
+            // SYN/ACK (or simultaneous open) and its retransmissions
+            (true, _, S_SYN_SENT | S_SYN_RECV) => Next::To(S_SYN_RECV, cf),
+            (true, true, S_ESTABLISHED) => Next::To(S_ESTABLISHED, cf),
+            _ => Next::Invalid,
+        };
+    }
+    match state {
+        // Before the SYN/ACK, only SYN and RST make sense.
+        S_SYN_SENT => Next::Invalid,
+        S_CLOSED => Next::To(S_CLOSED, cf),
+        _ if f & FIN != 0 => {
+            let cf = cf | if reply { CF_FIN_REPLY } else { CF_FIN_ORIG };
+            let ns = if state == S_TIME_WAIT
+                || cf & (CF_FIN_ORIG | CF_FIN_REPLY) == CF_FIN_ORIG | CF_FIN_REPLY
+            {
+                S_TIME_WAIT
+            } else if cf & CF_FIN_ORIG != 0 {
+                S_FIN_WAIT
+            } else {
+                S_CLOSE_WAIT
+            };
+            Next::To(ns, cf)
+        }
+        S_SYN_RECV if !reply && f & ACK != 0 => Next::To(S_ESTABLISHED, cf),
+        _ => Next::To(state, cf),
+    }
+}
