@@ -118,6 +118,16 @@ impl Compiler {
     pub fn model(&self) -> &Model {
         &self.model
     }
+
+    /// A fresh compiler that will give the named ports these ids (used to compare an incremental
+    /// history with a compilation from scratch, and to keep ids across a daemon restart).
+    pub fn with_ids(ids: BTreeMap<String, u32>) -> Compiler {
+        Compiler { ids, ..Compiler::new() }
+    }
+
+    pub fn ids(&self) -> &BTreeMap<String, u32> {
+        &self.ids
+    }
     pub fn port_id(&self, name: &str) -> Option<u32> {
         self.ids.get(name).copied()
     }
@@ -231,16 +241,17 @@ impl Compiler {
             let rules = compile_owner(&new_model, &ids, &o);
             report.owners_recompiled += 1;
             let old = self.owners.remove(&o).map(|c| c.rules).unwrap_or_default();
-            let new_ids: BTreeSet<u64> = rules.iter().map(|(_, r)| r.id).collect();
+            // Ids are per owner and position, so one may move to another table: diff by both.
+            let new_ids: BTreeSet<(TableId, u64)> = rules.iter().map(|(t, r)| (*t, r.id)).collect();
             for (t, r) in &old {
-                if !new_ids.contains(&r.id) {
+                if !new_ids.contains(&(*t, r.id)) {
                     self.pipeline.tables[*t as usize].remove(r.id);
                     report.rules_removed += 1;
                 }
             }
-            let old_by_id: BTreeMap<u64, &Rule> = old.iter().map(|(_, r)| (r.id, r)).collect();
+            let old_by_id: BTreeMap<(TableId, u64), &Rule> = old.iter().map(|(t, r)| ((*t, r.id), r)).collect();
             for (t, r) in &rules {
-                if old_by_id.get(&r.id) != Some(&r) {
+                if old_by_id.get(&(*t, r.id)) != Some(&r) {
                     self.pipeline.tables[*t as usize].insert(r.clone());
                     report.rules_added += 1;
                 }
@@ -1082,4 +1093,164 @@ fn sg_rule_matches(m: &Model, r: &SgRule, base: MatchBuilder, dir: Direction) ->
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{PortGroup, Protocol, Shaping, Uplink};
+    use proptest::prelude::*;
+
+    fn snapshot(c: &Compiler) -> Vec<Vec<(u64, u32, Match, Vec<Action>, String)>> {
+        c.pipeline
+            .tables
+            .iter()
+            .map(|t| t.rules().map(|r| (r.id, r.priority, r.m, r.actions.to_vec(), r.note.to_string())).collect())
+            .collect()
+    }
+
+    fn base() -> Model {
+        let mut m = Model::default();
+        m.uplinks.push(Uplink { name: "up".into(), vlans: vec![] });
+        m.port_groups.push(PortGroup::access("a100", 100));
+        m.port_groups.push(PortGroup { dhcp_isolation: true, ip_mac_binding: true, ..PortGroup::access("b200", 200) });
+        m.port_groups.push(PortGroup::trunk("t", vec!["100-110".parse().unwrap()], Some(300)));
+        m.security_groups.push(SecurityGroup::default_group("default"));
+        m.security_groups.push(SecurityGroup { name: "web".into(), rules: vec![] });
+        m
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        AddPort { n: u8, pg: u8, sg: u8 },
+        RemovePort(u8),
+        MovePort { n: u8, pg: u8 },
+        SetSg { n: u8, sg: u8 },
+        AddRule { port: u16, remote_group: bool, ingress: bool },
+        RemoveRule(u8),
+        SetVlan(u16),
+        Shape(u8),
+        TogglePg(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..6, 0u8..3, 0u8..3).prop_map(|(n, pg, sg)| Op::AddPort { n, pg, sg }),
+            (0u8..6).prop_map(Op::RemovePort),
+            (0u8..6, 0u8..3).prop_map(|(n, pg)| Op::MovePort { n, pg }),
+            (0u8..6, 0u8..3).prop_map(|(n, sg)| Op::SetSg { n, sg }),
+            (1u16..2000, any::<bool>(), any::<bool>()).prop_map(|(port, remote_group, ingress)| Op::AddRule { port, remote_group, ingress }),
+            (0u8..4).prop_map(Op::RemoveRule),
+            (1u16..20).prop_map(Op::SetVlan),
+            (0u8..3).prop_map(Op::Shape),
+            (0u8..3).prop_map(Op::TogglePg),
+        ]
+    }
+
+    fn apply_op(m: &mut Model, op: &Op) {
+        let pgs = ["a100", "b200", "t"];
+        let sg = |i: u8| match i {
+            0 => None,
+            1 => Some("default".to_string()),
+            _ => Some("web".to_string()),
+        };
+        let name = |n: u8| format!("vm{n}");
+        match op {
+            Op::AddPort { n, pg, sg: s } => {
+                if !m.ports.iter().any(|p| p.name == name(*n)) {
+                    m.ports.push(Port {
+                        name: name(*n),
+                        mac: Mac([2, 0, 0, 0, 1, *n]),
+                        ips: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, *n + 1))],
+                        port_group: pgs[*pg as usize].into(),
+                        security_group: sg(*s),
+                    })
+                }
+            }
+            Op::RemovePort(n) => m.ports.retain(|p| p.name != name(*n)),
+            Op::MovePort { n, pg } => m.ports.iter_mut().filter(|p| p.name == name(*n)).for_each(|p| p.port_group = pgs[*pg as usize].into()),
+            Op::SetSg { n, sg: s } => m.ports.iter_mut().filter(|p| p.name == name(*n)).for_each(|p| p.security_group = sg(*s)),
+            Op::AddRule { port, remote_group, ingress } => m.security_groups[1].rules.push(SgRule {
+                direction: if *ingress { Direction::Ingress } else { Direction::Egress },
+                ethertype: EtherType::IPv4,
+                protocol: Protocol::Tcp,
+                port_min: Some(*port),
+                port_max: Some(*port + 10),
+                icmp_type: None,
+                icmp_code: None,
+                remote: remote_group.then(|| Remote::Group("default".into())),
+            }),
+            Op::RemoveRule(i) => {
+                let rules = &mut m.security_groups[1].rules;
+                if (*i as usize) < rules.len() {
+                    rules.remove(*i as usize);
+                }
+            }
+            Op::SetVlan(v) => m.port_groups[0].vlan = Some(*v),
+            Op::Shape(i) => {
+                let pg = &mut m.port_groups[*i as usize];
+                pg.shaping = match pg.shaping {
+                    Some(_) => None,
+                    None => Some(Shaping { average_mbps: 10.0, peak_mbps: None, burst_mbit: 0.0, priority: Default::default() }),
+                }
+            }
+            Op::TogglePg(i) => {
+                let pg = &mut m.port_groups[*i as usize];
+                pg.ip_mac_binding = !pg.ip_mac_binding;
+                pg.tcp_checksum_fill = !pg.tcp_checksum_fill;
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn incremental_equals_from_scratch(ops in proptest::collection::vec(op(), 1..25)) {
+            let mut inc = Compiler::new();
+            let mut m = base();
+            inc.update(&m).unwrap();
+            for o in &ops {
+                apply_op(&mut m, o);
+                inc.update(&m).unwrap();
+                let mut scratch = Compiler::with_ids(inc.ids().clone());
+                scratch.update(&m).unwrap();
+                prop_assert_eq!(snapshot(&inc), snapshot(&scratch));
+                prop_assert_eq!(&inc.pipeline.flood, &scratch.pipeline.flood);
+                prop_assert_eq!(&inc.pipeline.meters, &scratch.pipeline.meters);
+            }
+        }
+    }
+
+    #[test]
+    fn one_port_change_recompiles_one_owner() {
+        let mut c = Compiler::new();
+        let mut m = base();
+        for n in 0..5 {
+            apply_op(&mut m, &Op::AddPort { n, pg: 0, sg: 0 });
+        }
+        c.update(&m).unwrap();
+        apply_op(&mut m, &Op::MovePort { n: 3, pg: 1 });
+        let r = c.update(&m).unwrap();
+        assert_eq!(r.owners_recompiled, 1, "{r:?}");
+        // Unchanged model: nothing recompiled, nothing touched.
+        let r = c.update(&m).unwrap();
+        assert_eq!((r.owners_recompiled, r.rules_added, r.rules_removed), (0, 0, 0));
+        // A rule in a group used by nobody changes nothing in the tables.
+        apply_op(&mut m, &Op::AddRule { port: 80, remote_group: false, ingress: true });
+        let r = c.update(&m).unwrap();
+        assert_eq!(r.rules_added + r.rules_removed, 0, "{r:?}");
+    }
+
+    #[test]
+    fn invalid_model_changes_nothing() {
+        let mut c = Compiler::new();
+        let m = base();
+        c.update(&m).unwrap();
+        let before = snapshot(&c);
+        let mut bad = m.clone();
+        bad.port_groups[0].vlan = Some(0);
+        assert!(c.update(&bad).is_err());
+        assert_eq!(snapshot(&c), before);
+        assert_eq!(c.model(), &m);
+    }
 }
