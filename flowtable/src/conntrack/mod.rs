@@ -31,13 +31,21 @@
 //!
 //! # Design
 //! [`SHARDS`] shards, chosen by the top bits of a seeded hash of the normalised tuple, each a
-//! [`std::sync::Mutex`] around an open-addressing table (see `table.rs`) of 64-byte, cache-line-
-//! aligned slots, preallocated for 1.5× the shard's share of `max_entries` (load factor ≤ ⅔ when the
-//! table is full; a shard only ever grows if the hash is badly unbalanced). The tuple is normalised
+//! [`std::sync::Mutex`] guarding an open-addressing table (see `table.rs`) of 64-byte, cache-line-
+//! aligned slots, allocated at creation for 1.5× the shard's share of `max_entries` (load factor ≤ ⅔
+//! when the table is full; tables never grow, so a shard can refuse a commit before the global
+//! limit only if the hash were wildly unbalanced: at a million entries a shard holds 16 K ± 130 of
+//! its 21.5 K maximum). Memory: 64 bytes × 1.5 per connection of `max_entries` (~100 MB for the
+//! default 1 M), all touched (zeroed) at creation. The tuple is normalised
 //! (the smaller (address, port) endpoint first, plus a bit saying which side originated) so that
 //! one probe finds a connection from either direction. Forwarding threads contend only when they
 //! hit the same shard at the same moment; the one shared atomic is the entry count, touched only
 //! when a connection is created or removed. Nothing allocates per packet.
+//!
+//! With a million connections a lookup is dominated by its cache and TLB miss (the table is ~100 MB):
+//! [`ConnTrack::prefetch`] lets a caller processing a burst start all those misses before the first
+//! lookup. That is why slots are atomics beside the shard's mutex rather than inside it (relaxed
+//! atomics compile to plain loads and stores; every access but the prefetch holds the lock).
 
 mod frame;
 mod table;
@@ -332,20 +340,26 @@ struct Counters {
     deleted: u64,
 }
 
-struct Shard {
-    table: Table,
+/// What a shard's lock protects (besides the table's contents).
+struct ShardState {
+    len: usize,
     /// Latest `now_ns` seen by this shard (for `expires_in_secs` in dumps).
     now: u64,
     c: Counters,
 }
 
-/// A shard on its own cache lines, so that locking one does not disturb its neighbours.
+/// A shard, on its own cache lines so that locking one does not disturb its neighbours. The table
+/// sits beside the mutex, not in it, so that [`ConnTrack::prefetch`] can read it unlocked; every
+/// other access happens with `st` locked.
 #[repr(align(128))]
-struct PaddedShard(Mutex<Shard>);
+struct Shard {
+    st: Mutex<ShardState>,
+    table: Table,
+}
 
 /// The connection table. `Send + Sync`: forwarding threads share it through `&ConnTrack`.
 pub struct ConnTrack {
-    shards: Box<[PaddedShard]>,
+    shards: Box<[Shard]>,
     count: AtomicUsize,
     /// INVALID verdicts given before any shard was chosen (non-IP, malformed).
     invalid_early: AtomicU64,
@@ -355,7 +369,7 @@ pub struct ConnTrack {
 }
 
 #[inline(always)]
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+fn lock(m: &Mutex<ShardState>) -> MutexGuard<'_, ShardState> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -371,12 +385,13 @@ impl ConnTrack {
     pub fn new(cfg: CtConfig) -> Self {
         let per_shard = (cfg.max_entries.saturating_mul(3) / 2).div_ceil(SHARDS) + 16;
         let shards = (0..SHARDS)
-            .map(|_| {
-                PaddedShard(Mutex::new(Shard {
-                    table: Table::with_slots(per_shard),
+            .map(|_| Shard {
+                st: Mutex::new(ShardState {
+                    len: 0,
                     now: 0,
                     c: Counters::default(),
-                }))
+                }),
+                table: Table::with_slots(per_shard),
             })
             .collect();
         ConnTrack {
@@ -413,7 +428,7 @@ impl ConnTrack {
             ..CtStats::default()
         };
         for sh in self.shards.iter() {
-            let g = lock(&sh.0);
+            let g = lock(&sh.st);
             s.created += g.c.created;
             s.expired += g.c.expired;
             s.limit_hits += g.c.limit_hits;
@@ -483,8 +498,8 @@ impl ConnTrack {
     }
 
     #[inline(always)]
-    fn shard(&self, t: &Tuple) -> &Mutex<Shard> {
-        &self.shards[(t.hash >> (64 - SHARD_BITS)) as usize].0
+    fn shard(&self, t: &Tuple) -> &Shard {
+        &self.shards[(t.hash >> (64 - SHARD_BITS)) as usize]
     }
 
     fn timeout(&self, proto: u8, state: u8) -> u64 {
@@ -556,6 +571,27 @@ impl ConnTrack {
         self.track(&t, side_hi, proto, l4, key.tcp_flags(), commit, now_ns)
     }
 
+    /// A hint for a burst: starts loading the table slot `process(zone, key, ..)` will probe, so
+    /// that calling `prefetch` for every packet of a burst and then `process` for each overlaps
+    /// their cache and TLB misses (one DRAM latency for the burst instead of one per packet, with
+    /// a large table). Takes no lock and changes nothing. ICMP packets are skipped.
+    #[inline]
+    pub fn prefetch(&self, zone: u16, key: &FlowKey) {
+        let v6 = match key.eth_type() {
+            key::ETH_TYPE_IPV4 => false,
+            key::ETH_TYPE_IPV6 => true,
+            _ => return,
+        };
+        let proto = key.ip_proto();
+        let l4 = match proto {
+            key::IP_PROTO_TCP | key::IP_PROTO_UDP => L4::Ports(key.tp_src(), key.tp_dst()),
+            key::IP_PROTO_ICMP | key::IP_PROTO_ICMPV6 => return,
+            _ => L4::Bare,
+        };
+        let (t, _) = self.tuple(zone, v6, proto, key.ip_src(), key.ip_dst(), l4);
+        std::hint::black_box(self.shard(&t).table.touch(t.hash as u32));
+    }
+
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn track(
@@ -568,22 +604,24 @@ impl ConnTrack {
         commit: bool,
         now: u64,
     ) -> CtResult {
-        let mut g = lock(self.shard(t));
+        let shard = self.shard(t);
+        let tb = &shard.table;
+        let mut g = lock(&shard.st);
         let sh = &mut *g;
         if now > sh.now {
             sh.now = now;
         }
         let h32 = t.hash as u32;
-        let (i, existing) = match sh.table.find(&t.w, h32) {
+        let (i, existing) = match tb.find(&t.w, h32) {
             Ok(i) => (i, true),
             Err(i) => (i, false),
         };
         let mut replace = false;
         if existing {
-            let s = *sh.table.slot(i);
-            if s[6] > now {
-                let state = (s[5] >> 24) as u8;
-                let cf = (s[5] >> 16) as u8;
+            let (w5, w6) = (tb.word(i, 5), tb.word(i, 6));
+            if w6 > now {
+                let state = (w5 >> 24) as u8;
+                let cf = (w5 >> 16) as u8;
                 let reply = side_hi != (cf & CF_ORIG_HI != 0);
                 let next = if proto == key::IP_PROTO_TCP {
                     tcp_next(state, cf, reply, tcpf)
@@ -600,15 +638,23 @@ impl ConnTrack {
                     }
                     Next::To(ns, ncf) => {
                         let ncf = if reply { ncf | CF_REPLIED } else { ncf };
-                        let slot = sh.table.slot_mut(i);
-                        slot[5] = (s[5] & !0xffff_0000) | (ns as u64) << 24 | (ncf as u64) << 16;
-                        slot[6] = now + self.timeout(proto, ns);
-                        slot[7] = if reply {
-                            (s[7] & !0xffff_ffff) | (s[7] as u32).saturating_add(1) as u64
-                        } else {
-                            (s[7] & 0xffff_ffff)
-                                | (((s[7] >> 32) as u32).saturating_add(1) as u64) << 32
-                        };
+                        let w7 = tb.word(i, 7);
+                        tb.set_word(
+                            i,
+                            5,
+                            (w5 & !0xffff_0000) | (ns as u64) << 24 | (ncf as u64) << 16,
+                        );
+                        tb.set_word(i, 6, now + self.timeout(proto, ns));
+                        tb.set_word(
+                            i,
+                            7,
+                            if reply {
+                                (w7 & !0xffff_ffff) | (w7 as u32).saturating_add(1) as u64
+                            } else {
+                                (w7 & 0xffff_ffff)
+                                    | (((w7 >> 32) as u32).saturating_add(1) as u64) << 32
+                            },
+                        );
                         let st = if ncf & CF_REPLIED != 0 {
                             ct::ESTABLISHED
                         } else {
@@ -635,7 +681,8 @@ impl ConnTrack {
         if !starts || !commit {
             if replace {
                 // The old entry is dead (expired, or a TCP connection being reopened).
-                sh.table.remove(i);
+                tb.remove(i);
+                sh.len -= 1;
                 self.count.fetch_sub(1, Ordering::Relaxed);
             }
             if !starts {
@@ -662,14 +709,15 @@ impl ConnTrack {
             1 << 32,
         ];
         if replace {
-            *sh.table.slot_mut(i) = slot;
+            tb.set_slot(i, &slot);
             sh.c.created += 1;
             return CtResult::new(ct::NEW);
         }
-        // Reserve room under the global limit.
+        // Reserve room under the global limit (and the shard's, which only a badly unbalanced
+        // hash could reach: shards are sized for 1.5 times their share of `max_entries`).
         let mut n = self.count.load(Ordering::Relaxed);
         loop {
-            if n >= self.max_entries {
+            if n >= self.max_entries || sh.len >= tb.max_len() {
                 sh.c.limit_hits += 1;
                 return CtResult {
                     state: ct::TRACKED | ct::NEW,
@@ -684,13 +732,8 @@ impl ConnTrack {
                 Err(m) => n = m,
             }
         }
-        let i = if sh.table.needs_grow() {
-            sh.table.grow();
-            sh.table.find(&t.w, h32).unwrap_err()
-        } else {
-            i
-        };
-        sh.table.put(i, slot);
+        tb.set_slot(i, &slot);
+        sh.len += 1;
         sh.c.created += 1;
         CtResult::new(ct::NEW)
     }
@@ -708,14 +751,14 @@ impl ConnTrack {
             frame::EmbeddedL4::Bare => L4::Bare,
         };
         let (t, side_hi) = self.tuple(zone, v6, e.proto, e.src, e.dst, l4);
-        let mut g = lock(self.shard(&t));
+        let shard = self.shard(&t);
+        let mut g = lock(&shard.st);
         if now > g.now {
             g.now = now;
         }
-        if let Ok(i) = g.table.find(&t.w, t.hash as u32) {
-            let s = g.table.slot(i);
-            if s[6] > now {
-                let orig_hi = (s[5] >> 16) as u8 & CF_ORIG_HI != 0;
+        if let Ok(i) = shard.table.find(&t.w, t.hash as u32) {
+            if shard.table.word(i, 6) > now {
+                let orig_hi = (shard.table.word(i, 5) >> 16) as u8 & CF_ORIG_HI != 0;
                 // The quoted packet went in the original direction: the error goes back to the
                 // originator, in the reply direction.
                 let reply = side_hi == orig_hi;
@@ -747,9 +790,10 @@ impl ConnTrack {
     pub fn clear(&self) -> usize {
         let mut n = 0;
         for sh in self.shards.iter() {
-            let mut g = lock(&sh.0);
-            let l = g.table.len();
-            g.table.clear();
+            let mut g = lock(&sh.st);
+            let l = g.len;
+            sh.table.clear();
+            g.len = 0;
             g.c.deleted += l as u64;
             self.count.fetch_sub(l, Ordering::Relaxed);
             n += l;
@@ -767,9 +811,9 @@ impl ConnTrack {
         for sh in self.shards.iter() {
             let mut pos = 0;
             loop {
-                let mut g = lock(&sh.0);
+                let mut g = lock(&sh.st);
                 let g = &mut *g;
-                let cap = g.table.cap();
+                let cap = sh.table.cap();
                 if pos >= cap {
                     break;
                 }
@@ -777,9 +821,8 @@ impl ConnTrack {
                 let mut removed = 0;
                 let mut i = pos;
                 while i < end {
-                    let s = *g.table.slot(i);
-                    if s[4] != 0 && doomed(&s, g.now) {
-                        g.table.remove(i);
+                    if sh.table.word(i, 4) != 0 && doomed(&sh.table.slot(i), g.now) {
+                        sh.table.remove(i);
                         removed += 1;
                         // slot i now holds whatever shifted back into it: look again
                     } else {
@@ -787,6 +830,7 @@ impl ConnTrack {
                     }
                 }
                 if removed > 0 {
+                    g.len -= removed;
                     count(&mut g.c, removed as u64);
                     self.count.fetch_sub(removed, Ordering::Relaxed);
                     total += removed;
@@ -817,17 +861,16 @@ impl ConnTrack {
                 if out.len() >= limit {
                     return out;
                 }
-                let g = lock(&sh.0);
-                let cap = g.table.cap();
+                let g = lock(&sh.st);
+                let cap = sh.table.cap();
                 if pos >= cap {
                     break;
                 }
                 let now = now.unwrap_or(g.now);
                 let end = (pos + WALK_CHUNK).min(cap);
                 for i in pos..end {
-                    let s = g.table.slot(i);
-                    if s[4] != 0 && s[6] > now && out.len() < limit {
-                        out.push(info(s, now));
+                    if sh.table.word(i, 4) != 0 && sh.table.word(i, 6) > now && out.len() < limit {
+                        out.push(info(&sh.table.slot(i), now));
                     }
                 }
                 pos = end;

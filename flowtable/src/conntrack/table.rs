@@ -3,8 +3,7 @@
 //!
 //! A slot is eight `u64` words (one cache line), stored in one flat `Vec<u64>` whose usable part starts
 //! on a 64-byte boundary, so that every lookup of a present entry touches one line in the common
-//! case. The vector is allocated zeroed (`vec![0; n]`, which the allocator serves with lazily mapped
-//! zero pages), so a table sized for a million connections costs no page faults until it fills.
+//! case.
 //!
 //! Slot layout (words):
 //! | word | contents |
@@ -18,6 +17,8 @@
 //!
 //! Words 0–4 are the connection's key; word 4 is never zero for an occupied slot (its `kflags` byte
 //! always has [`KF_USED`]), and is all zero for an empty one.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Words per slot.
 pub(super) const W: usize = 8;
@@ -34,26 +35,24 @@ pub(super) fn slot_hash(s: &Slot) -> u32 {
     (s[5] >> 32) as u32
 }
 
+/// The slots of one shard. The words are atomics so that [`Table::touch`] may read them without the
+/// shard's lock (a prefetch whose value is ignored); every other method must only be called with the
+/// shard's lock held, which orders all accesses (relaxed loads and stores compile to plain moves).
+/// The capacity is fixed at creation.
 pub(super) struct Table {
-    words: Vec<u64>,
+    words: Box<[AtomicU64]>,
     /// Index in `words` of slot 0 (so that slot 0 starts on a 64-byte boundary).
     base: usize,
     cap: usize,
-    len: usize,
 }
 
 impl Table {
     pub(super) fn with_slots(cap: usize) -> Table {
         let cap = cap.max(8);
-        let words = vec![0u64; cap * W + W];
+        let words: Box<[AtomicU64]> = (0..cap * W + W).map(|_| AtomicU64::new(0)).collect();
         let misalign = words.as_ptr() as usize % 64;
         let base = ((64 - misalign) % 64) / 8;
-        Table {
-            words,
-            base,
-            cap,
-            len: 0,
-        }
+        Table { words, base, cap }
     }
 
     #[inline(always)]
@@ -61,21 +60,40 @@ impl Table {
         self.cap
     }
 
+    /// Most entries the table takes (load factor 7/8).
     #[inline(always)]
-    pub(super) fn len(&self) -> usize {
-        self.len
+    pub(super) fn max_len(&self) -> usize {
+        self.cap * 7 / 8
     }
 
     #[inline(always)]
-    pub(super) fn slot(&self, i: usize) -> &Slot {
+    fn words(&self, i: usize) -> &[AtomicU64; W] {
         let o = self.base + i * W;
         (&self.words[o..o + W]).try_into().unwrap()
     }
 
     #[inline(always)]
-    pub(super) fn slot_mut(&mut self, i: usize) -> &mut Slot {
-        let o = self.base + i * W;
-        (&mut self.words[o..o + W]).try_into().unwrap()
+    pub(super) fn word(&self, i: usize, w: usize) -> u64 {
+        self.words(i)[w].load(Relaxed)
+    }
+
+    #[inline(always)]
+    pub(super) fn set_word(&self, i: usize, w: usize, v: u64) {
+        self.words(i)[w].store(v, Relaxed)
+    }
+
+    #[inline(always)]
+    pub(super) fn slot(&self, i: usize) -> Slot {
+        let s = self.words(i);
+        std::array::from_fn(|w| s[w].load(Relaxed))
+    }
+
+    #[inline(always)]
+    pub(super) fn set_slot(&self, i: usize, v: &Slot) {
+        let s = self.words(i);
+        for w in 0..W {
+            s[w].store(v[w], Relaxed);
+        }
     }
 
     /// Home slot of a hash: multiply-shift range reduction, so the capacity need not be a power of two.
@@ -84,16 +102,28 @@ impl Table {
         ((h as u64 * self.cap as u64) >> 32) as usize
     }
 
+    /// Reads the home slot of `h` without the lock, to start its cache miss early.
+    #[inline(always)]
+    pub(super) fn touch(&self, h: u32) -> u64 {
+        self.word(self.home(h), 4)
+    }
+
     /// `Ok(slot)` of the entry with key `k`, or `Err(slot)` of the empty slot where it would go.
     #[inline]
     pub(super) fn find(&self, k: &KeyWords, h: u32) -> Result<usize, usize> {
         let mut i = self.home(h);
         loop {
-            let s = self.slot(i);
-            if s[4] == k[4] && s[0] == k[0] && s[1] == k[1] && s[2] == k[2] && s[3] == k[3] {
+            let s = self.words(i);
+            let w4 = s[4].load(Relaxed);
+            if w4 == k[4]
+                && s[0].load(Relaxed) == k[0]
+                && s[1].load(Relaxed) == k[1]
+                && s[2].load(Relaxed) == k[2]
+                && s[3].load(Relaxed) == k[3]
+            {
                 return Ok(i);
             }
-            if s[4] == 0 {
+            if w4 == 0 {
                 return Err(i);
             }
             i += 1;
@@ -103,45 +133,11 @@ impl Table {
         }
     }
 
-    /// True when one more entry would take the load factor above 7/8.
-    #[inline]
-    pub(super) fn needs_grow(&self) -> bool {
-        (self.len + 1) * 8 > self.cap * 7
-    }
-
-    /// Doubles the capacity (rare: tables are sized for their share of `max_entries` up front).
-    pub(super) fn grow(&mut self) {
-        let mut t = Table::with_slots(self.cap * 2);
-        for i in 0..self.cap {
-            let s = *self.slot(i);
-            if s[4] != 0 {
-                let mut j = t.home(slot_hash(&s));
-                while t.slot(j)[4] != 0 {
-                    j += 1;
-                    if j == t.cap {
-                        j = 0;
-                    }
-                }
-                *t.slot_mut(j) = s;
-                t.len += 1;
-            }
-        }
-        *self = t;
-    }
-
-    /// Fills the empty slot `i` (from [`Table::find`]'s `Err`).
-    #[inline]
-    pub(super) fn put(&mut self, i: usize, s: Slot) {
-        debug_assert!(self.slot(i)[4] == 0 && s[4] != 0);
-        *self.slot_mut(i) = s;
-        self.len += 1;
-    }
-
     /// Empties slot `i`, shifting back the entries of its cluster that may move closer to home.
     /// Entries only ever move into slot `i` or into slots vacated by this loop, so a scan that
     /// re-examines slot `i` after a removal visits every entry.
-    pub(super) fn remove(&mut self, mut i: usize) {
-        debug_assert!(self.slot(i)[4] != 0);
+    pub(super) fn remove(&self, mut i: usize) {
+        debug_assert!(self.word(i, 4) != 0);
         let cap = self.cap;
         let mut j = i;
         loop {
@@ -149,24 +145,24 @@ impl Table {
             if j == cap {
                 j = 0;
             }
-            let s = *self.slot(j);
-            if s[4] == 0 {
+            if self.word(j, 4) == 0 {
                 break;
             }
+            let s = self.slot(j);
             let h = self.home(slot_hash(&s));
             // `s` may move to `i` when `i` lies on its probe path, i.e. cyclically in [h, j).
             if (j + cap - h) % cap >= (j + cap - i) % cap {
-                *self.slot_mut(i) = s;
+                self.set_slot(i, &s);
                 i = j;
             }
         }
-        *self.slot_mut(i) = [0; W];
-        self.len -= 1;
+        self.set_slot(i, &[0; W]);
     }
 
-    pub(super) fn clear(&mut self) {
-        self.words.fill(0);
-        self.len = 0;
+    pub(super) fn clear(&self) {
+        for w in self.words.iter() {
+            w.store(0, Relaxed);
+        }
     }
 }
 
@@ -184,11 +180,12 @@ mod tests {
         /// Random inserts and removals (with deliberately colliding hashes) agree with a HashMap.
         #[test]
         fn conntrack_table_matches_hashmap(ops in proptest::collection::vec((0u64..64, any::<bool>()), 1..400)) {
-            let mut t = Table::with_slots(16);
+            let t = Table::with_slots(80);
+            let hash = |k: u64| u32::MAX - (k as u32 % 3) * 0x0100_0000;
             let mut m: HashMap<u64, ()> = HashMap::new();
             for (k, ins) in ops {
                 // few distinct hashes, close to the end of the table, to exercise wrap-around
-                let h = u32::MAX - (k as u32 % 3) * 0x0100_0000;
+                let h = hash(k);
                 let s = slot_for(k, h);
                 let key: KeyWords = s[..KW].try_into().unwrap();
                 match t.find(&key, h) {
@@ -199,17 +196,16 @@ mod tests {
                     Err(i) => {
                         prop_assert!(!m.contains_key(&k));
                         if ins {
-                            if t.needs_grow() { t.grow(); let i = t.find(&key, h).unwrap_err(); t.put(i, s); }
-                            else { t.put(i, s); }
+                            t.set_slot(i, &s);
                             m.insert(k, ());
                         }
                     }
                 }
-                prop_assert_eq!(t.len(), m.len());
+                let n = (0..t.cap()).filter(|&i| t.word(i, 4) != 0).count();
+                prop_assert_eq!(n, m.len());
                 for &k in m.keys() {
-                    let h = u32::MAX - (k as u32 % 3) * 0x0100_0000;
-                    let key: KeyWords = slot_for(k, h)[..KW].try_into().unwrap();
-                    prop_assert!(t.find(&key, h).is_ok());
+                    let key: KeyWords = slot_for(k, hash(k))[..KW].try_into().unwrap();
+                    prop_assert!(t.find(&key, hash(k)).is_ok());
                 }
             }
         }
@@ -219,8 +215,8 @@ mod tests {
     fn conntrack_table_slots_are_cache_line_aligned() {
         for n in [8, 100, 5000] {
             let t = Table::with_slots(n);
-            assert_eq!(t.slot(0).as_ptr() as usize % 64, 0);
-            assert_eq!(t.slot(t.cap() - 1).as_ptr() as usize % 64, 0);
+            assert_eq!(t.words(0).as_ptr() as usize % 64, 0);
+            assert_eq!(t.words(t.cap() - 1).as_ptr() as usize % 64, 0);
         }
     }
 }

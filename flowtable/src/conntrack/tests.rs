@@ -574,7 +574,7 @@ fn conntrack_max_entries() {
             full: true
         }
     );
-    assert_eq!(go(&c, 0, &udp4(A, 6001, B, 53), false, 0).full, false);
+    assert!(!go(&c, 0, &udp4(A, 6001, B, 53), false, 0).full);
     assert_eq!(c.len(), 5);
     assert_eq!(c.stats().limit_hits, 1);
     // existing connections still work
@@ -590,7 +590,7 @@ fn conntrack_max_entries() {
     );
     assert_eq!(c.len(), 5);
     assert_eq!(c.expire(t), 3);
-    assert_eq!(go(&c, 0, &udp4(A, 6000, B, 53), true, t).full, false);
+    assert!(!go(&c, 0, &udp4(A, 6000, B, 53), true, t).full);
     assert_eq!(c.len(), 3);
 }
 
@@ -780,4 +780,23 @@ proptest! {
         c.expire(now);
         prop_assert_eq!(c.len(), live);
     }
+}
+
+#[test]
+fn conntrack_prefetch_is_only_a_hint() {
+    let c = small(100);
+    let frames = [
+        tcp4(A, 1000, B, 80, SYN),
+        udp4(A, 5000, B, 53),
+        echo4(A, B, 8, 1),
+        v4(A, B, 47, &[0; 8]),
+    ];
+    for f in &frames {
+        c.prefetch(0, &parse(1, f));
+        assert_eq!(go(&c, 0, f, true, 0).state, NEW);
+        c.prefetch(0, &parse(1, f));
+    }
+    c.prefetch(0, &FlowKey::ZERO);
+    assert_eq!(c.len(), 4);
+    assert_eq!(c.stats().invalid, 0);
 }
