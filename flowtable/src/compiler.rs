@@ -122,7 +122,10 @@ impl Compiler {
     /// A fresh compiler that will give the named ports these ids (used to compare an incremental
     /// history with a compilation from scratch, and to keep ids across a daemon restart).
     pub fn with_ids(ids: BTreeMap<String, u32>) -> Compiler {
-        Compiler { ids, ..Compiler::new() }
+        Compiler {
+            ids,
+            ..Compiler::new()
+        }
     }
 
     pub fn ids(&self) -> &BTreeMap<String, u32> {
@@ -249,7 +252,8 @@ impl Compiler {
                     report.rules_removed += 1;
                 }
             }
-            let old_by_id: BTreeMap<(TableId, u64), &Rule> = old.iter().map(|(t, r)| ((*t, r.id), r)).collect();
+            let old_by_id: BTreeMap<(TableId, u64), &Rule> =
+                old.iter().map(|(t, r)| ((*t, r.id), r)).collect();
             for (t, r) in &rules {
                 if old_by_id.get(&(*t, r.id)) != Some(&r) {
                     self.pipeline.tables[*t as usize].insert(r.clone());
@@ -1105,28 +1109,69 @@ mod tests {
         c.pipeline
             .tables
             .iter()
-            .map(|t| t.rules().map(|r| (r.id, r.priority, r.m, r.actions.to_vec(), r.note.to_string())).collect())
+            .map(|t| {
+                t.rules()
+                    .map(|r| {
+                        (
+                            r.id,
+                            r.priority,
+                            r.m,
+                            r.actions.to_vec(),
+                            r.note.to_string(),
+                        )
+                    })
+                    .collect()
+            })
             .collect()
     }
 
     fn base() -> Model {
         let mut m = Model::default();
-        m.uplinks.push(Uplink { name: "up".into(), vlans: vec![] });
+        m.uplinks.push(Uplink {
+            name: "up".into(),
+            vlans: vec![],
+        });
         m.port_groups.push(PortGroup::access("a100", 100));
-        m.port_groups.push(PortGroup { dhcp_isolation: true, ip_mac_binding: true, ..PortGroup::access("b200", 200) });
-        m.port_groups.push(PortGroup::trunk("t", vec!["100-110".parse().unwrap()], Some(300)));
-        m.security_groups.push(SecurityGroup::default_group("default"));
-        m.security_groups.push(SecurityGroup { name: "web".into(), rules: vec![] });
+        m.port_groups.push(PortGroup {
+            dhcp_isolation: true,
+            ip_mac_binding: true,
+            ..PortGroup::access("b200", 200)
+        });
+        m.port_groups.push(PortGroup::trunk(
+            "t",
+            vec!["100-110".parse().unwrap()],
+            Some(300),
+        ));
+        m.security_groups
+            .push(SecurityGroup::default_group("default"));
+        m.security_groups.push(SecurityGroup {
+            name: "web".into(),
+            rules: vec![],
+        });
         m
     }
 
     #[derive(Debug, Clone)]
     enum Op {
-        AddPort { n: u8, pg: u8, sg: u8 },
+        AddPort {
+            n: u8,
+            pg: u8,
+            sg: u8,
+        },
         RemovePort(u8),
-        MovePort { n: u8, pg: u8 },
-        SetSg { n: u8, sg: u8 },
-        AddRule { port: u16, remote_group: bool, ingress: bool },
+        MovePort {
+            n: u8,
+            pg: u8,
+        },
+        SetSg {
+            n: u8,
+            sg: u8,
+        },
+        AddRule {
+            port: u16,
+            remote_group: bool,
+            ingress: bool,
+        },
         RemoveRule(u8),
         SetVlan(u16),
         Shape(u8),
@@ -1139,7 +1184,13 @@ mod tests {
             (0u8..6).prop_map(Op::RemovePort),
             (0u8..6, 0u8..3).prop_map(|(n, pg)| Op::MovePort { n, pg }),
             (0u8..6, 0u8..3).prop_map(|(n, sg)| Op::SetSg { n, sg }),
-            (1u16..2000, any::<bool>(), any::<bool>()).prop_map(|(port, remote_group, ingress)| Op::AddRule { port, remote_group, ingress }),
+            (1u16..2000, any::<bool>(), any::<bool>()).prop_map(|(port, remote_group, ingress)| {
+                Op::AddRule {
+                    port,
+                    remote_group,
+                    ingress,
+                }
+            }),
             (0u8..4).prop_map(Op::RemoveRule),
             (1u16..20).prop_map(Op::SetVlan),
             (0u8..3).prop_map(Op::Shape),
@@ -1168,10 +1219,26 @@ mod tests {
                 }
             }
             Op::RemovePort(n) => m.ports.retain(|p| p.name != name(*n)),
-            Op::MovePort { n, pg } => m.ports.iter_mut().filter(|p| p.name == name(*n)).for_each(|p| p.port_group = pgs[*pg as usize].into()),
-            Op::SetSg { n, sg: s } => m.ports.iter_mut().filter(|p| p.name == name(*n)).for_each(|p| p.security_group = sg(*s)),
-            Op::AddRule { port, remote_group, ingress } => m.security_groups[1].rules.push(SgRule {
-                direction: if *ingress { Direction::Ingress } else { Direction::Egress },
+            Op::MovePort { n, pg } => m
+                .ports
+                .iter_mut()
+                .filter(|p| p.name == name(*n))
+                .for_each(|p| p.port_group = pgs[*pg as usize].into()),
+            Op::SetSg { n, sg: s } => m
+                .ports
+                .iter_mut()
+                .filter(|p| p.name == name(*n))
+                .for_each(|p| p.security_group = sg(*s)),
+            Op::AddRule {
+                port,
+                remote_group,
+                ingress,
+            } => m.security_groups[1].rules.push(SgRule {
+                direction: if *ingress {
+                    Direction::Ingress
+                } else {
+                    Direction::Egress
+                },
                 ethertype: EtherType::IPv4,
                 protocol: Protocol::Tcp,
                 port_min: Some(*port),
@@ -1191,7 +1258,12 @@ mod tests {
                 let pg = &mut m.port_groups[*i as usize];
                 pg.shaping = match pg.shaping {
                     Some(_) => None,
-                    None => Some(Shaping { average_mbps: 10.0, peak_mbps: None, burst_mbit: 0.0, priority: Default::default() }),
+                    None => Some(Shaping {
+                        average_mbps: 10.0,
+                        peak_mbps: None,
+                        burst_mbit: 0.0,
+                        priority: Default::default(),
+                    }),
                 }
             }
             Op::TogglePg(i) => {
@@ -1234,9 +1306,19 @@ mod tests {
         assert_eq!(r.owners_recompiled, 1, "{r:?}");
         // Unchanged model: nothing recompiled, nothing touched.
         let r = c.update(&m).unwrap();
-        assert_eq!((r.owners_recompiled, r.rules_added, r.rules_removed), (0, 0, 0));
+        assert_eq!(
+            (r.owners_recompiled, r.rules_added, r.rules_removed),
+            (0, 0, 0)
+        );
         // A rule in a group used by nobody changes nothing in the tables.
-        apply_op(&mut m, &Op::AddRule { port: 80, remote_group: false, ingress: true });
+        apply_op(
+            &mut m,
+            &Op::AddRule {
+                port: 80,
+                remote_group: false,
+                ingress: true,
+            },
+        );
         let r = c.update(&m).unwrap();
         assert_eq!(r.rules_added + r.rules_removed, 0, "{r:?}");
     }

@@ -166,12 +166,24 @@ impl Switch {
                 continue;
             }
             let name = pl.table_names.get(i).copied().unwrap_or("");
-            let _ = writeln!(out, "table {i} ({name}): {} rules, {} masks", t.len(), t.subtable_count());
+            let _ = writeln!(
+                out,
+                "table {i} ({name}): {} rules, {} masks",
+                t.len(),
+                t.subtable_count()
+            );
             let mut rules: Vec<_> = t.rules().collect();
             rules.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
             for r in rules {
                 let acts: Vec<String> = r.actions.iter().map(|a| a.to_string()).collect();
-                let _ = writeln!(out, "  priority={} {} actions={}  # {}", r.priority, crate::matcher::describe(&r.m), acts.join(","), r.note);
+                let _ = writeln!(
+                    out,
+                    "  priority={} {} actions={}  # {}",
+                    r.priority,
+                    crate::matcher::describe(&r.m),
+                    acts.join(","),
+                    r.note
+                );
             }
         }
         out
@@ -180,13 +192,27 @@ impl Switch {
     /// The MAC table, with port names.
     pub fn mac_entries(&self, now_ns: u64) -> Vec<(String, crate::mac_learning::MacEntry)> {
         let pl = self.pipeline();
-        self.shared.mac.dump(now_ns).into_iter().map(|e| (pl.port_name(e.port), e)).collect()
+        self.shared
+            .mac
+            .dump(now_ns)
+            .into_iter()
+            .map(|e| (pl.port_name(e.port), e))
+            .collect()
     }
 
     /// Up to `limit` tracked connections, with the name of the port whose zone holds each.
-    pub fn connections(&self, limit: usize, now_ns: u64) -> Vec<(String, crate::conntrack::CtEntryInfo)> {
+    pub fn connections(
+        &self,
+        limit: usize,
+        now_ns: u64,
+    ) -> Vec<(String, crate::conntrack::CtEntryInfo)> {
         let pl = self.pipeline();
-        self.shared.ct.dump_at(limit, now_ns).into_iter().map(|e| (pl.port_name(e.zone as u32), e)).collect()
+        self.shared
+            .ct
+            .dump_at(limit, now_ns)
+            .into_iter()
+            .map(|e| (pl.port_name(e.zone as u32), e))
+            .collect()
     }
 
     /// Periodic housekeeping: ages MACs and expires connections. Call about once a second.
@@ -306,7 +332,13 @@ impl Worker {
     /// The transmit priority class of traffic from `in_port` (its port group's shaping; medium
     /// when unshaped), for the uplink scheduler under congestion.
     pub fn priority_of(&self, in_port: u32) -> crate::policy::Priority {
-        self.shared.pipeline.load().meters.get(&in_port).map(|m| m.priority).unwrap_or_default()
+        self.shared
+            .pipeline
+            .load()
+            .meters
+            .get(&in_port)
+            .map(|m| m.priority)
+            .unwrap_or_default()
     }
 
     /// Decides the fate of every frame of a burst received on `in_port`; `now_ns` is a

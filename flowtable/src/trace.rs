@@ -172,8 +172,7 @@ impl Tracer<'_> {
                     commit,
                     table,
                 } => {
-                    // Replays the lookup only: commit=false never creates an entry.
-                    let r = self.sh.ct.process(zone, &key, self.frame, false, self.now);
+                    let r = self.sh.ct.peek(zone, &key, self.frame, self.now);
                     let st = ct_bits(r.state);
                     self.say(
                         depth,

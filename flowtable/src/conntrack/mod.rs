@@ -534,6 +534,24 @@ impl ConnTrack {
         commit: bool,
         now_ns: u64,
     ) -> CtResult {
+        self.process_inner(zone, key, frame, commit, now_ns, false)
+    }
+
+    /// What `process(zone, key, frame, false, now_ns)` would answer, changing nothing: no state
+    /// transition, no timer refresh, no counter. For traces.
+    pub fn peek(&self, zone: u16, key: &FlowKey, frame: &[u8], now_ns: u64) -> CtResult {
+        self.process_inner(zone, key, frame, false, now_ns, true)
+    }
+
+    fn process_inner(
+        &self,
+        zone: u16,
+        key: &FlowKey,
+        frame: &[u8],
+        commit: bool,
+        now_ns: u64,
+        dry: bool,
+    ) -> CtResult {
         let v6 = match key.eth_type() {
             key::ETH_TYPE_IPV4 => false,
             key::ETH_TYPE_IPV6 => true,
@@ -568,7 +586,7 @@ impl ConnTrack {
             _ => L4::Bare,
         };
         let (t, side_hi) = self.tuple(zone, v6, proto, key.ip_src(), key.ip_dst(), l4);
-        self.track(&t, side_hi, proto, l4, key.tcp_flags(), commit, now_ns)
+        self.track(&t, side_hi, proto, l4, key.tcp_flags(), commit, now_ns, dry)
     }
 
     /// A hint for a burst: starts loading the table slot `process(zone, key, ..)` will probe, so
@@ -603,6 +621,7 @@ impl ConnTrack {
         tcpf: u16,
         commit: bool,
         now: u64,
+        dry: bool,
     ) -> CtResult {
         let shard = self.shard(t);
         let tb = &shard.table;
@@ -633,8 +652,20 @@ impl ConnTrack {
                 };
                 match next {
                     Next::Invalid => {
-                        sh.c.invalid += 1;
+                        if !dry {
+                            sh.c.invalid += 1;
+                        }
                         return CtResult::INVALID;
+                    }
+                    Next::To(ns, ncf) if dry => {
+                        let ncf = if reply { ncf | CF_REPLIED } else { ncf };
+                        let st = if ncf & CF_REPLIED != 0 {
+                            ct::ESTABLISHED
+                        } else {
+                            ct::NEW
+                        };
+                        let _ = ns;
+                        return CtResult::new(st | if reply { ct::REPLY } else { 0 });
                     }
                     Next::To(ns, ncf) => {
                         let ncf = if reply { ncf | CF_REPLIED } else { ncf };
@@ -663,12 +694,16 @@ impl ConnTrack {
                         return CtResult::new(st | if reply { ct::REPLY } else { 0 });
                     }
                     Next::Reopen => {
-                        sh.c.deleted += 1;
+                        if !dry {
+                            sh.c.deleted += 1;
+                        }
                         replace = true;
                     }
                 }
             } else {
-                sh.c.expired += 1;
+                if !dry {
+                    sh.c.expired += 1;
+                }
                 replace = true;
             }
         }
@@ -679,14 +714,16 @@ impl ConnTrack {
             _ => true,
         };
         if !starts || !commit {
-            if replace {
+            if replace && !dry {
                 // The old entry is dead (expired, or a TCP connection being reopened).
                 tb.remove(i);
                 sh.len -= 1;
                 self.count.fetch_sub(1, Ordering::Relaxed);
             }
             if !starts {
-                sh.c.invalid += 1;
+                if !dry {
+                    sh.c.invalid += 1;
+                }
                 return CtResult::INVALID;
             }
             return CtResult::new(ct::NEW);

@@ -800,3 +800,25 @@ fn conntrack_prefetch_is_only_a_hint() {
     assert_eq!(c.len(), 4);
     assert_eq!(c.stats().invalid, 0);
 }
+
+#[test]
+fn peek_answers_like_process_but_changes_nothing() {
+    let c = small(16);
+    handshake(&c, 0);
+    let fin = tcp4(A, 1000, B, 80, FIN | ACK);
+    let k = parse(1, &fin);
+    let before = c.dump_at(10, 5);
+    assert_eq!(c.peek(0, &k, &fin, 5).state, EST);
+    // Still established, same expiry: the FIN was only looked at.
+    assert_eq!(state_of(&c), CtState::Established);
+    assert_eq!(c.dump_at(10, 5)[0].expires_at_ns, before[0].expires_at_ns);
+    // A packet that would be invalid is reported invalid without counting.
+    let stray = tcp4(A, 2000, B, 80, ACK);
+    let invalid_before = c.stats().invalid;
+    assert_eq!(c.peek(0, &parse(1, &stray), &stray, 5).state, INV);
+    assert_eq!(c.stats().invalid, invalid_before);
+    // An unknown SYN is new, and nothing is created.
+    let syn = tcp4(A, 3000, B, 80, SYN);
+    assert_eq!(c.peek(0, &parse(1, &syn), &syn, 5).state, NEW);
+    assert_eq!(c.len(), 1);
+}
