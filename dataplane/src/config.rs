@@ -1,0 +1,377 @@
+//! evsd's TOML configuration: EAL, switch and dataplane settings, port backends, and the
+//! operator's model (uplinks, port groups, security groups, ports) at the top level.
+
+use flowtable::datapath::SwitchConfig;
+use flowtable::policy::{Model, Port, PortGroup, SecurityGroup, Uplink};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use vhost_user::VhostConfig;
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub eal: EalSection,
+    #[serde(default)]
+    pub switch: SwitchConfig,
+    #[serde(default)]
+    pub dataplane: DataplaneSection,
+    #[serde(default)]
+    pub attach: Vec<Attach>,
+    #[serde(default)]
+    pub uplinks: Vec<Uplink>,
+    #[serde(default)]
+    pub port_groups: Vec<PortGroup>,
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroup>,
+    #[serde(default)]
+    pub ports: Vec<Port>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalSection {
+    /// The EAL main lcore list (`-l`); the control thread starts there.
+    pub cores: String,
+    /// Run without hugepages (functional tests; ~35% slower vhost-user).
+    pub no_huge: bool,
+    /// Memory to reserve, MiB (`-m`); 0: the EAL's default (512 without hugepages).
+    pub memory_mb: u32,
+    /// A hugetlbfs mount to use (`--huge-dir`).
+    pub huge_dir: Option<PathBuf>,
+    /// `--file-prefix`; needed to run several DPDK processes side by side.
+    pub file_prefix: Option<String>,
+    /// `--in-memory` (the default with hugepages: nothing is left in hugetlbfs after exit).
+    pub in_memory: Option<bool>,
+    /// Extra EAL arguments, appended last (e.g. `["--no-pci", "--log-level=7"]`).
+    pub args: Vec<String>,
+}
+
+impl Default for EalSection {
+    fn default() -> Self {
+        EalSection {
+            cores: "0".into(),
+            no_huge: false,
+            memory_mb: 0,
+            huge_dir: None,
+            file_prefix: None,
+            in_memory: None,
+            args: vec![],
+        }
+    }
+}
+
+impl EalSection {
+    /// The argument list handed to `rte_eal_init` (without argv[0]).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec!["-l".to_owned(), self.cores.clone()];
+        if self.no_huge {
+            a.push("--no-huge".into());
+            let mb = if self.memory_mb == 0 {
+                512
+            } else {
+                self.memory_mb
+            };
+            a.extend(["-m".into(), mb.to_string()]);
+        } else if self.memory_mb > 0 {
+            a.extend(["-m".into(), self.memory_mb.to_string()]);
+        }
+        // --in-memory and --no-huge exclude each other; a file prefix keeps instances apart.
+        if !self.no_huge && self.in_memory.unwrap_or(true) {
+            a.push("--in-memory".into());
+        }
+        if let Some(d) = &self.huge_dir {
+            a.extend(["--huge-dir".into(), d.display().to_string()]);
+        }
+        let prefix = self
+            .file_prefix
+            .clone()
+            .unwrap_or_else(|| format!("evsd{}", std::process::id()));
+        a.extend(["--file-prefix".into(), prefix]);
+        // Telemetry would create a socket per instance under /var/run/dpdk; evsd has its own.
+        a.push("--no-telemetry".into());
+        a.extend(self.args.iter().cloned());
+        a
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneSection {
+    /// CPUs of the forwarding threads, one thread each.
+    pub cores: Vec<usize>,
+    /// Packets per rx burst (1-32).
+    pub burst: usize,
+    /// Sleep after an idle loop iteration, µs (like OVS pmd-sleep-max); 0 busy-polls.
+    pub idle_sleep_us: u64,
+    /// mbufs in the packet pool.
+    pub mbufs: u32,
+    /// Prometheus endpoint, e.g. "127.0.0.1:9650"; absent: no metrics server.
+    pub metrics_listen: Option<String>,
+    /// The control socket (line-delimited JSON).
+    pub control_socket: PathBuf,
+    /// How often the control thread polls link state, ms.
+    pub link_poll_ms: u64,
+}
+
+impl Default for DataplaneSection {
+    fn default() -> Self {
+        DataplaneSection {
+            cores: vec![1],
+            burst: 32,
+            idle_sleep_us: 0,
+            mbufs: 16383,
+            metrics_listen: None,
+            control_socket: PathBuf::from("/run/evs/evsd.sock"),
+            link_poll_ms: 100,
+        }
+    }
+}
+
+/// Which backend serves a model port or uplink.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Backend {
+    /// A vhost-user socket towards a guest (DPDK net_vhost).
+    Vhost(VhostConfig),
+    /// Any DPDK ethdev: a PCI address or a vdev string (`net_af_packet0,iface=veth0`).
+    Ethdev { devargs: String },
+}
+
+impl Backend {
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Vhost(v) => format!("vhost {} ({})", v.socket.display(), v.role),
+            Backend::Ethdev { devargs } => format!("ethdev {devargs}"),
+        }
+    }
+}
+
+/// One `[[attach]]` entry: exactly one of `vhost` or `ethdev`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attach {
+    /// A port or uplink name of the model.
+    pub port: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<VhostConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethdev: Option<EthdevConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EthdevConfig {
+    pub devargs: String,
+}
+
+impl Attach {
+    pub fn backend(&self) -> Result<Backend, String> {
+        match (&self.vhost, &self.ethdev) {
+            (Some(v), None) => Ok(Backend::Vhost(v.clone())),
+            (None, Some(e)) => Ok(Backend::Ethdev {
+                devargs: e.devargs.clone(),
+            }),
+            (None, None) => Err(
+                "needs a backend: `vhost = { socket = ... }` or `ethdev = { devargs = ... }`"
+                    .into(),
+            ),
+            (Some(_), Some(_)) => Err("has both `vhost` and `ethdev`; choose one".into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path:?}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path:?}: {msg}")]
+    Parse { path: PathBuf, msg: String },
+    #[error("{path:?}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+impl Config {
+    pub fn model(&self) -> Model {
+        Model {
+            uplinks: self.uplinks.clone(),
+            port_groups: self.port_groups.clone(),
+            security_groups: self.security_groups.clone(),
+            ports: self.ports.clone(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text)
+            .map_err(|msg| ConfigError::Parse {
+                path: path.to_owned(),
+                msg,
+            })?
+            .checked()
+            .map_err(|msg| ConfigError::Invalid {
+                path: path.to_owned(),
+                msg,
+            })
+    }
+
+    /// Parses TOML; errors carry the key path (`dataplane.cores[0]`) and the line.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." || path.is_empty() {
+                inner
+            } else {
+                format!("at `{path}`: {inner}")
+            }
+        })
+    }
+
+    /// Cross-field checks that serde cannot express.
+    pub fn checked(self) -> Result<Config, String> {
+        self.model().validate().map_err(|e| e.to_string())?;
+        let d = &self.dataplane;
+        if d.cores.is_empty() {
+            return Err("dataplane.cores: at least one forwarding core is needed".into());
+        }
+        let ncpu = crate::dpdk::num_cpus();
+        for (i, &c) in d.cores.iter().enumerate() {
+            if c >= ncpu {
+                return Err(format!(
+                    "dataplane.cores[{i}]: CPU {c} does not exist (this machine has {ncpu})"
+                ));
+            }
+            if d.cores[..i].contains(&c) {
+                return Err(format!("dataplane.cores[{i}]: CPU {c} is listed twice"));
+            }
+        }
+        if !(1..=32).contains(&d.burst) {
+            return Err(format!("dataplane.burst: {} is not in 1-32", d.burst));
+        }
+        if d.mbufs < 1024 {
+            return Err(format!("dataplane.mbufs: {} is below 1024", d.mbufs));
+        }
+        let model = self.model();
+        let names: Vec<&str> = model
+            .uplinks
+            .iter()
+            .map(|u| u.name.as_str())
+            .chain(model.ports.iter().map(|p| p.name.as_str()))
+            .collect();
+        for (i, a) in self.attach.iter().enumerate() {
+            if !names.contains(&a.port.as_str()) {
+                return Err(format!(
+                    "attach[{i}].port: no port or uplink named {:?} in the model",
+                    a.port
+                ));
+            }
+            if self.attach[..i].iter().any(|b| b.port == a.port) {
+                return Err(format!("attach[{i}].port: {:?} is attached twice", a.port));
+            }
+            let backend = a.backend().map_err(|e| format!("attach[{i}]: {e}"))?;
+            if let Backend::Vhost(v) = &backend {
+                if !v.socket.is_absolute() {
+                    return Err(format!(
+                        "attach[{i}].vhost.socket: {:?} must be an absolute path",
+                        v.socket
+                    ));
+                }
+                if self.attach[..i]
+                    .iter()
+                    .any(|b| matches!(&b.vhost, Some(w) if w.socket == v.socket))
+                {
+                    return Err(format!(
+                        "attach[{i}].vhost.socket: {:?} is used by another port",
+                        v.socket
+                    ));
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [eal]
+        no_huge = true
+        memory_mb = 256
+        file_prefix = "t1"
+        args = ["--no-pci"]
+
+        [dataplane]
+        cores = [0]
+        idle_sleep_us = 50
+        control_socket = "/tmp/evs-test/ctl.sock"
+
+        [[port_groups]]
+        name = "pg"
+        vlan = 10
+
+        [[ports]]
+        name = "vm1"
+        mac = "02:00:00:00:00:01"
+        port_group = "pg"
+
+        [[ports]]
+        name = "vm2"
+        mac = "02:00:00:00:00:02"
+        port_group = "pg"
+
+        [[attach]]
+        port = "vm1"
+        vhost = { socket = "/tmp/evs-test/vm1.sock", role = "server" }
+
+        [[attach]]
+        port = "vm2"
+        ethdev = { devargs = "net_tap0,iface=evs0" }
+    "#;
+
+    #[test]
+    fn parses_example() {
+        let c = Config::parse(GOOD).unwrap().checked().unwrap();
+        assert_eq!(c.attach.len(), 2);
+        assert_eq!(
+            c.attach[1].backend().unwrap(),
+            Backend::Ethdev {
+                devargs: "net_tap0,iface=evs0".into()
+            }
+        );
+        let args = c.eal.to_args();
+        assert!(args.contains(&"--no-huge".to_string()));
+        assert!(!args.contains(&"--in-memory".to_string()));
+        assert_eq!(args.last().unwrap(), "--no-pci");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = Config::parse(&GOOD.replace("idle_sleep_us = 50", "idle_sleep_us = \"x\""))
+            .unwrap_err();
+        assert!(e.contains("dataplane.idle_sleep_us"), "{e}");
+        let e = Config::parse(&GOOD.replace("role = \"server\"", "role = \"both\"")).unwrap_err();
+        assert!(e.contains("attach[0]"), "{e}");
+        let e = Config::parse(&GOOD.replace("[dataplane]", "[dataplane]\nbogus = 1")).unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse(&GOOD.replace("port = \"vm2\"", "port = \"vm3\""))
+            .unwrap()
+            .checked()
+            .unwrap_err();
+        assert!(e.starts_with("attach[1].port"), "{e}");
+        let e = Config::parse(&GOOD.replace("vlan = 10", "vlan = 5000"))
+            .unwrap()
+            .checked()
+            .unwrap_err();
+        assert!(e.contains("vlan"), "{e}");
+    }
+}

@@ -1,0 +1,146 @@
+//! evsd's life: EAL up, threads up, ports attached, then the control loop until SIGINT/SIGTERM or
+//! a `shutdown` request, then an orderly teardown.
+
+use crate::config::Config;
+use crate::control::{self, Call, Request, Response};
+use crate::dpdk::{self, Eal};
+use crate::metrics;
+use crate::switchd::Dataplane;
+use crossbeam_channel::RecvTimeoutError;
+use flowtable::datapath::Switch;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("evsd: {}", msg.as_ref());
+}
+
+pub fn run(cfg: Config) -> Result<(), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+    let switch = Switch::new(cfg.switch.clone(), cfg.model()).map_err(|e| e.to_string())?;
+    let args = cfg.eal.to_args();
+    log(format!("EAL args: {}", args.join(" ")));
+    let eal = Eal::init(&args).map_err(|e| e.to_string())?;
+    log(format!("{} up, TSC {} Hz", dpdk::version(), dpdk::tsc_hz()));
+    // The EAL pinned this thread to the main lcore; let the control threads float on the CPUs the
+    // forwarding threads do not own.
+    let others: Vec<usize> = (0..dpdk::num_cpus())
+        .filter(|c| !cfg.dataplane.cores.contains(c))
+        .collect();
+    let _ = dpdk::set_affinity(&others);
+    let mut dp = Dataplane::new(eal, switch, &cfg.dataplane).map_err(|e| e.to_string())?;
+    let (calls_tx, calls) = crossbeam_channel::unbounded::<Call>();
+    let sock = match control::serve(&cfg.dataplane.control_socket, calls_tx.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            dp.shutdown();
+            return Err(format!(
+                "control socket {}: {e}",
+                cfg.dataplane.control_socket.display()
+            ));
+        }
+    };
+    log(format!("control socket {}", sock.display()));
+    if let Some(addr) = &cfg.dataplane.metrics_listen {
+        match metrics::serve(addr, calls_tx.clone()) {
+            Ok(a) => log(format!("metrics on http://{a}/metrics")),
+            Err(e) => {
+                dp.shutdown();
+                let _ = std::fs::remove_file(&sock);
+                return Err(format!("dataplane.metrics_listen {addr}: {e}"));
+            }
+        }
+    }
+    drop(calls_tx);
+    for a in &cfg.attach {
+        let r = a
+            .backend()
+            .map_err(|e| e.to_string())
+            .and_then(|b| dp.attach(&a.port, b).map_err(|e| e.to_string()));
+        if let Err(e) = r {
+            dp.shutdown();
+            let _ = std::fs::remove_file(&sock);
+            return Err(e);
+        }
+        log(format!("attached {}", a.port));
+    }
+    log("forwarding");
+    let tick = Duration::from_millis(cfg.dataplane.link_poll_ms.max(1));
+    let clock = dpdk::TscClock::new(dpdk::tsc_hz());
+    let mut last_housekeeping = std::time::Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match calls.recv_timeout(tick) {
+            Ok(Call { req, reply }) => {
+                if matches!(req, Request::Shutdown) {
+                    // Answer first: the process may be gone before a later answer is written.
+                    // Callers wait for the exit (the control socket disappears with it).
+                    let _ = reply.send(Response::ok("stopping"));
+                    break;
+                }
+                let _ = reply.send(handle(&mut dp, req));
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        for (name, state) in dp.poll_links() {
+            log(format!("port {name}: link {state:?}"));
+        }
+        if last_housekeeping.elapsed() >= Duration::from_secs(1) {
+            last_housekeeping = std::time::Instant::now();
+            // Same clock as the forwarding threads' `now_ns`.
+            dp.switch().housekeeping(clock.now_ns());
+        }
+    }
+    log("shutting down");
+    dp.shutdown();
+    let _ = std::fs::remove_file(&sock);
+    log("stopped");
+    Ok(())
+}
+
+fn handle(dp: &mut Dataplane, req: Request) -> Response {
+    match req {
+        Request::ShowPorts => Response::ok(dp.show_ports()),
+        Request::ShowThreads => Response::ok(dp.show_threads()),
+        Request::ShowModel => Response::ok(dp.switch().model()),
+        Request::Apply { model } => match dp.switch().apply(model) {
+            Ok(r) => Response::ok(serde_json::json!({
+                "rules_added": r.rules_added,
+                "rules_removed": r.rules_removed,
+                "removed_ports": r.removed_ports,
+            })),
+            Err(e) => Response::err(e),
+        },
+        Request::Attach(a) => match a.backend() {
+            Err(e) => Response::err(format!("attach {:?}: {e}", a.port)),
+            Ok(b) => match dp.attach(&a.port, b) {
+                Ok(()) => Response::ok("attached"),
+                Err(e) => Response::err(e),
+            },
+        },
+        Request::Detach { port } => match dp.detach(&port) {
+            Ok(()) => Response::ok("detached"),
+            Err(e) => Response::err(e),
+        },
+        Request::StatsReset => {
+            dp.stats_reset();
+            Response::ok("reset")
+        }
+        Request::Trace { port, frame } => {
+            let r = control::parse_hex(&frame)
+                .map_err(|e| format!("trace: frame: {e}"))
+                .and_then(|f| dp.switch().trace(&port, &f, dp.clock_ns()));
+            match r {
+                Ok(t) => Response::ok(serde_json::json!({"text": t.to_string(), "trace": t})),
+                Err(e) => Response::err(e),
+            }
+        }
+        Request::Metrics => Response::ok(metrics::render(&dp.show_ports(), &dp.show_threads())),
+        Request::Shutdown => Response::ok("stopping"),
+    }
+}

@@ -1,0 +1,17 @@
+//! The DPDK dataplane of the EVS switch and the `evsd` daemon around it.
+//!
+//! - [`dpdk`]: safe wrappers over `dpdk-sys` (the only module with `unsafe`);
+//! - [`forwarding`]: the poll-mode loop (rx burst → flowtable → VLAN edits/copies → tx burst);
+//! - [`stats`]: per-thread counters the control thread reads without locks;
+//! - [`switchd`]: ports, threads and plans, driven from the control thread;
+//! - [`config`], [`control`], [`metrics`], [`daemon`], [`cli`]: the evsd process.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod dpdk;
+pub mod forwarding;
+pub mod metrics;
+pub mod stats;
+pub mod switchd;

@@ -1,0 +1,540 @@
+//! The control-side owner of the dataplane: EAL, mbuf pool, ports and forwarding threads.
+//! Everything here runs on the control thread; the forwarding threads only see [`Plan`]s.
+
+use crate::config::{Backend, DataplaneSection};
+use crate::dpdk::{self, DpdkError, Eal, EthPort, Mempool, TxLock};
+use crate::forwarding::{self, Command, LoopConfig, Plan, RxAssign, TxTarget};
+use crate::stats::{PortSnapshot, ThreadSnapshot, ThreadStats, MAX_PORTS};
+use crossbeam_channel::Sender;
+use flowtable::datapath::Switch;
+use flowtable::verdict::DropReason;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use vhost_user::{Endpoint, LinkState, LinkTracker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DpError {
+    #[error(transparent)]
+    Dpdk(#[from] DpdkError),
+    #[error(transparent)]
+    Vhost(#[from] vhost_user::VhostError),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other(s: impl Into<String>) -> DpError {
+    DpError::Other(s.into())
+}
+
+struct FwdThread {
+    cmds: Sender<Command>,
+    stats: Arc<ThreadStats>,
+    handle: Option<JoinHandle<()>>,
+}
+
+struct Attached {
+    flow_id: u32,
+    backend: Backend,
+    port: EthPort,
+    dev_name: String,
+    driver: String,
+    endpoint: Option<Endpoint>,
+    link: LinkTracker,
+    link_up: Arc<AtomicBool>,
+    txq: u16,
+    tx_locks: Vec<Arc<TxLock>>,
+}
+
+/// What `show ports` reports for one model port or uplink.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortReport {
+    pub name: String,
+    pub id: u32,
+    pub kind: &'static str,
+    /// "up", "down" (attached, guest not connected) or "detached" (no backend).
+    pub state: &'static str,
+    pub backend: Option<Backend>,
+    pub ethdev: Option<u16>,
+    pub driver: Option<String>,
+    pub connects: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drops: BTreeMap<&'static str, u64>,
+    /// The PMD's own counters (e.g. what the guest ring could not take).
+    pub pmd: Option<PmdStats>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PmdStats {
+    pub ipackets: u64,
+    pub opackets: u64,
+    pub imissed: u64,
+    pub oerrors: u64,
+    pub rx_nombuf: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadReport {
+    pub thread: usize,
+    pub core: usize,
+    pub busy_cycles: u64,
+    pub idle_cycles: u64,
+    pub packets: u64,
+    pub iterations: u64,
+    pub cycles_per_packet: Option<f64>,
+    /// Share of polling time spent on iterations that found packets.
+    pub busy_pct: f64,
+    pub rx_ports: Vec<String>,
+}
+
+pub struct Dataplane {
+    switch: Switch,
+    pool: Option<Mempool>,
+    threads: Vec<FwdThread>,
+    ports: BTreeMap<String, Attached>,
+    /// Names of the rx ports each thread polls, as last planned.
+    assignment: Vec<Vec<String>>,
+    next_vdev: u32,
+    gen: u64,
+    port_base: HashMap<u32, PortSnapshot>,
+    thread_base: Vec<ThreadSnapshot>,
+    eal: Option<Eal>,
+}
+
+impl Dataplane {
+    /// Starts forwarding threads on `cfg.cores` (each pinned and registered with the EAL).
+    pub fn new(eal: Eal, switch: Switch, cfg: &DataplaneSection) -> Result<Dataplane, DpError> {
+        let pool = Mempool::create("evs_mbufs", cfg.mbufs, 256)?;
+        let tsc_hz = dpdk::tsc_hz();
+        let mut threads = vec![];
+        for (i, &core) in cfg.cores.iter().enumerate() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let stats = Arc::new(ThreadStats::new(core));
+            let st = stats.clone();
+            let worker = switch.worker();
+            let lc = LoopConfig {
+                burst: cfg.burst,
+                idle_sleep_us: cfg.idle_sleep_us,
+                tsc_hz,
+            };
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+            let handle = std::thread::Builder::new()
+                .name(format!("evs-fwd{i}"))
+                .spawn(move || {
+                    let setup = dpdk::set_affinity(&[core])
+                        .map_err(|e| format!("pinning to core {core}: {e}"))
+                        .and_then(|()| {
+                            dpdk::register_thread().map_err(|e| format!("lcore registration: {e}"))
+                        });
+                    let ok = setup.is_ok();
+                    let _ = ready_tx.send(setup);
+                    if ok {
+                        forwarding::run(lc, worker, rx, st);
+                        dpdk::unregister_thread();
+                    }
+                })
+                .map_err(|e| other(format!("cannot spawn forwarding thread: {e}")))?;
+            match ready_rx.recv() {
+                Ok(Ok(_lcore)) => {}
+                Ok(Err(e)) => return Err(other(format!("forwarding thread {i}: {e}"))),
+                Err(_) => return Err(other(format!("forwarding thread {i} died at start"))),
+            }
+            threads.push(FwdThread {
+                cmds: tx,
+                stats,
+                handle: Some(handle),
+            });
+        }
+        let n = threads.len();
+        Ok(Dataplane {
+            switch,
+            pool: Some(pool),
+            threads,
+            ports: BTreeMap::new(),
+            assignment: vec![vec![]; n],
+            next_vdev: 0,
+            gen: 0,
+            port_base: HashMap::new(),
+            thread_base: vec![ThreadSnapshot::default(); n],
+            eal: Some(eal),
+        })
+    }
+
+    pub fn switch(&self) -> &Switch {
+        &self.switch
+    }
+
+    /// The forwarding threads' clock, for control-side calls into the flowtable.
+    pub fn clock_ns(&self) -> u64 {
+        dpdk::TscClock::new(dpdk::tsc_hz()).now_ns()
+    }
+
+    /// Gives model port (or uplink) `name` its backend and starts forwarding on it.
+    pub fn attach(&mut self, name: &str, backend: Backend) -> Result<(), DpError> {
+        let flow_id = self.switch.port_id(name).ok_or_else(|| {
+            other(format!(
+                "attach {name:?}: no port or uplink of that name in the model"
+            ))
+        })?;
+        if flow_id as usize >= MAX_PORTS {
+            return Err(other(format!(
+                "attach {name:?}: port id {flow_id} exceeds the dataplane limit {MAX_PORTS}"
+            )));
+        }
+        if let Some(a) = self.ports.get(name) {
+            return Err(other(format!(
+                "attach {name:?}: already attached to {} (detach it first)",
+                a.dev_name
+            )));
+        }
+        let (devargs, dev_name, endpoint) = match &backend {
+            Backend::Vhost(v) => {
+                let ep = Endpoint::prepare(v)?;
+                let idx = self.next_vdev;
+                self.next_vdev += 1;
+                (ep.devargs(idx), Endpoint::vdev_name(idx), Some(ep))
+            }
+            Backend::Ethdev { devargs } => {
+                let dev = devargs.split(',').next().unwrap_or("").trim().to_owned();
+                if dev.is_empty() {
+                    return Err(other(format!("attach {name:?}: empty devargs")));
+                }
+                if self.ports.values().any(|a| a.dev_name == dev) {
+                    return Err(other(format!(
+                        "attach {name:?}: device {dev} is already attached to another port"
+                    )));
+                }
+                (devargs.clone(), dev, None)
+            }
+        };
+        dpdk::dev_probe(&devargs)?;
+        let port = match dpdk::port_by_name(&dev_name) {
+            Some(p) => EthPort(p),
+            None => {
+                return Err(other(format!(
+                    "attach {name:?}: {devargs} probed but no ethdev named {dev_name} appeared"
+                )))
+            }
+        };
+        let setup = (|| -> Result<(String, u16), DpError> {
+            let info = port.info()?;
+            let want = self.threads.len().max(1) as u16;
+            let txq = want.min(info.max_tx_queues.max(1));
+            port.setup_and_start(1, txq, self.pool.as_ref().expect("pool"))?;
+            Ok((info.driver, txq))
+        })();
+        let (driver, txq) = match setup {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = port.stop_and_remove();
+                return Err(e);
+            }
+        };
+        let up = port.link().up;
+        let mut link = LinkTracker::default();
+        link.observe(up);
+        self.ports.insert(
+            name.to_owned(),
+            Attached {
+                flow_id,
+                backend,
+                port,
+                dev_name,
+                driver,
+                endpoint,
+                link,
+                link_up: Arc::new(AtomicBool::new(up)),
+                txq,
+                tx_locks: (0..txq).map(|_| Arc::new(TxLock::default())).collect(),
+            },
+        );
+        self.rebalance()?;
+        Ok(())
+    }
+
+    /// Stops forwarding on `name` and removes its device; other ports keep running.
+    pub fn detach(&mut self, name: &str) -> Result<(), DpError> {
+        let a = self
+            .ports
+            .remove(name)
+            .ok_or_else(|| other(format!("detach {name:?}: not attached")))?;
+        // The threads must have dropped every reference to the port before it goes away.
+        let r = self.rebalance();
+        let rm = a.port.stop_and_remove();
+        if let Some(ep) = &a.endpoint {
+            ep.cleanup();
+        }
+        r?;
+        rm?;
+        Ok(())
+    }
+
+    /// Recomputes every thread's plan: rx ports round-robin over threads (in name order), a tx
+    /// target for every attached port. Two phases so that no rx queue is ever polled by two threads.
+    fn rebalance(&mut self) -> Result<(), DpError> {
+        let n = self.threads.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let mut tx_len = 0;
+        for a in self.ports.values() {
+            tx_len = tx_len.max(a.flow_id as usize + 1);
+        }
+        let mut new_rx: Vec<Vec<(String, RxAssign)>> = vec![vec![]; n];
+        for (i, (name, a)) in self.ports.iter().enumerate() {
+            new_rx[i % n].push((
+                name.clone(),
+                RxAssign {
+                    port: a.port,
+                    queue: 0,
+                    flow_id: a.flow_id,
+                },
+            ));
+        }
+        let ports = &self.ports;
+        let tx_for = |t: usize| -> Vec<Option<TxTarget>> {
+            let mut v = vec![None; tx_len];
+            for a in ports.values() {
+                let q = (t % a.txq as usize) as u16;
+                v[a.flow_id as usize] = Some(TxTarget {
+                    port: a.port,
+                    queue: q,
+                    lock: ((a.txq as usize) < n).then(|| a.tx_locks[q as usize].clone()),
+                    link_up: a.link_up.clone(),
+                });
+            }
+            v
+        };
+        // Phase 1: every thread keeps only the rx ports it keeps in the new plan.
+        let mut plans1 = vec![];
+        for (t, rx) in new_rx.iter().enumerate() {
+            let keep: Vec<RxAssign> = rx
+                .iter()
+                .filter(|(name, _)| self.assignment[t].contains(name))
+                .map(|(_, r)| r.clone())
+                .collect();
+            plans1.push((keep, tx_for(t)));
+        }
+        // Phase 2: the full plan.
+        let plans2: Vec<_> = (0..n)
+            .map(|t| {
+                (
+                    new_rx[t].iter().map(|(_, r)| r.clone()).collect(),
+                    tx_for(t),
+                )
+            })
+            .collect();
+        self.publish(plans1)?;
+        self.publish(plans2)?;
+        self.assignment = new_rx
+            .into_iter()
+            .map(|v| v.into_iter().map(|(n, _)| n).collect())
+            .collect();
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        plans: Vec<(Vec<RxAssign>, Vec<Option<TxTarget>>)>,
+    ) -> Result<(), DpError> {
+        self.gen += 1;
+        let gen = self.gen;
+        for (t, (rx, tx)) in self.threads.iter().zip(plans) {
+            t.cmds
+                .send(Command::Plan(Plan { gen, rx, tx }))
+                .map_err(|_| other("a forwarding thread has exited"))?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for (i, t) in self.threads.iter().enumerate() {
+            while t.stats.plan_gen.load(Ordering::Acquire) < gen {
+                if Instant::now() > deadline {
+                    return Err(other(format!(
+                        "forwarding thread {i} did not take the new port plan within 5 s"
+                    )));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls every port's link from the control thread; forwarding to a port starts when its
+    /// guest has connected and stops when it goes away.
+    pub fn poll_links(&mut self) -> Vec<(String, LinkState)> {
+        let mut changes = vec![];
+        for (name, a) in self.ports.iter_mut() {
+            let up = a.port.link().up;
+            if let Some(s) = a.link.observe(up) {
+                a.link_up.store(up, Ordering::Relaxed);
+                changes.push((name.clone(), s));
+            }
+        }
+        changes
+    }
+
+    fn port_counters(&self, id: u32) -> PortSnapshot {
+        let mut s = PortSnapshot::default();
+        for t in &self.threads {
+            s.add(&t.stats.read_port(id));
+        }
+        let base = self.port_base.get(&id).copied().unwrap_or_default();
+        s.sub(&base)
+    }
+
+    pub fn show_ports(&self) -> Vec<PortReport> {
+        let model = self.switch.model();
+        let names = model
+            .uplinks
+            .iter()
+            .map(|u| (u.name.clone(), "uplink"))
+            .chain(model.ports.iter().map(|p| (p.name.clone(), "port")));
+        let mut out = vec![];
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, kind) in names {
+            seen.insert(name.clone());
+            out.push(self.report(&name, kind));
+        }
+        // Attached ports that a newer model dropped still forward (and count) until detached.
+        for name in self.ports.keys() {
+            if !seen.contains(name) {
+                out.push(self.report(name, "stale"));
+            }
+        }
+        out
+    }
+
+    fn report(&self, name: &str, kind: &'static str) -> PortReport {
+        let id = self.switch.port_id(name).unwrap_or(0);
+        let c = self.port_counters(id);
+        let a = self.ports.get(name);
+        let drops = DropReason::ALL
+            .iter()
+            .filter(|r| c.drops[**r as usize] > 0)
+            .map(|r| (r.name(), c.drops[*r as usize]))
+            .collect();
+        PortReport {
+            name: name.to_owned(),
+            id,
+            kind,
+            state: match a {
+                None => "detached",
+                Some(a) if a.link.state() == LinkState::Up => "up",
+                Some(_) => "down",
+            },
+            backend: a.map(|a| a.backend.clone()),
+            ethdev: a.map(|a| a.port.id()),
+            driver: a.map(|a| a.driver.clone()),
+            connects: a.map(|a| a.link.connects()).unwrap_or(0),
+            rx_packets: c.rx_packets,
+            rx_bytes: c.rx_bytes,
+            tx_packets: c.tx_packets,
+            tx_bytes: c.tx_bytes,
+            drops,
+            pmd: a.map(|a| {
+                let s = a.port.stats();
+                PmdStats {
+                    ipackets: s.ipackets,
+                    opackets: s.opackets,
+                    imissed: s.imissed,
+                    oerrors: s.oerrors,
+                    rx_nombuf: s.rx_nombuf,
+                }
+            }),
+        }
+    }
+
+    pub fn show_threads(&self) -> Vec<ThreadReport> {
+        self.threads
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let s = t.stats.read().sub(&self.thread_base[i]);
+                let total = s.busy_cycles + s.idle_cycles;
+                ThreadReport {
+                    thread: i,
+                    core: s.core,
+                    busy_cycles: s.busy_cycles,
+                    idle_cycles: s.idle_cycles,
+                    packets: s.packets,
+                    iterations: s.iterations,
+                    cycles_per_packet: s.cycles_per_packet(),
+                    busy_pct: if total == 0 {
+                        0.0
+                    } else {
+                        100.0 * s.busy_cycles as f64 / total as f64
+                    },
+                    rx_ports: self.assignment.get(i).cloned().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Zeroes what `show` reports, by remembering the current values (the forwarding threads are
+    /// the only writers of their counters).
+    pub fn stats_reset(&mut self) {
+        let ids: Vec<u32> = (0..MAX_PORTS as u32).collect();
+        self.port_base.clear();
+        for id in ids {
+            let mut s = PortSnapshot::default();
+            for t in &self.threads {
+                s.add(&t.stats.read_port(id));
+            }
+            if s != PortSnapshot::default() {
+                self.port_base.insert(id, s);
+            }
+        }
+        self.thread_base = self.threads.iter().map(|t| t.stats.read()).collect();
+        for a in self.ports.values() {
+            a.port.stats_reset();
+        }
+    }
+
+    pub fn mempool_available(&self) -> u32 {
+        self.pool.as_ref().map(Mempool::available).unwrap_or(0)
+    }
+
+    /// Stops the threads, removes every port, frees the pool and ends the EAL.
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+        let names: Vec<String> = self.ports.keys().cloned().collect();
+        for n in names {
+            if let Some(a) = self.ports.remove(&n) {
+                if let Err(e) = a.port.stop_and_remove() {
+                    eprintln!("evsd: removing {n}: {e}");
+                }
+                if let Some(ep) = &a.endpoint {
+                    ep.cleanup();
+                }
+            }
+        }
+        self.pool.take();
+        if let Some(eal) = self.eal.take() {
+            eal.cleanup();
+        }
+    }
+
+    fn stop_threads(&mut self) {
+        for t in &self.threads {
+            let _ = t.cmds.send(Command::Stop);
+        }
+        for t in &mut self.threads {
+            if let Some(h) = t.handle.take() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        // Shutdown normally consumed everything; on an early error path at least stop polling
+        // before the pool goes.
+        self.stop_threads();
+    }
+}

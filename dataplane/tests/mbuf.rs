@@ -1,0 +1,83 @@
+//! Mbuf operations against a real EAL (no hugepages, no devices): VLAN push/pop/rewrite, buffer
+//! sharing and copies. One test function because the EAL can start once per process.
+
+use dataplane::dpdk::{Eal, Mempool, VlanError};
+
+fn frame(tagged: Option<u16>) -> Vec<u8> {
+    let mut f = vec![];
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]); // dst
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]); // src
+    if let Some(tci) = tagged {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&tci.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    f.extend((0..46).map(|i| i as u8));
+    f
+}
+
+#[test]
+fn mbuf_vlan_and_sharing() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("*** SKIPPING mbuf_vlan_and_sharing: needs root for the DPDK EAL ***");
+        return;
+    }
+    let prefix = format!("evs-mbuf-test-{}", std::process::id());
+    let args: Vec<String> = [
+        "-l",
+        "0",
+        "--no-huge",
+        "-m",
+        "64",
+        "--no-pci",
+        "--no-telemetry",
+        "--log-level=lib.eal:error",
+        "--file-prefix",
+        &prefix,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let eal = Eal::init(&args).expect("EAL init");
+    assert!(Eal::init(&args).is_err(), "second init is refused");
+    let pool = Mempool::create("test_pool", 1023, 0).unwrap();
+    let free0 = pool.available();
+
+    let plain = frame(None);
+    let mut m = pool.alloc_with(&plain).unwrap();
+    assert_eq!(m.data(), &plain[..]);
+    m.vlan_push(0x2064).unwrap();
+    assert_eq!(m.data(), &frame(Some(0x2064))[..]);
+    assert_eq!(m.pkt_len() as usize, plain.len() + 4);
+    m.vlan_set(7).unwrap();
+    assert_eq!(
+        m.data(),
+        &frame(Some(0x2007))[..],
+        "rewrite keeps the priority bits"
+    );
+    m.vlan_pop().unwrap();
+    assert_eq!(m.data(), &plain[..]);
+    assert_eq!(m.vlan_pop(), Err(VlanError::NotTagged));
+    m.vlan_set(5).unwrap();
+    assert_eq!(
+        m.data(),
+        &frame(Some(5))[..],
+        "set on an untagged frame pushes"
+    );
+
+    // Shared buffers are read-only; deep copies are private.
+    let s = m.share();
+    assert_eq!(m.vlan_pop(), Err(VlanError::Shared));
+    let mut c = s.deep_copy().unwrap();
+    c.vlan_pop().unwrap();
+    assert_eq!(c.data(), &plain[..]);
+    assert_eq!(s.data(), &frame(Some(5))[..]);
+    drop(s);
+    m.vlan_pop().unwrap();
+    drop((m, c));
+    assert_eq!(pool.available(), free0, "every mbuf went back to the pool");
+    drop(pool);
+    let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    eal.cleanup();
+}

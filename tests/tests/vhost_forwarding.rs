@@ -1,0 +1,403 @@
+//! evsd forwarding between vhost-user guests (dpdk-testpmd with virtio_user ports), both socket
+//! roles, guest and switch restarts, runtime attach/detach, metrics, clean shutdown.
+//!
+//! Runs without hugepages (`--no-huge`) so it works on any machine with DPDK installed, as root.
+
+use evs_e2e::{serial, skip_unless_dpdk, wait_for, Evsd, Mode, Testpmd};
+use serde_json::json;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn config(dir: &Path, prefix: &str, ports: &[(&str, &str, &str)]) -> String {
+    // Guests share the two cores with the switch: a short idle sleep keeps the switch from
+    // starving them when it has nothing to do.
+    let mut c = format!(
+        r#"
+[eal]
+no_huge = true
+memory_mb = 256
+file_prefix = "{prefix}"
+args = ["--no-pci", "--log-level=lib.eal:notice"]
+
+[dataplane]
+cores = [1]
+idle_sleep_us = 20
+mbufs = 4095
+metrics_listen = "127.0.0.1:0"
+control_socket = "{dir}/evsd.sock"
+
+[[port_groups]]
+name = "web"
+type = "access"
+vlan = 100
+"#,
+        dir = dir.display()
+    );
+    for (i, (name, sock, role)) in ports.iter().enumerate() {
+        c += &format!(
+            r#"
+[[ports]]
+name = "{name}"
+mac = "02:00:00:00:00:{:02x}"
+port_group = "web"
+
+[[attach]]
+port = "{name}"
+vhost = {{ socket = "{sock}", role = "{role}" }}
+"#,
+            i + 1
+        );
+    }
+    c
+}
+
+fn metrics_addr(evsd: &Evsd) -> String {
+    let log = evsd.proc.log_text();
+    let l = log
+        .lines()
+        .find(|l| l.contains("metrics on http://"))
+        .expect("metrics line in the evsd log");
+    let url = l.split("http://").nth(1).unwrap();
+    url.trim_end_matches("/metrics").to_string()
+}
+
+fn scrape(addr: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Server role: evsd creates both sockets; guest A transmits, guest B receives. Then guest B
+/// disconnects and comes back without disturbing A's port, B is detached and re-attached at run
+/// time, and a `shutdown` request stops evsd cleanly.
+#[test]
+fn server_role_forwards_and_survives_guest_restart() {
+    skip_unless_dpdk!();
+    let _g = serial();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (sa, sb) = (dir.join("a.sock"), dir.join("b.sock"));
+    let cfg = config(
+        dir,
+        &evs_e2e::unique("evs-e2e-sw-"),
+        &[
+            ("a", sa.to_str().unwrap(), "server"),
+            ("b", sb.to_str().unwrap(), "server"),
+        ],
+    );
+    let evsd = Evsd::start(dir, "evsd", &cfg);
+    assert_eq!(evsd.port("a")["state"], "down", "no guest yet");
+
+    let mut gb = Testpmd::start(dir, "guest-b", &[&sb], false, Mode::RxOnly);
+    evsd.wait_state("b", "up", T);
+    let ga = Testpmd::start(dir, "guest-a", &[&sa], false, Mode::TxOnly);
+    evsd.wait_state("a", "up", T);
+
+    // Frames sent by A arrive at B, counted by the switch on both ports and by guest B.
+    wait_for("10k frames through the switch", T, || {
+        (evsd.counter("a", "rx_packets") >= 10_000 && evsd.counter("b", "tx_packets") >= 10_000)
+            .then_some(())
+    });
+    wait_for("guest B receiving", T, || {
+        (gb.stats(0).0 >= 10_000).then_some(())
+    });
+    let a = evsd.port("a");
+    assert!(a["rx_bytes"].as_u64().unwrap() >= 64 * 10_000, "{a}");
+    let threads = evsd.ctl(json!({"cmd": "show_threads"}));
+    assert!(
+        threads[0]["packets"].as_u64().unwrap() >= 10_000,
+        "{threads}"
+    );
+    assert!(threads[0]["cycles_per_packet"].as_f64().unwrap() > 0.0);
+
+    let m = scrape(&metrics_addr(&evsd));
+    assert!(m.starts_with("HTTP/1.0 200"), "{m}");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("evs_port_tx_packets_total{port=\"b\"}")),
+        "{m}"
+    );
+    assert!(m.contains("evs_thread_busy_cycles_total"), "{m}");
+
+    // Guest B goes away: its port goes down, A keeps being received, copies for B are counted
+    // as drops instead of being sent.
+    gb.proc.stop(Duration::from_secs(10));
+    evsd.wait_state("b", "down", T);
+    let rx_a = evsd.counter("a", "rx_packets");
+    let tx_b = evsd.counter("b", "tx_packets");
+    wait_for("A still received while B is down", T, || {
+        (evsd.counter("a", "rx_packets") > rx_a + 5_000).then_some(())
+    });
+    let b = evsd.port("b");
+    assert!(
+        b["drops"]["tx_full"].as_u64().unwrap_or(0) > 0,
+        "copies for the down port are counted as drops: {b}"
+    );
+    assert!(b["tx_packets"].as_u64().unwrap() <= tx_b + 512, "{b}");
+
+    // B reconnects (a new guest process on the same socket) and receives again.
+    let gb2 = Testpmd::start(dir, "guest-b2", &[&sb], false, Mode::RxOnly);
+    evsd.wait_state("b", "up", T);
+    wait_for("B receiving after reconnect", T, || {
+        (gb2.stats(0).0 >= 5_000).then_some(())
+    });
+    assert!(evsd.port("b")["connects"].as_u64().unwrap() >= 2);
+
+    // Runtime detach and re-attach of B: A's port stays up throughout.
+    drop(gb2);
+    evsd.ctl(json!({"cmd": "detach", "port": "b"}));
+    assert_eq!(evsd.port("b")["state"], "detached");
+    assert!(!sb.exists(), "server socket removed on detach");
+    assert_eq!(evsd.port("a")["state"], "up");
+    evsd.ctl(json!({"cmd": "attach", "port": "b",
+                    "vhost": {"socket": sb.to_str().unwrap(), "role": "server"}}));
+    let gb3 = Testpmd::start(dir, "guest-b3", &[&sb], false, Mode::RxOnly);
+    evsd.wait_state("b", "up", T);
+    wait_for("B receiving after re-attach", T, || {
+        (gb3.stats(0).0 >= 5_000).then_some(())
+    });
+
+    // Bad requests get clear errors and change nothing.
+    let r = evsd
+        .try_ctl(&json!({"cmd": "attach", "port": "nope", "vhost": {"socket": "/tmp/x.sock"}}))
+        .unwrap();
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("nope"), "{r}");
+
+    // The control socket explains a frame's fate without touching the counters.
+    let frame = format!("ffffffffffff020000000001080045{}", "00".repeat(45));
+    let t = evsd.ctl(json!({"cmd": "trace", "port": "a", "frame": frame}));
+    assert!(!t["trace"]["verdict"].as_str().unwrap().is_empty(), "{t}");
+    let r = evsd
+        .try_ctl(&json!({"cmd": "trace", "port": "a", "frame": "zz"}))
+        .unwrap();
+    assert!(r["error"].as_str().unwrap().contains("hex"), "{r}");
+
+    evsd.ctl(json!({"cmd": "stats_reset"}));
+    let a = evsd.port("a");
+    assert!(a["rx_packets"].as_u64().unwrap() < 1_000_000, "{a}");
+
+    drop(ga);
+    drop(gb3);
+    let r = evsd.ctl(json!({"cmd": "shutdown"}));
+    assert_eq!(r, "stopping");
+    let mut evsd = evsd;
+    let st = wait_for("evsd exit", T, || evsd.proc.exited());
+    assert!(st.success(), "evsd exit status {st}");
+    assert!(
+        !sa.exists() && !sb.exists(),
+        "server sockets removed at shutdown"
+    );
+}
+
+/// Client role: the guest's VMM (testpmd virtio_user with server=1) owns the socket; evsd connects.
+/// evsd is then restarted (SIGTERM, start again): the guest keeps running and receives again.
+#[test]
+fn client_role_survives_switch_restart() {
+    skip_unless_dpdk!();
+    let _g = serial();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (sa, sb) = (dir.join("a.sock"), dir.join("vmm-b.sock"));
+    let cfg = |p: &str| {
+        config(
+            dir,
+            p,
+            &[
+                ("a", sa.to_str().unwrap(), "server"),
+                ("b", sb.to_str().unwrap(), "client"),
+            ],
+        )
+    };
+    // The receiving guest creates its socket and waits (in EAL init) for the switch.
+    let gb = Testpmd::start(dir, "guest-b", &[&sb], true, Mode::RxOnly);
+    wait_for("guest B socket", T, || sb.exists().then_some(()));
+
+    let mut evsd = Evsd::start(dir, "evsd1", &cfg(&evs_e2e::unique("evs-e2e-sw-")));
+    evsd.wait_state("b", "up", T);
+    let ga = Testpmd::start(dir, "guest-a", &[&sa], false, Mode::TxOnly);
+    evsd.wait_state("a", "up", T);
+    wait_for("guest B receiving through the client port", T, || {
+        (gb.stats(0).0 >= 10_000).then_some(())
+    });
+
+    // Restart the switch under the running guest B.
+    let st = evsd
+        .proc
+        .stop(Duration::from_secs(20))
+        .expect("evsd status");
+    assert!(st.success(), "evsd exit on SIGTERM: {st}");
+    assert!(
+        sb.exists(),
+        "the VMM's socket is not the switch's to remove"
+    );
+    // Guest A's virtio_user is a vhost-user client without reconnect: restart it too.
+    drop(ga);
+    let before = gb.stats(0).0;
+
+    let evsd2 = Evsd::start(dir, "evsd2", &cfg(&evs_e2e::unique("evs-e2e-sw-")));
+    evsd2.wait_state("b", "up", T);
+    let _ga2 = Testpmd::start(dir, "guest-a2", &[&sa], false, Mode::TxOnly);
+    evsd2.wait_state("a", "up", T);
+    wait_for("guest B receiving after the switch restart", T, || {
+        (gb.stats(0).0 >= before + 10_000 && evsd2.counter("b", "tx_packets") >= 10_000)
+            .then_some(())
+    });
+}
+
+/// Config mistakes are reported with the field at fault, before touching DPDK.
+#[test]
+fn bad_config_names_the_field() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "[dataplane]\ncores = [1]\nburst = 64\n[[port_groups]]\nname = \"x\"\nvlan = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(evs_e2e::evsd_bin!())
+        .args(["check", "-c"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dataplane.burst"), "{err}");
+
+    std::fs::write(&p, "[dataplane]\ncores = \"one\"\n").unwrap();
+    let out = std::process::Command::new(evs_e2e::evsd_bin!())
+        .args(["check", "-c"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dataplane.cores"), "{err}");
+}
+
+/// A pcap file of `n` broadcast UDP frames tagged with `vid` (64 bytes each on the wire).
+fn tagged_pcap(path: &Path, n: usize, vid: u16) {
+    let mut f = vec![];
+    f.extend_from_slice(&0xa1b2c3d4u32.to_le_bytes());
+    f.extend_from_slice(&2u16.to_le_bytes());
+    f.extend_from_slice(&4u16.to_le_bytes());
+    f.extend_from_slice(&[0; 8]);
+    f.extend_from_slice(&65535u32.to_le_bytes());
+    f.extend_from_slice(&1u32.to_le_bytes());
+    for i in 0..n {
+        let mut p = vec![0xff; 6];
+        p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x99]);
+        p.extend_from_slice(&[0x81, 0x00]);
+        p.extend_from_slice(&vid.to_be_bytes());
+        p.extend_from_slice(&[0x08, 0x00]);
+        p.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0]);
+        p.extend_from_slice(&[10, 0, 0, 99, 10, 255, 255, 255]);
+        p.extend_from_slice(&[0x03, 0xe8, 0x07, 0xd0, 0, 26, 0, 0]);
+        p.resize(64, 0);
+        f.extend_from_slice(&0u32.to_le_bytes());
+        f.extend_from_slice(&(i as u32).to_le_bytes());
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        f.extend_from_slice(&p);
+    }
+    std::fs::write(path, f).unwrap();
+}
+
+/// The frames of a pcap file.
+fn pcap_frames(path: &Path) -> Vec<Vec<u8>> {
+    let d = std::fs::read(path).unwrap_or_default();
+    let mut out = vec![];
+    let mut off = 24;
+    while off + 16 <= d.len() {
+        let len = u32::from_le_bytes(d[off + 8..off + 12].try_into().unwrap()) as usize;
+        off += 16;
+        if off + len > d.len() {
+            break;
+        }
+        out.push(d[off..off + len].to_vec());
+        off += len;
+    }
+    out
+}
+
+/// An uplink on a DPDK ethdev given by devargs (net_pcap: frames in from a file, out to a file),
+/// hot-plugged at run time: tagged frames from the network reach the access guest untagged, and
+/// the access guest's frames leave on the uplink tagged with the group's VLAN.
+#[test]
+fn ethdev_uplink_tags_and_untags() {
+    skip_unless_dpdk!();
+    let _g = serial();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (sa, sb) = (dir.join("a.sock"), dir.join("b.sock"));
+    let (pin, pout) = (dir.join("in.pcap"), dir.join("out.pcap"));
+    // Fewer frames than the guest's 256-entry ring: net_pcap reads the whole file in one go.
+    tagged_pcap(&pin, 200, 100);
+    let mut cfg = config(
+        dir,
+        &evs_e2e::unique("evs-e2e-sw-"),
+        &[
+            ("a", sa.to_str().unwrap(), "server"),
+            ("b", sb.to_str().unwrap(), "server"),
+        ],
+    );
+    cfg += "\n[[uplinks]]\nname = \"up0\"\nvlans = [\"100\"]\n";
+    let evsd = Evsd::start(dir, "evsd", &cfg);
+    assert_eq!(evsd.port("up0")["state"], "detached");
+
+    let gb = Testpmd::start(dir, "guest-b", &[&sb], false, Mode::RxOnly);
+    evsd.wait_state("b", "up", T);
+    wait_for("guest B forwarding (its first stats)", T, || {
+        gb.proc
+            .log_text()
+            .contains("NIC statistics for port 0")
+            .then_some(())
+    });
+    let devargs = format!(
+        "net_pcap0,rx_pcap={},tx_pcap={}",
+        pin.display(),
+        pout.display()
+    );
+    evsd.ctl(json!({"cmd": "attach", "port": "up0", "ethdev": {"devargs": devargs}}));
+    evsd.wait_state("up0", "up", T);
+    // Tagged broadcast from the network: flooded to b (untagged), and to a (down: counted drop).
+    wait_for("the uplink's 200 frames at guest B", T, || {
+        (gb.stats(0).0 >= 200).then_some(())
+    });
+    let b = evsd.port("b");
+    assert_eq!(b["tx_packets"], 200, "{b}");
+    assert_eq!(
+        b["tx_bytes"],
+        200 * 60,
+        "tag removed towards the access port: {b}"
+    );
+    assert_eq!(evsd.counter("up0", "rx_packets"), 200);
+
+    // The access guest's frames leave tagged with VLAN 100.
+    let _ga = Testpmd::start(dir, "guest-a", &[&sa], false, Mode::TxOnly);
+    evsd.wait_state("a", "up", T);
+    wait_for("frames out of the uplink", T, || {
+        (evsd.counter("up0", "tx_packets") >= 1000).then_some(())
+    });
+    let up = evsd.port("up0");
+    // Detaching closes the pcap writer, which flushes the file.
+    evsd.ctl(json!({"cmd": "detach", "port": "up0"}));
+    assert_eq!(evsd.port("a")["state"], "up", "other ports undisturbed");
+    let frames = pcap_frames(&pout);
+    assert!(
+        frames.len() >= 1000,
+        "{} frames in {}: {up}",
+        frames.len(),
+        pout.display()
+    );
+    for f in &frames {
+        assert_eq!(&f[12..14], &[0x81, 0x00], "tagged");
+        assert_eq!(u16::from_be_bytes([f[14], f[15]]) & 0xfff, 100);
+        assert_eq!(f.len(), 68, "64-byte guest frame + 4-byte tag");
+    }
+}
