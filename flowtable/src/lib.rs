@@ -12,6 +12,7 @@
 //! The control side ([`policy`] → [`compiler`]) builds tables from the operator's model and publishes
 //! them atomically; [`trace`] explains any packet's fate step by step.
 
+pub mod checksum;
 pub mod classifier;
 pub mod compiler;
 pub mod conntrack;
