@@ -52,16 +52,19 @@ fn classify_emc(c: &mut Criterion) {
             let bs = bursts(&frames);
             let (h0, m0) = (d.w.stats().emc_hits, d.w.stats().emc_misses);
             let mut pos = 0;
-            g.bench_function(BenchmarkId::new(format!("rules{rules}"), format!("flows{flows}")), |b| {
-                b.iter(|| {
-                    d.burst(vm0, &bs[pos]);
-                    pos += 1;
-                    if pos == bs.len() {
-                        pos = 0;
-                    }
-                    black_box(&d.out);
-                })
-            });
+            g.bench_function(
+                BenchmarkId::new(format!("rules{rules}"), format!("flows{flows}")),
+                |b| {
+                    b.iter(|| {
+                        d.burst(vm0, &bs[pos]);
+                        pos += 1;
+                        if pos == bs.len() {
+                            pos = 0;
+                        }
+                        black_box(&d.out);
+                    })
+                },
+            );
             d.check_delivered();
             let (h, m) = (d.w.stats().emc_hits - h0, d.w.stats().emc_misses - m0);
             eprintln!(
@@ -90,16 +93,19 @@ fn classify_miss(c: &mut Criterion) {
         let vm0 = d.id("vm0");
         let (h0, m0) = (d.w.stats().emc_hits, d.w.stats().emc_misses);
         let mut pos = 0;
-        g.bench_function(BenchmarkId::new("emc16_flows100k", format!("rules{rules}")), |b| {
-            b.iter(|| {
-                d.burst(vm0, &bs[pos]);
-                pos += 1;
-                if pos == bs.len() {
-                    pos = 0;
-                }
-                black_box(&d.out);
-            })
-        });
+        g.bench_function(
+            BenchmarkId::new("emc16_flows100k", format!("rules{rules}")),
+            |b| {
+                b.iter(|| {
+                    d.burst(vm0, &bs[pos]);
+                    pos += 1;
+                    if pos == bs.len() {
+                        pos = 0;
+                    }
+                    black_box(&d.out);
+                })
+            },
+        );
         d.check_delivered();
         let (h, m) = (d.w.stats().emc_hits - h0, d.w.stats().emc_misses - m0);
         eprintln!(
@@ -185,9 +191,9 @@ fn random_key(r: &mut Rng) -> FlowKey {
     k.set_out_port((r.next() % 64) as u32);
     k.set_vlan_tci(0x1000 | (r.next() % 16) as u16);
     k.set_ct_state(0x03);
-    k.set_eth_src(key::Mac::from_u64(0x0200_0000_0000 | r.next() % 64));
+    k.set_eth_src(key::Mac::from_u64(0x0200_0000_0000 | (r.next() % 64)));
     k.set_eth_type(key::ETH_TYPE_IPV4);
-    k.set_ip_proto(if r.next() % 2 == 0 { 6 } else { 17 });
+    k.set_ip_proto(if r.next().is_multiple_of(2) { 6 } else { 17 });
     k.set_tp_dst((r.next() % 2048) as u16);
     k.set_ip_src(0x0a00_0000 | (r.next() % 4096) as u128);
     k.set_ip_dst(0x0a00_0000 | (r.next() % 4096) as u128);
@@ -266,7 +272,9 @@ fn stateful(c: &mut Criterion) {
         let (vm0, vm1) = (d.id("vm0"), d.id("vm1"));
         let conns = 1000u32;
         let syn: Vec<_> = (0..conns).map(|i| tcp_frame(0, 1, i, false, SYN)).collect();
-        let synack: Vec<_> = (0..conns).map(|i| tcp_frame(0, 1, i, true, SYN | ACK)).collect();
+        let synack: Vec<_> = (0..conns)
+            .map(|i| tcp_frame(0, 1, i, true, SYN | ACK))
+            .collect();
         let ack: Vec<_> = (0..conns).map(|i| tcp_frame(0, 1, i, false, ACK)).collect();
         let rack: Vec<_> = (0..conns).map(|i| tcp_frame(0, 1, i, true, ACK)).collect();
         d.burst(vm1, &[udp_frame(1, 0, 0, 53).as_slice()]); // learn vm1's MAC
@@ -276,7 +284,11 @@ fn stateful(c: &mut Criterion) {
         d.expect_delivered(vm1, &rack);
         eprintln!("  {} tracked connections", d.sw.shared().ct.len());
         let (fw, bw) = (bursts(&ack), bursts(&rack));
-        let (h0, m0, p0) = (d.w.stats().emc_hits, d.w.stats().emc_misses, d.w.stats().packets);
+        let (h0, m0, p0) = (
+            d.w.stats().emc_hits,
+            d.w.stats().emc_misses,
+            d.w.stats().packets,
+        );
         let mut pos = 0;
         g.bench_function(BenchmarkId::new("established", "conns1k"), |b| {
             b.iter(|| {
@@ -308,7 +320,9 @@ fn stateful(c: &mut Criterion) {
         let mut d = Driver::new(SwitchConfig::default(), sg_model(0, 0));
         let (vm0, vm1) = (d.id("vm0"), d.id("vm1"));
         d.burst(vm1, &[udp_frame(1, 0, 0, 53).as_slice()]); // learn vm1's MAC
-        let pool: Vec<Vec<u8>> = (0..65536u32).map(|i| tcp_frame(0, 1, i, false, SYN)).collect();
+        let pool: Vec<Vec<u8>> = (0..65536u32)
+            .map(|i| tcp_frame(0, 1, i, false, SYN))
+            .collect();
         let bs = bursts(&pool);
         let mut pos = 0;
         g.bench_function(BenchmarkId::new("new_tcp_syn", "fresh"), |b| {
@@ -331,7 +345,10 @@ fn stateful(c: &mut Criterion) {
             })
         });
         d.check_delivered();
-        eprintln!("  {} tracked connections at the end", d.sw.shared().ct.len());
+        eprintln!(
+            "  {} tracked connections at the end",
+            d.sw.shared().ct.len()
+        );
     }
     g.finish();
 }

@@ -79,7 +79,11 @@ pub fn filler_sg_rules(n: usize, variant: u16) -> Vec<SgRule> {
     (0..n)
         .map(|i| {
             // variant 0: ports 1024..31024, variant 1: 33000..63000 (for n ≤ 10 000)
-            let p = if variant % 2 == 0 { 1024 } else { 33000 } + 3 * (i as u16 % 10_000);
+            let p = if variant.is_multiple_of(2) {
+                1024
+            } else {
+                33000
+            } + 3 * (i as u16 % 10_000);
             match i % 3 {
                 // a 2-port range: [p, p+1] (1 or 2 prefixes)
                 0 => SgRule {
@@ -92,7 +96,12 @@ pub fn filler_sg_rules(n: usize, variant: u16) -> Vec<SgRule> {
                     port_min: Some(p),
                     port_max: Some(p),
                     remote: Some(Remote::Cidr(Cidr {
-                        addr: IpAddr::V4(Ipv4Addr::new(172, 16 + (i % 16) as u8, (i / 16) as u8, 0)),
+                        addr: IpAddr::V4(Ipv4Addr::new(
+                            172,
+                            16 + (i % 16) as u8,
+                            (i / 16) as u8,
+                            0,
+                        )),
                         len: 24,
                     })),
                     ..base.clone()
@@ -244,7 +253,8 @@ impl Driver {
     #[inline]
     pub fn burst(&mut self, in_port: u32, frames: &[&[u8]]) {
         self.now += 1_000;
-        self.w.process_burst(in_port, frames, self.now, &mut self.out);
+        self.w
+            .process_burst(in_port, frames, self.now, &mut self.out);
     }
     /// Sends `frames` (in bursts) and panics unless every one was delivered to exactly one port.
     pub fn expect_delivered(&mut self, in_port: u32, frames: &[Vec<u8>]) {

@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 
 const FILLER: usize = 10_000;
 const APPLIES: usize = 6;
-const PHASES: [&str; 3] = ["before (writer idle)", "during apply", "between applies (idle)"];
+const PHASES: [&str; 3] = [
+    "before (writer idle)",
+    "during apply",
+    "between applies (idle)",
+];
 
 #[derive(Default)]
 struct PhaseLog {

@@ -117,19 +117,25 @@ def steal_pct(a, b):
     return r
 
 
-def thread_runtime(pid):
-    """Largest per-thread CPU time (ns) of a process: its busy-polling thread."""
-    best = 0
+def thread_runtimes(pid):
+    """{tid: CPU time in ns} of every thread of a process."""
+    out = {}
     try:
         for t in os.listdir("/proc/%d/task" % pid):
             try:
                 with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
-                    best = max(best, int(f.read().split()[0]))
+                    out[t] = int(f.read().split()[0])
             except OSError:
                 pass
     except OSError:
         pass
-    return best
+    return out
+
+
+def busiest_share(before, after, wall):
+    """CPU share of the thread that ran most between two thread_runtimes() samples."""
+    d = [after[t] - before.get(t, 0) for t in after]
+    return round(max(d) / 1e9 / wall, 3) if d and wall > 0 else None
 
 
 def proc_status(pid, key):
@@ -193,7 +199,9 @@ class Generator:
                                   text=True, start_new_session=True)
         CHILDREN.append(self.p)
         self.started = threading.Event()
+        self.ended = threading.Event()
         self.hooks = []
+        self.end_hooks = []
         self.timeout = duration + warmup + 60
         self.t = threading.Thread(target=self._stderr, daemon=True)
         self.t.start()
@@ -202,13 +210,18 @@ class Generator:
         for line in self.p.stderr:
             self.log.write(line)
             self.log.flush()
-            if "window start" in line and not self.started.is_set():
-                for h in self.hooks:
-                    try:
-                        h()
-                    except Exception as e:  # a failed hook must not hang the window
-                        self.log.write("hook failed: %s\n" % e)
-                self.started.set()
+            for marker, hooks, ev in (("window start", self.hooks, self.started),
+                                      ("window end", self.end_hooks, self.ended)):
+                if marker in line and not ev.is_set():
+                    for h in hooks:
+                        try:
+                            t = time.time()
+                            h()
+                            self.log.write("hook %s: %.3f s\n" % (h.__name__, time.time() - t))
+                        except Exception as e:  # a failed hook must not hang the window
+                            self.log.write("hook failed: %r\n" % e)
+                    self.log.flush()
+                    ev.set()
 
     def result(self):
         timer = threading.Timer(self.timeout, lambda: stop(self.p, signal.SIGKILL))
@@ -216,7 +229,7 @@ class Generator:
         out = self.p.stdout.read()
         self.p.wait()
         timer.cancel()
-        self.t.join(timeout=5)
+        self.t.join(timeout=60)  # the end hook (switch counters) may still be running
         if self.p.returncode != 0:
             raise RuntimeError("evs-pktgen exited with %s (see gen.log)" % self.p.returncode)
         return json.loads(out)
@@ -478,6 +491,10 @@ class Ovs:
         wait_for(lambda: os.path.exists(ctl) or self.p.poll() is not None, 60, "ovs-vswitchd")
         if self.p.poll() is not None:
             raise RuntimeError("ovs-vswitchd exited (see %s/ovs-vswitchd.log)" % self.dir)
+        mgmt = "%s/%s.mgmt" % (self.dir, self.br)
+        wait_for(lambda: os.path.exists(mgmt) or self.p.poll() is not None, 60, "OVS bridge")
+        if self.p.poll() is not None:
+            raise RuntimeError("ovs-vswitchd exited (see %s/ovs-vswitchd.log)" % self.dir)
         if model == "full":
             self.ofctl("add-meter", self.br, "meter=1,kbps,burst,band=type=drop,rate=100000000,"
                        "burst_size=1000000")
@@ -580,16 +597,23 @@ def window(sw, scn, duration, warmup, tag):
             sw.window_start()
         state["stat0"] = cpu_stat()
         state["t0"] = time.time()
-        state["sw_rt0"] = thread_runtime(sw.p.pid)
-        state["gen_rt0"] = thread_runtime(g.p.pid)
+        state["sw_rt0"] = thread_runtimes(sw.p.pid)
+
+    def on_end():
+        # At the generator's window end, so the switch's counters cover the window only.
+        wall = time.time() - state["t0"]
+        rec["steal_pct"] = steal_pct(state["stat0"], cpu_stat())
+        rec["switch_cpu_share"] = busiest_share(state["sw_rt0"], thread_runtimes(sw.p.pid), wall)
+        rec.update(sw.collect())
 
     try:
         if gen_server:
             g = Generator(work, True, scn["gen"], duration, warmup, tag)
             g.hooks.append(on_start)
-            wait_for(lambda: all(os.path.exists(os.path.join(work, s))
-                                 for s in ("a.sock", "b.sock")) or g.p.poll() is not None,
-                     30, "generator sockets")
+            g.end_hooks.append(on_end)
+            # virtio_user servers listen one after the other: b.sock appears once a is taken.
+            wait_for(lambda: os.path.exists(os.path.join(work, "a.sock"))
+                     or g.p.poll() is not None, 30, "generator socket")
             if kind == "startup":
                 time.sleep(0.2)
             sw.start(scn["model"], client=True)
@@ -597,6 +621,7 @@ def window(sw, scn, duration, warmup, tag):
             sw.start(scn["model"], client=False)
             g = Generator(work, False, scn["gen"], duration, warmup, tag)
             g.hooks.append(on_start)
+            g.end_hooks.append(on_end)
         if kind == "update":
             g.started.wait(timeout=warmup + 60)
             time.sleep(duration / 4)
@@ -607,17 +632,9 @@ def window(sw, scn, duration, warmup, tag):
             rec["rss_kb"] = proc_status(sw.p.pid, "VmRSS")
             rec["hugetlb_kb"] = proc_status(sw.p.pid, "HugetlbPages")
         res = g.result()
-        t1 = time.time()
-        stat1 = cpu_stat()
-        if "stat0" in state:
-            wall = t1 - state["t0"]
-            rec["steal_pct"] = steal_pct(state["stat0"], stat1)
-            rec["switch_cpu_share"] = round(
-                (thread_runtime(sw.p.pid) - state["sw_rt0"]) / 1e9 / wall, 3)
-            rec["gen_cpu_share"] = round(
-                (thread_runtime(g.p.pid) - state["gen_rt0"]) / 1e9 / wall, 3) \
-                if g.p.poll() is None else None
-        rec.update(sw.collect())
+        rec["gen_cpu_share"] = round(res.get("cpu_share", 0), 3)
+        if "steal_pct" not in rec:
+            raise RuntimeError("the generator's window never ended")
         rec["gen"] = res
         if kind == "cps":
             rec["value"] = res.get("cps")
@@ -628,16 +645,13 @@ def window(sw, scn, duration, warmup, tag):
             rec["first_packet_s"] = round(fr / 1e9 - sw.t_exec, 3) if fr else None
         rec["load_after"] = loadavg()
         steal = max((rec.get("steal_pct") or {0: 0}).values())
-        share = rec.get("switch_cpu_share") or 0
+        share = min(rec.get("switch_cpu_share") or 0, rec.get("gen_cpu_share") or 0)
         rec["disturbed"] = steal > 5 or (kind == "tput" and share < 0.9)
     except Exception as e:
         rec["error"] = str(e)
         log("  %s %s: ERROR %s" % (scn["id"], sw.name, e))
     finally:
         sw.stop()
-        for p in list(CHILDREN):
-            if p.poll() is None and p is not getattr(sw, "p", None):
-                pass
         try:
             stop(g.p)
         except NameError:

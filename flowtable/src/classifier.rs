@@ -152,7 +152,8 @@ struct Subtable {
     max_priority: u32,
     /// Masked key → rules with that exact masked value, best first.
     buckets: KeyMap<Vec<Arc<Rule>>>,
-    count: usize,
+    /// How many rules of each priority: keeps `max_priority` exact in O(log n) per removal.
+    priorities: BTreeMap<u32, usize>,
 }
 
 /// One table of rules. Cloning is shallow per rule (rules are shared), which is what makes
@@ -196,7 +197,7 @@ impl Table {
                     mask: rule.m.mask,
                     max_priority: 0,
                     buckets: KeyMap::default(),
-                    count: 0,
+                    priorities: BTreeMap::new(),
                 });
                 self.subtables.len() - 1
             }
@@ -208,9 +209,11 @@ impl Table {
             .position(|r| rule.beats(r))
             .unwrap_or(bucket.len());
         bucket.insert(at, rule.clone());
-        st.count += 1;
-        st.max_priority = st.max_priority.max(rule.priority);
-        self.sort_subtables();
+        *st.priorities.entry(rule.priority).or_default() += 1;
+        if rule.priority > st.max_priority || st.priorities.len() == 1 {
+            st.max_priority = rule.priority;
+            self.sort_subtables();
+        }
     }
 
     /// Removes the rule with `id`; returns it if it was there.
@@ -227,18 +230,20 @@ impl Table {
         if bucket.is_empty() {
             st.buckets.remove(&rule.m.value);
         }
-        st.count -= 1;
-        if st.count == 0 {
-            self.subtables.remove(pos);
-        } else if st.max_priority == rule.priority {
-            st.max_priority = st
-                .buckets
-                .values()
-                .map(|b| b[0].priority)
-                .max()
-                .unwrap_or(0);
+        let n = st
+            .priorities
+            .get_mut(&rule.priority)
+            .expect("counted priority");
+        *n -= 1;
+        if *n == 0 {
+            st.priorities.remove(&rule.priority);
+            if st.priorities.is_empty() {
+                self.subtables.remove(pos);
+            } else if st.max_priority == rule.priority {
+                st.max_priority = *st.priorities.keys().next_back().expect("non-empty");
+                self.sort_subtables();
+            }
         }
-        self.sort_subtables();
         Some(rule)
     }
 

@@ -66,6 +66,11 @@ pub struct Shared {
 pub struct Switch {
     shared: Arc<Shared>,
     control: Arc<Mutex<Compiler>>,
+    /// The version before the current one, kept alive by the control side so that the last
+    /// reference to an old version is never dropped by a forwarding thread (freeing tables of
+    /// thousands of rules there would stall it). Dropped at the next update, long after readers
+    /// have moved on.
+    retired: Arc<Mutex<Option<Arc<Pipeline>>>>,
 }
 
 impl Switch {
@@ -87,6 +92,7 @@ impl Switch {
                 ct,
             }),
             control: Arc::new(Mutex::new(Compiler::new())),
+            retired: Arc::new(Mutex::new(None)),
         };
         sw.apply(model)?;
         Ok(sw)
@@ -112,7 +118,9 @@ impl Switch {
         for id in &report.removed_ports {
             self.shared.mac.flush_port(*id);
         }
-        self.shared.pipeline.store(Arc::new(p));
+        let old = self.shared.pipeline.swap(Arc::new(p));
+        // The version retired last time is surely unused by now: free it here, not in a reader.
+        drop(self.retired.lock().unwrap().replace(old));
         // Connections a removed rule allowed are cut too (a documented choice): re-check each
         // connection of the affected zones against the new tables.
         if !report.sg_changed_zones.is_empty() {

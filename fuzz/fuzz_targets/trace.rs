@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
                 "trace must either emit or drop: {t}"
             );
             assert!(!t.verdict.is_empty());
-            assert!(t.emits.iter().all(|e| e.port != port), "trace sends back to {port}: {t}");
+            assert!(
+                t.emits.iter().all(|e| e.port != port),
+                "trace sends back to {port}: {t}"
+            );
             let _ = t.to_string();
         }
         Err(e) => assert!(name.is_none(), "trace of {port} failed: {e}"),

@@ -124,15 +124,24 @@ pub fn check(out: &BurstResult, frames: usize, in_port: u32, n_ports: usize, kno
             emits.len()
         );
         for (j, e) in emits.iter().enumerate() {
-            assert_ne!(e.port, in_port, "packet {i}: sent back to its input port: {e:?}");
-            assert!(known.contains(&e.port), "packet {i}: unknown output port {e:?}");
+            assert_ne!(
+                e.port, in_port,
+                "packet {i}: sent back to its input port: {e:?}"
+            );
+            assert!(
+                known.contains(&e.port),
+                "packet {i}: unknown output port {e:?}"
+            );
             assert!(
                 !emits[..j].iter().any(|x| x.port == e.port),
                 "packet {i}: two copies to port {}: {emits:?}",
                 e.port
             );
             if let VlanEdit::Set(v) = e.vlan {
-                assert!((1..=4094).contains(&v), "packet {i}: tagged with VLAN {v}: {e:?}");
+                assert!(
+                    (1..=4094).contains(&v),
+                    "packet {i}: tagged with VLAN {v}: {e:?}"
+                );
             }
         }
     }

@@ -407,6 +407,14 @@ fn run(g: GenArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// CPU time this thread got, ns (from /proc/thread-self/schedstat).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0)
+}
+
 fn now_unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -518,6 +526,7 @@ fn throughput(
     let t_end = t_win + (g.duration * hz as f64) as u64;
     let mut in_window = false;
     let mut win_tsc = 0u64;
+    let mut cpu0 = 0u64;
     loop {
         let now = dpdk::rdtsc();
         if !in_window && now >= t_win {
@@ -526,6 +535,7 @@ fn throughput(
             win_tsc = now;
             lat.samples.clear();
             lat.seen = 0;
+            cpu0 = thread_cpu_ns();
             eprintln!("evs-pktgen: window start");
         }
         if now >= t_end || STOP.load(Ordering::Relaxed) {
@@ -548,6 +558,8 @@ fn throughput(
     }
     let t_stop = dpdk::rdtsc();
     let secs = if in_window { (t_stop - win_tsc) as f64 / hz as f64 } else { 0.0 };
+    let cpu_share = (thread_cpu_ns() - cpu0) as f64 / 1e9 / secs.max(1e-9);
+    eprintln!("evs-pktgen: window end");
     let win_end = cnt;
     // Drain what is still in flight (loss counts the whole run).
     for s in streams.iter_mut() {
@@ -593,6 +605,7 @@ fn throughput(
         "a_to_b": a2b, "b_to_a": b2a,
         "latency": lat.summary(),
         "first_rx_unix_ns": first_rx,
+        "cpu_share": cpu_share,
         "tsc_hz": hz,
     }))
 }
@@ -625,6 +638,7 @@ fn handshake(
     let t_end = t_win + (g.duration * hz as f64) as u64;
     let mut in_window = false;
     let mut win_tsc = 0;
+    let mut cpu0 = 0u64;
     let mut b = [std::ptr::null_mut(); BURST];
     let mut out = [std::ptr::null_mut(); BURST];
     let mut pending: [RawMbuf; BURST] = [std::ptr::null_mut(); BURST];
@@ -636,6 +650,7 @@ fn handshake(
             in_window = true;
             win_tsc = now;
             w = [syn_tx, synack_rx, ack_rx];
+            cpu0 = thread_cpu_ns();
             eprintln!("evs-pktgen: window start");
         }
         if now >= t_end || STOP.load(Ordering::Relaxed) {
@@ -725,6 +740,8 @@ fn handshake(
         }
     }
     let secs = if in_window { (dpdk::rdtsc() - win_tsc) as f64 / hz as f64 } else { 0.0 };
+    let cpu_share = (thread_cpu_ns() - cpu0) as f64 / 1e9 / secs.max(1e-9);
+    eprintln!("evs-pktgen: window end");
     let wv = [syn_tx - w[0], synack_rx - w[1], ack_rx - w[2]];
     dpdk::free_bulk(&mut pending[..npend]);
     let s = secs.max(1e-9);
@@ -736,7 +753,7 @@ fn handshake(
         "syn_tx": syn_tx, "synack_tx": synack_tx, "synack_rx": synack_rx,
         "ack_tx": ack_tx, "ack_rx": ack_rx, "other_rx": other_rx, "gen_drop": gen_drop,
         "completion_pct": if syn_tx > 0 { ack_rx as f64 * 100.0 / syn_tx as f64 } else { 0.0 },
-        "tsc_hz": hz,
+        "tsc_hz": hz, "cpu_share": cpu_share,
         // The throughput fields, for uniform reports: packets the switch delivered.
         "rx_mpps": (wv[1] + wv[2]) as f64 / s / 1e6,
     }))
