@@ -263,41 +263,74 @@ pub struct WorkerStats {
 
 #[derive(Clone, Copy)]
 struct EmcEntry {
-    key: FlowKey,
+    hash: u64,
+    /// Table version the segment was computed from; 0 marks an empty slot (published versions
+    /// start at 1).
     version: u64,
+    key: FlowKey,
     seg: Segment,
 }
 
-/// Per-thread exact-match cache: direct-mapped, keyed by the whole flow key (metadata included),
-/// entries valid only for the table version they were computed from.
+const EMC_WAYS: usize = 2;
+
+/// Per-thread exact-match cache: 2-way set-associative, keyed by the whole flow key (metadata
+/// included), entries valid only for the table version they were computed from.
 struct Emc {
-    entries: Vec<Option<EmcEntry>>,
+    sets: Vec<[EmcEntry; EMC_WAYS]>,
     mask: usize,
 }
 
 impl Emc {
     fn new(n: usize) -> Emc {
-        let n = n.max(16).next_power_of_two();
+        let sets = (n / EMC_WAYS).max(8).next_power_of_two();
+        let empty = EmcEntry {
+            hash: 0,
+            version: 0,
+            key: FlowKey::ZERO,
+            seg: Segment {
+                set_reg0: None,
+                meters: [0; 2],
+                n_meters: 0,
+                terminal: Terminal::Drop(DropReason::NoMatch),
+            },
+        };
         Emc {
-            entries: vec![None; n],
-            mask: n - 1,
+            sets: vec![[empty; EMC_WAYS]; sets],
+            mask: sets - 1,
         }
     }
     #[inline]
     fn lookup(&self, k: &FlowKey, h: u64, version: u64) -> Option<Segment> {
-        match &self.entries[h as usize & self.mask] {
-            Some(e) if e.version == version && e.key == *k => Some(e.seg),
-            _ => None,
+        let set = &self.sets[h as usize & self.mask];
+        for e in set {
+            // The hash and version reject almost every non-matching entry before the key compare.
+            if e.hash == h && e.version == version && key_eq(&e.key, k) {
+                return Some(e.seg);
+            }
         }
+        None
     }
+    /// Inserts in way 0, moving the previous way-0 entry to way 1 (so the older of the two goes).
     #[inline]
     fn insert(&mut self, k: FlowKey, h: u64, version: u64, seg: Segment) {
-        self.entries[h as usize & self.mask] = Some(EmcEntry {
-            key: k,
+        let set = &mut self.sets[h as usize & self.mask];
+        set[1] = set[0];
+        set[0] = EmcEntry {
+            hash: h,
             version,
+            key: k,
             seg,
-        });
+        };
     }
+}
+
+#[inline(always)]
+fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
+    let mut d = 0;
+    for i in 0..crate::key::KEY_WORDS {
+        d |= a.0[i] ^ b.0[i];
+    }
+    d == 0
 }
 
 /// Per-forwarding-thread state: the cache, this thread's meters and counters. `Send`, not shared.

@@ -40,6 +40,10 @@ use crate::policy::{Priority, Shaping};
 pub const MIN_DEPTH_BYTES: u64 = 3 * 1518;
 /// Minimum depth of both buckets in time at the bucket's rate: 2 ms.
 pub const MIN_DEPTH_NS: u64 = 2_000_000;
+/// Minimum depth of the committed (average-rate) bucket: 10 ms, so that a pause of the sender or
+/// of the poll loop shorter than that does not lose the tokens it earned (the average is still
+/// held; the peak bucket keeps the instantaneous rate capped).
+pub const COMMITTED_MIN_DEPTH_NS: u64 = 10_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MeterConfig {
@@ -142,13 +146,17 @@ impl Meter {
     fn buckets(cfg: &MeterConfig, tps: u64) -> (Bucket, Bucket) {
         let avg = cfg.average_bps;
         let peak = cfg.peak_bps.max(avg);
-        let min_bits = |rate: u64| {
-            let t = (rate as u128 * MIN_DEPTH_NS as u128 / 1_000_000_000) as u64;
+        let min_bits = |rate: u64, ns: u64| {
+            let t = (rate as u128 * ns as u128 / 1_000_000_000) as u64;
             t.max(MIN_DEPTH_BYTES * 8)
         };
         let burst_bits = cfg.burst_bytes.saturating_mul(8);
-        let mut c = Bucket::new(avg, burst_bits.max(min_bits(avg)), tps);
-        let mut p = Bucket::new(peak, min_bits(peak), tps);
+        let mut c = Bucket::new(
+            avg,
+            burst_bits.max(min_bits(avg, COMMITTED_MIN_DEPTH_NS)),
+            tps,
+        );
+        let mut p = Bucket::new(peak, min_bits(peak, MIN_DEPTH_NS), tps);
         if avg == 0 {
             c.tokens = 0;
             p.tokens = 0;

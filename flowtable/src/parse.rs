@@ -10,7 +10,109 @@ use etherparse::{
 };
 
 /// Parses `frame`, received on `in_port`, into a flow key.
+///
+/// The common case (Ethernet, up to two tags, unfragmented IPv4 with TCP, UDP or ICMP, all
+/// lengths consistent) is read directly; anything else goes through etherparse
+/// ([`parse_reference`]). A differential property test keeps the two equal on every frame.
+#[inline]
 pub fn parse(in_port: u32, frame: &[u8]) -> FlowKey {
+    match parse_fast(in_port, frame) {
+        Some(k) => k,
+        None => parse_reference(in_port, frame),
+    }
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+/// The fast path: `None` whenever the frame is anything but plain and well-formed.
+#[inline(always)]
+fn parse_fast(in_port: u32, f: &[u8]) -> Option<FlowKey> {
+    if f.len() < 34 {
+        return None;
+    }
+    let mut k = FlowKey::ZERO;
+    k.set_in_port(in_port);
+    k.0[1] = u64::from_be_bytes([f[0], f[1], f[2], f[3], f[4], f[5], 0, 0]);
+    k.0[2] = u64::from_be_bytes([f[6], f[7], f[8], f[9], f[10], f[11], 0, 0]);
+    let mut off = 12;
+    let mut et = be16(f, off);
+    let mut fl = 0u8;
+    let mut tags = 0;
+    while et == key::ETH_TYPE_VLAN || et == key::ETH_TYPE_QINQ {
+        if tags == 2 || f.len() < off + 4 + 2 + 20 {
+            return None;
+        }
+        let tci = (be16(f, off + 2) & !VLAN_PRESENT) | VLAN_PRESENT;
+        if tags == 0 {
+            k.set_vlan_tci(tci);
+        } else {
+            k.set_inner_tci(tci);
+            fl |= flags::QINQ;
+        }
+        tags += 1;
+        off += 4;
+        et = be16(f, off);
+    }
+    if et != key::ETH_TYPE_IPV4 {
+        return None;
+    }
+    k.set_eth_type(et);
+    let ip = off + 2;
+    let vihl = f[ip];
+    let ihl = (vihl & 0x0f) as usize * 4;
+    let total = be16(f, ip + 2) as usize;
+    if vihl >> 4 != 4 || ihl < 20 || total < ihl || ip + total > f.len() || ip + ihl > f.len() {
+        return None;
+    }
+    if be16(f, ip + 6) & 0x3fff != 0 {
+        return None; // fragments: the reference path sets the fragment bits
+    }
+    let proto = f[ip + 9];
+    k.set_ip_proto(proto);
+    k.0[4] = u32::from_be_bytes([f[ip + 12], f[ip + 13], f[ip + 14], f[ip + 15]]) as u64;
+    k.0[6] = u32::from_be_bytes([f[ip + 16], f[ip + 17], f[ip + 18], f[ip + 19]]) as u64;
+    let l4 = ip + ihl;
+    let l4_len = total - ihl;
+    match proto {
+        key::IP_PROTO_TCP => {
+            if l4_len < 20 {
+                return None;
+            }
+            let doff = (f[l4 + 12] >> 4) as usize * 4;
+            if doff < 20 || doff > l4_len {
+                return None;
+            }
+            k.set_tp_src(be16(f, l4));
+            k.set_tp_dst(be16(f, l4 + 2));
+            k.set_tcp_flags(be16(f, l4 + 12) & 0x0fff);
+        }
+        key::IP_PROTO_UDP => {
+            // Only a UDP length equal to the IP payload is the plain case.
+            if l4_len < 8 || be16(f, l4 + 4) as usize != l4_len {
+                return None;
+            }
+            k.set_tp_src(be16(f, l4));
+            k.set_tp_dst(be16(f, l4 + 2));
+        }
+        key::IP_PROTO_ICMP => {
+            if l4_len < 8 {
+                return None;
+            }
+            k.set_tp_src(f[l4] as u16);
+            k.set_tp_dst(f[l4 + 1] as u16);
+        }
+        _ => return None,
+    }
+    k.set_flags(fl);
+    Some(k)
+}
+
+/// Parses `frame` with etherparse: the reference the fast path is tested against, and the path
+/// for everything the fast path declines (IPv6, ARP, fragments, malformed frames).
+pub fn parse_reference(in_port: u32, frame: &[u8]) -> FlowKey {
     let mut k = FlowKey::ZERO;
     k.set_in_port(in_port);
     if frame.len() < 14 {
@@ -175,5 +277,100 @@ fn read_tags_lax(frame: &[u8], k: &mut FlowKey) {
         n += 1;
         off += 4;
         k.set_eth_type(u16::from_be_bytes([frame[off], frame[off + 1]]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::{self, L4};
+    use crate::key::Mac;
+    use proptest::prelude::*;
+
+    fn frame_strategy() -> impl Strategy<Value = Vec<u8>> {
+        let l4 = prop_oneof![
+            (any::<u16>(), any::<u16>()).prop_map(|(src, dst)| L4::Udp { src, dst }),
+            (any::<u16>(), any::<u16>(), any::<u8>()).prop_map(|(src, dst, flags)| L4::Tcp {
+                src,
+                dst,
+                flags
+            }),
+            (any::<u16>(), any::<bool>()).prop_map(|(id, reply)| L4::Echo { id, reply }),
+        ];
+        let vlan = prop_oneof![Just(None), (1u16..4095).prop_map(Some)];
+        (
+            l4,
+            vlan,
+            any::<[u8; 4]>(),
+            any::<[u8; 4]>(),
+            0usize..80,
+            any::<bool>(),
+            any::<u8>(),
+        )
+            .prop_map(|(l4, vlan, s, d, pl, v6, m)| {
+                let (a, b) = (Mac([2, 0, 0, 0, 0, m]), Mac([m, 1, 2, 3, 4, 5]));
+                if v6 {
+                    let mut s6 = [0u8; 16];
+                    s6[12..].copy_from_slice(&s);
+                    frames::ipv6(a, b, vlan, s6.into(), [0xfe; 16].into(), l4, pl)
+                } else {
+                    frames::ipv4(a, b, vlan, s.into(), d.into(), l4, pl)
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The fast path and etherparse agree on valid frames, frames with header bytes
+        /// overwritten, truncated frames, and frames with trailing padding.
+        #[test]
+        fn fast_path_equals_reference(
+            f in frame_strategy(),
+            edits in proptest::collection::vec((0usize..64, any::<u8>()), 0..4),
+            cut in proptest::option::of(0usize..100),
+            pad in 0usize..20,
+        ) {
+            let mut f = f;
+            for (at, v) in edits {
+                if at < f.len() {
+                    f[at] = v;
+                }
+            }
+            if let Some(c) = cut {
+                f.truncate(c);
+            }
+            f.extend(std::iter::repeat_n(0, pad));
+            prop_assert_eq!(parse(7, &f), parse_reference(7, &f), "frame {:02x?}", f);
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_the_common_frames() {
+        let (a, b) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        for vlan in [None, Some(100)] {
+            for l4 in [
+                L4::Udp { src: 1, dst: 2 },
+                L4::Tcp {
+                    src: 1,
+                    dst: 2,
+                    flags: 2,
+                },
+                L4::Echo {
+                    id: 1,
+                    reply: false,
+                },
+            ] {
+                let f = frames::ipv4(
+                    a,
+                    b,
+                    vlan,
+                    [10, 0, 0, 1].into(),
+                    [10, 0, 0, 2].into(),
+                    l4,
+                    18,
+                );
+                assert!(parse_fast(1, &f).is_some(), "{l4:?} {vlan:?}");
+            }
+        }
     }
 }

@@ -10,6 +10,9 @@ Subcommands:
   ping DST [--timeout S]                     one ICMP echo; exit 0 iff a reply came back
   serve-tcp PORT... [--seconds S]            TCP echo server on each port (prints READY)
   connect DST PORT [--timeout S] [--payload] connect, send, expect the echo; exit 0 iff echoed
+  session DST PORT [--rounds N]             one TCP connection kept open: every 0.2 s send a line
+                                             and wait (1 s) for its echo; one JSON line per round,
+                                             READY after the first echo; ends after 3 misses
   udp-sink PORT [--seconds S]                count UDP bytes (prints READY, JSON at the end)
   udp-blast DST PORT --seconds S --size N --mbps R   paced UDP sender
   sniff IFACE [--match k=v]... [--until k=v]... [--timeout S] [--quiet S]
@@ -282,6 +285,40 @@ def cmd_connect(a):
         return 1
 
 
+def cmd_session(a):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect((a.dst, a.port))
+    s.settimeout(1)
+    misses = 0
+    buf = b""
+    for i in range(a.rounds):
+        msg = ("round %d\n" % i).encode()
+        ok = False
+        try:
+            s.sendall(msg)
+            deadline = time.monotonic() + 1
+            while msg not in buf and time.monotonic() < deadline:
+                d = s.recv(4096)
+                if not d:
+                    break
+                buf += d
+            ok = msg in buf
+        except (OSError, socket.timeout):
+            ok = False
+        if ok:
+            buf = buf.split(msg, 1)[1]
+        out({"round": i, "ok": ok})
+        if ok and i == 0:
+            print("READY", flush=True)
+        misses = 0 if ok else misses + 1
+        if misses >= 3:
+            break
+        time.sleep(0.2)
+    out({"done": True, "misses": misses})
+    return 0
+
+
 def cmd_udp_sink(a):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -485,6 +522,10 @@ def main():
     x.add_argument("port", type=int)
     x.add_argument("--timeout", type=float, default=2.0)
     x.add_argument("--payload", default="hello evs")
+    x = sp.add_parser("session")
+    x.add_argument("dst")
+    x.add_argument("port", type=int)
+    x.add_argument("--rounds", type=int, default=300)
     x = sp.add_parser("udp-sink")
     x.add_argument("port", type=int)
     x.add_argument("--seconds", type=float, default=10)
@@ -526,7 +567,7 @@ def main():
     x.add_argument("--access", action="append", default=[])
     x.add_argument("--stats", required=True)
     a = p.parse_args()
-    fn = {"ping": cmd_ping, "serve-tcp": cmd_serve_tcp, "connect": cmd_connect,
+    fn = {"ping": cmd_ping, "serve-tcp": cmd_serve_tcp, "connect": cmd_connect, "session": cmd_session,
           "udp-sink": cmd_udp_sink, "udp-blast": cmd_udp_blast, "sniff": cmd_sniff,
           "send": cmd_send, "vlan-ping": cmd_vlan_ping, "tor": cmd_tor}[a.cmd]
     sys.exit(fn(a))
