@@ -135,7 +135,15 @@ impl Dataplane {
                     let ok = setup.is_ok();
                     let _ = ready_tx.send(setup);
                     if ok {
-                        forwarding::run(lc, worker, rx, st);
+                        // A switch whose forwarding thread died forwards nothing while looking
+                        // alive: exit loudly so a supervisor restarts it (guests reconnect).
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            forwarding::run(lc, worker, rx, st)
+                        }));
+                        if r.is_err() {
+                            eprintln!("evsd: forwarding thread {i} panicked; exiting");
+                            std::process::exit(70);
+                        }
                         dpdk::unregister_thread();
                     }
                 })
@@ -264,13 +272,17 @@ impl Dataplane {
             .ports
             .remove(name)
             .ok_or_else(|| other(format!("detach {name:?}: not attached")))?;
-        // The threads must have dropped every reference to the port before it goes away.
-        let r = self.rebalance();
+        // The threads must have dropped every reference to the port before it goes away: if one
+        // did not confirm, leave the device in place rather than pull it from under the thread.
+        if let Err(e) = self.rebalance() {
+            return Err(other(format!(
+                "detach {name:?}: {e}; the device was left in place"
+            )));
+        }
         let rm = a.port.stop_and_remove();
         if let Some(ep) = &a.endpoint {
             ep.cleanup();
         }
-        r?;
         rm?;
         Ok(())
     }

@@ -116,6 +116,23 @@ fn server_role_forwards_and_survives_guest_restart() {
     );
     assert!(threads[0]["cycles_per_packet"].as_f64().unwrap() > 0.0);
 
+    // The operator's view: `evsd ctl show ports` prints a table.
+    let out = std::process::Command::new(evs_e2e::evsd_bin!())
+        .args(["ctl", "-s"])
+        .arg(&evsd.socket)
+        .args(["show", "ports"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(table.starts_with("PORT"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("b ") && l.contains(" up ")),
+        "{table}"
+    );
+
     let m = scrape(&metrics_addr(&evsd));
     assert!(m.starts_with("HTTP/1.0 200"), "{m}");
     assert!(
