@@ -333,10 +333,18 @@ fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
     d == 0
 }
 
+const RECENT_SLOTS: usize = 256;
+/// How often a steady source refreshes its shared MAC-table entry.
+pub const RELEARN_NS: u64 = 100_000_000;
+
 /// Per-forwarding-thread state: the cache, this thread's meters and counters. `Send`, not shared.
 pub struct Worker {
     shared: Arc<Shared>,
     emc: Emc,
+    /// Sources this worker learned lately: (VLAN domain << 48 | MAC, port, time). A source seen
+    /// again on the same port within [`RELEARN_NS`] skips the shared MAC table, whose entries live
+    /// for minutes; a move to another port is always learned at once.
+    recent: Vec<(u64, u32, u64)>,
     meters: BTreeMap<u32, Meter>,
     meter_version: u64,
     stats: WorkerStats,
@@ -357,6 +365,7 @@ impl Worker {
         Worker {
             shared,
             emc,
+            recent: vec![(u64::MAX, 0, 0); RECENT_SLOTS],
             meters: BTreeMap::new(),
             meter_version: u64::MAX,
             stats: WorkerStats {
@@ -540,8 +549,19 @@ impl Worker {
         let domain = key.reg0();
         let src = key.eth_src();
         if !src.is_multicast() {
-            if let LearnOutcome::LimitReached = mac.learn(domain, src, cx.in_port, cx.now) {
-                return self.drop(cx, key, false, DropReason::MacLimit);
+            let tag = ((domain as u64) << 48) | src.to_u64();
+            let slot = (tag ^ (tag >> 29) ^ (tag >> 47)) as usize & (RECENT_SLOTS - 1);
+            let r = self.recent[slot];
+            if !(r.0 == tag && r.1 == cx.in_port && cx.now.wrapping_sub(r.2) < RELEARN_NS) {
+                match mac.learn(domain, src, cx.in_port, cx.now) {
+                    LearnOutcome::LimitReached => {
+                        return self.drop(cx, key, false, DropReason::MacLimit)
+                    }
+                    LearnOutcome::New | LearnOutcome::Refreshed | LearnOutcome::Moved { .. } => {
+                        self.recent[slot] = (tag, cx.in_port, cx.now)
+                    }
+                    _ => {}
+                }
             }
         }
         let dst = key.eth_dst();
