@@ -9,7 +9,9 @@
 #
 # Prints Mpps through the forwarder (both directions summed), evsd's cycles per packet (busy
 # iterations only) and how busy its forwarding thread was: below ~95% busy the generator, not evsd,
-# set the rate. The machine is shared: compare only figures of the same run.
+# set the rate. "on CPU" is the share of the window the forwarding thread really ran (from
+# /proc/PID/task/TID/schedstat): well below 100% means another tenant took the core and the
+# window is not comparable. The machine is shared: compare only figures of the same run.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TGT=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -43,9 +45,15 @@ fi
 WORK=$(mktemp -d /tmp/evs-sanity.XXXXXX)
 PIDS=()
 PREFIXES=()
+# Forwarders start inside command substitutions (subshells): their pids go to a file so the
+# cleanup of the main shell can stop them whatever happened.
 cleanup() {
+    [ -f "$WORK/pids" ] && while read -r p; do PIDS+=("$p"); done <"$WORK/pids"
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$p" 2>/dev/null || true
+    done
     for x in "${PREFIXES[@]}"; do rm -rf "/var/run/dpdk/$x"; done
     if [ -n "${KEEP:-}" ]; then echo "sanity.sh: logs kept in $WORK"; else rm -rf "$WORK"; fi
 }
@@ -65,10 +73,24 @@ wait_sockets() {
     echo "sanity.sh: forwarder did not create its sockets" >&2; return 1
 }
 
-# Runs the generator for one window; prints the total Rx-pps it measured (both ports).
-# $1: optional evsd control socket (stats reset at window start, threads saved at the end).
+# The thread id of the forwarding thread named $2 in process $1.
+thread_of() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] && { basename "$t"; return 0; }
+    done
+    return 1
+}
+
+# Nanoseconds the thread ran so far (first field of schedstat).
+ran_ns() { cut -d' ' -f1 "/proc/$1/task/$2/schedstat" 2>/dev/null || echo 0; }
+
+# Runs the generator for one window; prints the total Rx-pps it measured (both ports) and the
+# share of the window the forwarding thread was really on its CPU (other tenants steal it).
+# $1: forwarder pid, $2: its forwarding thread name, $3: optional evsd control socket (stats reset
+# at window start, threads saved at the end).
 generate() {
-    local ctl=${1:-}
+    local fpid=$1 fname=$2 ctl=${3:-}
     local log=$WORK/gen.log
     {
         sleep 1
@@ -76,8 +98,13 @@ generate() {
         sleep "$WARMUP"
         echo "show port stats all"
         [ -n "$ctl" ] && "$EVSD" ctl -s "$ctl" stats-reset >/dev/null
+        local tid r0 t0
+        tid=$(thread_of "$fpid" "$fname" || echo 0)
+        r0=$(ran_ns "$fpid" "$tid")
+        t0=$(date +%s%N)
         sleep "$WINDOW"
         echo "show port stats all"
+        echo "$(( ($(ran_ns "$fpid" "$tid") - r0) * 100 / ($(date +%s%N) - t0) ))" >"$WORK/cpu_share"
         [ -n "$ctl" ] && "$EVSD" ctl -s "$ctl" --json show threads >"$WORK/threads.json"
         echo "stop"
         echo "quit"
@@ -89,6 +116,7 @@ generate() {
         --nb-cores=1 --total-num-mbufs=32768 >"$log" 2>&1 || true
     # The second "show port stats all" covers the window: sum its two Rx-pps lines.
     grep 'Rx-pps:' "$log" | tail -2 | awk '{s += $2} END {printf "%.2f", s / 1e6}'
+    printf ' %s%%\n' "$(cat "$WORK/cpu_share" 2>/dev/null || echo '?')"
 }
 
 run_evsd() {
@@ -123,16 +151,22 @@ vhost = { socket = "$SB" }
 CFG
     "$EVSD" run -c "$WORK/evsd.toml" >"$WORK/evsd.log" 2>&1 &
     local pid=$!
-    PIDS+=("$pid")
+    echo "$pid" >>"$WORK/pids"
     wait_sockets
-    local mpps
-    mpps=$(generate "$WORK/evsd.sock")
+    # Sockets exist once the ports are attached; the control socket answers once all are.
+    for _ in $(seq 100); do
+        "$EVSD" ctl -s "$WORK/evsd.sock" show threads >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    local mpps share
+    read -r mpps share < <(generate "$pid" evs-fwd0 "$WORK/evsd.sock")
     local cpp busy
     cpp=$(grep -o '"cycles_per_packet": [0-9.]*' "$WORK/threads.json" | awk '{printf "%.0f", $2}')
     busy=$(grep -o '"busy_pct": [0-9.]*' "$WORK/threads.json" | awk '{printf "%.0f%%", $2}')
     kill "$pid"; wait "$pid" 2>/dev/null || true
     cp "$WORK/gen.log" "$WORK/gen-evsd.log"
-    echo "$mpps ${cpp:-?} ${busy:-?}"
+    cp "$WORK/evsd.log" "$WORK/evsd-last.log"
+    echo "$mpps ${cpp:-?} ${busy:-?} $share"
 }
 
 run_ceiling() {
@@ -142,18 +176,21 @@ run_ceiling() {
         --forward-mode=io --nb-cores=1 --total-num-mbufs=16384 --auto-start --stats-period 1000 \
         >"$WORK/ceil.log" 2>&1 &
     local pid=$!
-    PIDS+=("$pid")
+    echo "$pid" >>"$WORK/pids"
     wait_sockets
-    generate
+    local out
+    out=$(generate "$pid" rte-worker-1)
     kill "$pid"; wait "$pid" 2>/dev/null || true
     rm -f "$SA" "$SB"
+    # Print last: the caller reads this line and goes on, so the forwarder must be gone by then.
+    echo "$out"
 }
 
 echo "sanity.sh: memory: $MEM; window ${WINDOW}s x $ROUNDS rounds; 64-byte frames; forwarder on CPU 1"
 echo "sanity.sh: steal before: $(awk '/^cpu /{print $9}' /proc/stat) (jiffies); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
-    read -r e cpp busy < <(run_evsd)
-    c=$(run_ceiling)
-    printf 'round %d: evsd %6s Mpps (%s cycles/pkt, forwarding thread %s busy)   testpmd-io ceiling %6s Mpps\n' \
-        "$r" "$e" "$cpp" "$busy" "$c"
+    read -r e cpp busy eshare < <(run_evsd)
+    read -r c cshare < <(run_ceiling)
+    printf 'round %d: evsd %6s Mpps (%s cycles/pkt, thread %s busy, on CPU %s)   testpmd-io ceiling %6s Mpps (on CPU %s)\n' \
+        "$r" "$e" "$cpp" "$busy" "$eshare" "$c" "$cshare"
 done

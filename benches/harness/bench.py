@@ -33,6 +33,7 @@ OVS_LIB = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk"
 OVS_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 
 ENV = {}          # paths given by run.sh
+PROFILE = False   # --profile: perf record the switch during each window
 CHILDREN = []     # every Popen we started (own session each: killed by process group id)
 PREFIXES = []     # DPDK --file-prefix values we used (runtime dirs removed at the end)
 
@@ -252,8 +253,12 @@ SCENARIOS = [
          gen=["--bidir", "--flows", "10000", "--vary", "sport,dport"]),
     dict(id="P4", name="full port-group pipeline, 10k connections", kind="tput", model="full",
          gen=["--bidir", "--flows", "10000", "--vary", "sport,dport"]),
+    # Connections are never closed: the window is short and both conntrack tables are raised to
+    # 4M entries so neither fills (evsd's default 1M filled after ~490k connections: then every
+    # new connection was refused).
     dict(id="P5", name="new TCP connections/s through the security group", kind="cps",
-         model="sg", gen=["--mode", "handshake", "--proto", "tcp", "--dport", "80"]),
+         model="sg", warmup=0.5, window=2.0, ct_max=4 << 20,
+         gen=["--mode", "handshake", "--proto", "tcp", "--dport", "80"]),
     dict(id="P6", name="10k rule changes while forwarding (0.5 Mpps each way)", kind="update",
          model="sg", gen=["--bidir", "--flows", "10000", "--vary", "sport,dport",
                           "--rate-pps", "500000"]),
@@ -361,6 +366,7 @@ def ovs_update_flows(n):
 
 class Evsd:
     name = "evsd"
+    ct_max = 1 << 20
 
     def __init__(self, work):
         self.work = work
@@ -375,10 +381,11 @@ class Evsd:
                'file_prefix = "%s"\nargs = ["--no-pci", "--log-level=lib.eal:notice", '
                '"--log-level=lib.vhost.config:warning"]\n'
                '[dataplane]\ncores = [%d]\nidle_sleep_us = 0\nmbufs = 16383\n'
-               'control_socket = "%s"\n\n%s\n'
+               'control_socket = "%s"\n[switch]\nct_max_entries = %d\n\n%s\n'
                '[[attach]]\nport = "a"\nvhost = { socket = "%s/a.sock", role = "%s" }\n'
                '[[attach]]\nport = "b"\nvhost = { socket = "%s/b.sock", role = "%s" }\n'
-               % (GEN_CPU, ENV["HUGE_DIR"], prefix, SW_CPU, self.ctl, evsd_model(model),
+               % (GEN_CPU, ENV["HUGE_DIR"], prefix, SW_CPU, self.ctl, self.ct_max,
+                  evsd_model(model),
                   self.work, role, self.work, role))
         path = os.path.join(self.work, "evsd.toml")
         with open(path, "w") as f:
@@ -431,6 +438,7 @@ class Evsd:
 
 class Ovs:
     name = "ovs"
+    ct_max = None
 
     def __init__(self, work):
         self.work = work
@@ -501,6 +509,8 @@ class Ovs:
         flows = os.path.join(self.dir, "flows.txt")
         with open(flows, "w") as f:
             f.write("\n".join(ovs_flows(model)) + "\n")
+        if self.ct_max:
+            self.appctl("dpctl/ct-set-maxconns", str(self.ct_max))
         self.ofctl("del-flows", self.br)
         self.ofctl("add-flows", self.br, flows)
 
@@ -595,6 +605,12 @@ def window(sw, scn, duration, warmup, tag):
     def on_start():
         if kind != "startup":
             sw.window_start()
+        if PROFILE and sw.p:
+            # Software clock sampling (no hardware counters in this VM) of the switch process.
+            state["perf_data"] = os.path.join(work, "perf-%s.data" % tag)
+            state["perf"] = spawn(["perf", "record", "-q", "-e", "cpu-clock", "-F", "4999",
+                                   "-p", str(sw.p.pid), "-o", state["perf_data"]],
+                                  os.path.join(work, "perf.log"))
         state["stat0"] = cpu_stat()
         state["t0"] = time.time()
         state["sw_rt0"] = thread_runtimes(sw.p.pid)
@@ -605,6 +621,8 @@ def window(sw, scn, duration, warmup, tag):
         rec["steal_pct"] = steal_pct(state["stat0"], cpu_stat())
         rec["switch_cpu_share"] = busiest_share(state["sw_rt0"], thread_runtimes(sw.p.pid), wall)
         rec.update(sw.collect())
+        if state.get("perf"):
+            stop(state["perf"], signal.SIGINT)
 
     try:
         if gen_server:
@@ -636,6 +654,10 @@ def window(sw, scn, duration, warmup, tag):
         if "steal_pct" not in rec:
             raise RuntimeError("the generator's window never ended")
         rec["gen"] = res
+        if state.get("perf_data"):
+            rep = run(["perf", "report", "-i", state["perf_data"], "--stdio", "--no-children",
+                       "--sort", "comm,sym", "--percent-limit", "0.7"], check=False, timeout=120)
+            rec["profile"] = [l for l in rep.splitlines() if l.strip() and not l.startswith("#")]
         if kind == "cps":
             rec["value"] = res.get("cps")
         else:
@@ -646,7 +668,8 @@ def window(sw, scn, duration, warmup, tag):
         rec["load_after"] = loadavg()
         steal = max((rec.get("steal_pct") or {0: 0}).values())
         share = min(rec.get("switch_cpu_share") or 0, rec.get("gen_cpu_share") or 0)
-        rec["disturbed"] = steal > 5 or (kind == "tput" and share < 0.9)
+        # Both threads busy-poll: a share well below 1 means another process took the core.
+        rec["disturbed"] = steal > 5 or share < 0.9
     except Exception as e:
         rec["error"] = str(e)
         log("  %s %s: ERROR %s" % (scn["id"], sw.name, e))
@@ -845,7 +868,12 @@ def main():
     ap.add_argument("--wait-idle", type=float, default=None,
                     help="wait up to this many seconds for load average < --max-load")
     ap.add_argument("--max-load", type=float, default=1.0)
+    ap.add_argument("--profile", action="store_true",
+                    help="sample the switch with perf (cpu-clock) in each window; top symbols "
+                         "go to the JSON")
     a = ap.parse_args()
+    global PROFILE
+    PROFILE = a.profile
     for k in ("EVSD", "PKTGEN", "HUGE_DIR", "WORK", "RESULTS"):
         ENV[k] = os.environ[k]
     rounds = a.rounds or (1 if a.quick else 3)
@@ -883,7 +911,11 @@ def main():
                 order = sws[rnd % len(sws):] + sws[:rnd % len(sws)]  # alternate who goes first
                 for n in order:
                     sw = {"evsd": Evsd, "ovs": Ovs, "testpmd": Testpmd}[n](work)
-                    rec = window(sw, scn, win, warm, "%s-%s-%d" % (scn["id"], n, rnd))
+                    if scn.get("ct_max"):
+                        sw.ct_max = scn["ct_max"]
+                    rec = window(sw, scn, min(win, scn.get("window", win)),
+                                 min(warm, scn.get("warmup", warm)),
+                                 "%s-%s-%d" % (scn["id"], n, rnd))
                     rec["round"] = rnd
                     records.append(rec)
                     v = rec.get("value")

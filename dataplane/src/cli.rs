@@ -231,13 +231,16 @@ fn print_ports(v: &Value) {
                 }
                 _ => "-".into(),
             };
-            let drops = match &p["drops"] {
-                Value::Object(o) if !o.is_empty() => o
-                    .iter()
-                    .map(|(k, n)| format!("{k}={n}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                _ => "0".into(),
+            let mut d: Vec<String> = vec![];
+            for (field, prefix) in [("drops", ""), ("egress_drops", "egress:")] {
+                if let Value::Object(o) = &p[field] {
+                    d.extend(o.iter().map(|(k, n)| format!("{prefix}{k}={n}")));
+                }
+            }
+            let drops = if d.is_empty() {
+                "0".to_string()
+            } else {
+                d.join(",")
             };
             vec![
                 s(p, "name"),

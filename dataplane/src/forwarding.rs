@@ -248,17 +248,22 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
     // One TSC read per iteration (the end of one is the start of the next): rdtsc costs ~60
     // cycles on these VMs, and two reads per iteration were 15% of a lightly loaded thread.
     let mut t0 = dpdk::rdtsc();
+    let mut iterations = 0u64;
+    let mut taken = 0u64;
     loop {
-        match cmds.try_recv() {
-            Ok(Command::Plan(p)) => {
-                tx.flush_all(&plan, &stats);
-                tx.resize(p.tx.len());
-                let gen = p.gen;
-                plan = p;
-                stats.plan_gen.store(gen, Ordering::Release);
+        if stats.posted.load(Ordering::Acquire) != taken {
+            match cmds.try_recv() {
+                Ok(Command::Plan(p)) => {
+                    taken += 1;
+                    tx.flush_all(&plan, &stats);
+                    tx.resize(p.tx.len());
+                    let gen = p.gen;
+                    plan = p;
+                    stats.plan_gen.store(gen, Ordering::Release);
+                }
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
             }
-            Ok(Command::Stop) | Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {}
         }
         let now_ns = clock.ns(t0);
         let mut got = 0usize;
@@ -298,6 +303,10 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
         tx.flush_all(&plan, &stats);
         let t1 = dpdk::rdtsc();
         stats.loop_done(t1.wrapping_sub(t0), got as u64);
+        iterations = iterations.wrapping_add(1);
+        if iterations & 1023 == 0 {
+            publish_egress(&worker, &plan, &stats);
+        }
         t0 = t1;
         if got == 0 && !sleep.is_zero() {
             std::thread::sleep(sleep);
@@ -306,6 +315,14 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
         }
     }
     tx.flush_all(&plan, &stats);
+    publish_egress(&worker, &plan, &stats);
+}
+
+/// Copies the worker's per-port egress-policy drop totals to the shared counters.
+fn publish_egress(worker: &Worker, plan: &Plan, stats: &ThreadStats) {
+    for (p, c) in worker.stats().ports.iter().take(plan.tx.len()).enumerate() {
+        stats.publish_egress(p, &c.tx_drops);
+    }
 }
 
 #[cfg(test)]

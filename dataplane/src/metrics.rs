@@ -29,6 +29,11 @@ pub fn render(ports: &[PortReport], threads: &[ThreadReport]) -> String {
         "Packets dropped, by reason",
         &["port", "reason"],
     );
+    let egress = counter(
+        "evs_port_egress_drops_total",
+        "Copies towards the port dropped by its egress policy, by reason",
+        &["port", "reason"],
+    );
     let up = IntGaugeVec::new(
         Opts::new(
             "evs_port_link_up",
@@ -46,6 +51,9 @@ pub fn render(ports: &[PortReport], threads: &[ThreadReport]) -> String {
         tx_b.with_label_values(&l).inc_by(p.tx_bytes);
         for (r, n) in &p.drops {
             drops.with_label_values(&[p.name.as_str(), r]).inc_by(*n);
+        }
+        for (r, n) in &p.egress_drops {
+            egress.with_label_values(&[p.name.as_str(), r]).inc_by(*n);
         }
         up.with_label_values(&l).set((p.state == "up") as i64);
     }

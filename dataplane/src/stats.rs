@@ -46,6 +46,7 @@ impl PortCounters {
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
             drops: [0; DropReason::COUNT],
+            egress_drops: [0; DropReason::COUNT],
         };
         for (d, a) in s.drops.iter_mut().zip(&self.drops) {
             *d = a.load(Relaxed);
@@ -62,6 +63,7 @@ pub struct PortSnapshot {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub drops: [u64; DropReason::COUNT],
+    pub egress_drops: [u64; DropReason::COUNT],
 }
 
 impl PortSnapshot {
@@ -73,6 +75,9 @@ impl PortSnapshot {
         for (a, b) in self.drops.iter_mut().zip(&o.drops) {
             *a += b;
         }
+        for (a, b) in self.egress_drops.iter_mut().zip(&o.egress_drops) {
+            *a += b;
+        }
     }
     pub fn sub(&self, base: &PortSnapshot) -> PortSnapshot {
         let mut s = PortSnapshot {
@@ -81,9 +86,11 @@ impl PortSnapshot {
             tx_packets: self.tx_packets.saturating_sub(base.tx_packets),
             tx_bytes: self.tx_bytes.saturating_sub(base.tx_bytes),
             drops: [0; DropReason::COUNT],
+            egress_drops: [0; DropReason::COUNT],
         };
         for i in 0..DropReason::COUNT {
             s.drops[i] = self.drops[i].saturating_sub(base.drops[i]);
+            s.egress_drops[i] = self.egress_drops[i].saturating_sub(base.egress_drops[i]);
         }
         s
     }
@@ -104,7 +111,13 @@ pub struct ThreadStats {
     pub iterations: AtomicU64,
     /// The generation of the last forwarding plan this thread switched to.
     pub plan_gen: AtomicU64,
+    /// Commands posted to this thread's channel (bumped by the control thread after each send):
+    /// the loop polls this plain load instead of the channel, whose `try_recv` costs a fence.
+    pub posted: AtomicU64,
     pub ports: Box<[PortCounters]>,
+    /// Copies towards each port dropped by the flowtable's egress policy (absolute values copied
+    /// from the thread's `Worker` now and then, not per packet).
+    pub egress: Box<[[AtomicU64; DropReason::COUNT]]>,
 }
 
 impl ThreadStats {
@@ -116,7 +129,19 @@ impl ThreadStats {
             packets: AtomicU64::new(0),
             iterations: AtomicU64::new(0),
             plan_gen: AtomicU64::new(0),
+            posted: AtomicU64::new(0),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
+            egress: (0..MAX_PORTS).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Publishes the worker's egress drop totals of `port` (single writer: plain stores).
+    #[inline]
+    pub fn publish_egress(&self, port: usize, totals: &[u64; DropReason::COUNT]) {
+        if let Some(e) = self.egress.get(port) {
+            for (a, &v) in e.iter().zip(totals) {
+                a.store(v, Relaxed);
+            }
         }
     }
 
@@ -137,7 +162,13 @@ impl ThreadStats {
     }
 
     pub fn read_port(&self, id: u32) -> PortSnapshot {
-        self.port(id).map(PortCounters::read).unwrap_or_default()
+        let mut s = self.port(id).map(PortCounters::read).unwrap_or_default();
+        if let Some(e) = self.egress.get(id as usize) {
+            for (d, a) in s.egress_drops.iter_mut().zip(e) {
+                *d = a.load(Relaxed);
+            }
+        }
+        s
     }
 
     pub fn read(&self) -> ThreadSnapshot {

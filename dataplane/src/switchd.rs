@@ -66,6 +66,9 @@ pub struct PortReport {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub drops: BTreeMap<&'static str, u64>,
+    /// Copies towards this port dropped by its egress policy (e.g. its security group's ingress
+    /// rules), by reason; the sender's port counts the packet in `drops` when no copy went out.
+    pub egress_drops: BTreeMap<&'static str, u64>,
     /// The PMD's own counters (e.g. what the guest ring could not take).
     pub pmd: Option<PmdStats>,
 }
@@ -221,7 +224,12 @@ impl Dataplane {
                 (devargs.clone(), dev, None)
             }
         };
-        dpdk::dev_probe(&devargs)?;
+        dpdk::dev_probe(&devargs).map_err(|e| {
+            other(format!(
+                "attach {name:?}: {e} (a vdev name must start with a DPDK driver name, e.g. \
+                 net_tap0 or net_af_packet1; a PCI device must be bound to vfio-pci)"
+            ))
+        })?;
         let port = match dpdk::port_by_name(&dev_name) {
             Some(p) => EthPort(p),
             None => {
@@ -361,6 +369,7 @@ impl Dataplane {
             t.cmds
                 .send(Command::Plan(Plan { gen, rx, tx }))
                 .map_err(|_| other("a forwarding thread has exited"))?;
+            t.stats.posted.fetch_add(1, Ordering::Release);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         for (i, t) in self.threads.iter().enumerate() {
@@ -430,6 +439,11 @@ impl Dataplane {
             .filter(|r| c.drops[**r as usize] > 0)
             .map(|r| (r.name(), c.drops[*r as usize]))
             .collect();
+        let egress_drops = DropReason::ALL
+            .iter()
+            .filter(|r| c.egress_drops[**r as usize] > 0)
+            .map(|r| (r.name(), c.egress_drops[*r as usize]))
+            .collect();
         PortReport {
             name: name.to_owned(),
             id,
@@ -448,6 +462,7 @@ impl Dataplane {
             tx_packets: c.tx_packets,
             tx_bytes: c.tx_bytes,
             drops,
+            egress_drops,
             pmd: a.map(|a| {
                 let s = a.port.stats();
                 PmdStats {
@@ -534,6 +549,7 @@ impl Dataplane {
     fn stop_threads(&mut self) {
         for t in &self.threads {
             let _ = t.cmds.send(Command::Stop);
+            t.stats.posted.fetch_add(1, Ordering::Release);
         }
         for t in &mut self.threads {
             if let Some(h) = t.handle.take() {

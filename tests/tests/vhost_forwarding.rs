@@ -142,6 +142,64 @@ fn server_role_forwards_and_survives_guest_restart() {
     );
     assert!(m.contains("evs_thread_busy_cycles_total"), "{m}");
 
+    // A new model through the control socket takes effect without touching the ports: with B
+    // moved to another VLAN, A's frames have nowhere to go; moved back, B receives again.
+    let model = evsd.ctl(json!({"cmd": "show_model"}));
+    let mut split = model.clone();
+    split["port_groups"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "other", "type": "access", "vlan": 200}));
+    for p in split["ports"].as_array_mut().unwrap() {
+        if p["name"] == "b" {
+            p["port_group"] = json!("other");
+        }
+    }
+    let drops = |e: &Evsd| -> u64 {
+        e.port("a")["drops"]
+            .as_object()
+            .map(|d| d.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let drops_a = drops(&evsd);
+    evsd.ctl(json!({"cmd": "apply", "model": split}));
+    wait_for("A's frames dropped once B left its VLAN", T, || {
+        (drops(&evsd) > drops_a + 5_000).then_some(())
+    });
+    let tx_b = evsd.counter("b", "tx_packets");
+    let a_rx = evsd.counter("a", "rx_packets");
+    wait_for("more frames from A", T, || {
+        (evsd.counter("a", "rx_packets") > a_rx + 5_000).then_some(())
+    });
+    assert!(
+        evsd.counter("b", "tx_packets") < tx_b + 100,
+        "B is in another VLAN now"
+    );
+    let bad = json!({"cmd": "apply", "model": {"ports": [{"name": "x", "mac": "02:00:00:00:00:09",
+                                                          "port_group": "nope"}]}});
+    let r = evsd.try_ctl(&bad).unwrap();
+    assert!(r["error"].as_str().unwrap().contains("nope"), "{r}");
+    // A security group without ingress rules on B: the copies for B are dropped by B's egress
+    // policy and counted on B, by reason.
+    let mut locked = model.clone();
+    locked["security_groups"] = json!([{"name": "locked", "rules": []}]);
+    for p in locked["ports"].as_array_mut().unwrap() {
+        if p["name"] == "b" {
+            p["security_group"] = json!("locked");
+        }
+    }
+    evsd.ctl(json!({"cmd": "apply", "model": locked}));
+    wait_for("B's egress-policy drops", T, || {
+        let b = evsd.port("b");
+        (b["egress_drops"]["sg_ingress_denied"].as_u64().unwrap_or(0) > 1_000).then_some(())
+    });
+
+    evsd.ctl(json!({"cmd": "apply", "model": model}));
+    let tx_b = evsd.counter("b", "tx_packets");
+    wait_for("B receiving again after the model is restored", T, || {
+        (evsd.counter("b", "tx_packets") > tx_b + 5_000).then_some(())
+    });
+
     // Guest B goes away: its port goes down, A keeps being received, copies for B are counted
     // as drops instead of being sent.
     gb.proc.stop(Duration::from_secs(10));
