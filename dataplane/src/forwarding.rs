@@ -10,6 +10,7 @@ use crate::dpdk::{self, EthPort, Mbuf, MbufBurst, TxBuffer, TxLock, MAX_BURST};
 use crate::stats::ThreadStats;
 use crossbeam_channel::{Receiver, TryRecvError};
 use flowtable::datapath::Worker;
+use flowtable::policy::Priority;
 use flowtable::verdict::{BurstResult, DropReason, Emit, VlanEdit};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -55,7 +56,20 @@ pub struct LoopConfig {
     pub tsc_hz: u64,
 }
 
-/// Per-thread transmit side: one buffer per destination, flushed once per iteration.
+/// Transmit priority classes (the port groups' shaping priority): high, medium, low.
+const CLASSES: usize = 3;
+
+fn class_of(p: Priority) -> usize {
+    match p {
+        Priority::High => 0,
+        Priority::Medium => 1,
+        Priority::Low => 2,
+    }
+}
+
+/// Per-thread transmit side: per destination, one buffer per priority class, flushed once per
+/// iteration from high to low, so that when a port (an uplink above all) cannot take everything,
+/// what it refuses is the lower classes' traffic.
 struct Tx {
     bufs: Vec<TxBuffer>,
     queued: Vec<bool>,
@@ -72,12 +86,21 @@ impl Tx {
     }
 
     fn resize(&mut self, n: usize) {
-        self.bufs.resize_with(n, TxBuffer::default);
+        self.bufs.resize_with(n * CLASSES, TxBuffer::default);
         self.queued.resize(n, false);
     }
 
     fn flush_one(&mut self, plan: &Plan, stats: &ThreadStats, port: u32) {
-        let buf = &mut self.bufs[port as usize];
+        for class in 0..CLASSES {
+            self.flush_class(plan, stats, port, class);
+        }
+    }
+
+    fn flush_class(&mut self, plan: &Plan, stats: &ThreadStats, port: u32, class: usize) {
+        let buf = &mut self.bufs[port as usize * CLASSES + class];
+        if buf.is_empty() {
+            return;
+        }
         let Some(Some(t)) = plan.tx.get(port as usize) else {
             let n = buf.discard();
             if let Some(c) = stats.port(port) {
@@ -104,12 +127,13 @@ impl Tx {
     }
 
     #[inline]
-    fn enqueue(&mut self, plan: &Plan, stats: &ThreadStats, port: u32, m: Mbuf) {
-        let i = port as usize;
-        if self.bufs[i].is_full() {
-            self.flush_one(plan, stats, port);
+    fn enqueue(&mut self, plan: &Plan, stats: &ThreadStats, port: u32, class: usize, m: Mbuf) {
+        let b = port as usize * CLASSES + class;
+        if self.bufs[b].is_full() {
+            self.flush_class(plan, stats, port, class);
         }
-        self.bufs[i].push(m);
+        self.bufs[b].push(m);
+        let i = port as usize;
         if !self.queued[i] {
             self.queued[i] = true;
             self.dirty.push(port);
@@ -168,9 +192,9 @@ fn private(e: &Emit, vid: Option<u16>) -> bool {
 /// Sends one packet to all its destinations. Copies that go out unchanged share the buffer
 /// (refcount); each copy that needs its own VLAN edit or checksum fill is a private copy, except that the original
 /// itself is edited when no unchanged copy needs it. Copies are made before the original is
-/// edited, so every copy starts from the frame as received.
+/// edited, so every copy starts from the frame as received. Copies go into priority `class`.
 #[inline]
-fn fanout(tx: &mut Tx, plan: &Plan, stats: &ThreadStats, m: Mbuf, emits: &[Emit]) {
+fn fanout(tx: &mut Tx, plan: &Plan, stats: &ThreadStats, m: Mbuf, emits: &[Emit], class: usize) {
     let drop_on = |port: u32, r: DropReason| {
         if let Some(c) = stats.port(port) {
             c.drop(r, 1);
@@ -216,7 +240,7 @@ fn fanout(tx: &mut Tx, plan: &Plan, stats: &ThreadStats, m: Mbuf, emits: &[Emit]
                 let _ = flowtable::checksum::fill_tcp_checksum(d);
             }
         }
-        tx.enqueue(plan, stats, e.port, c);
+        tx.enqueue(plan, stats, e.port, class, c);
     }
     let mut keeps_left = keeps;
     for e in emits
@@ -230,7 +254,7 @@ fn fanout(tx: &mut Tx, plan: &Plan, stats: &ThreadStats, m: Mbuf, emits: &[Emit]
             orig.as_ref().map(Mbuf::share)
         };
         if let Some(c) = c {
-            tx.enqueue(plan, stats, e.port, c);
+            tx.enqueue(plan, stats, e.port, class, c);
         }
     }
 }
@@ -285,6 +309,7 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
                 let n = burst.frames(&mut views);
                 worker.process_burst(a.flow_id, &views[..n], now_ns, &mut result);
             }
+            let class = class_of(worker.priority_of(a.flow_id));
             for i in 0..n.min(result.packets.len()) {
                 let emits = result.emits_of(i);
                 if emits.is_empty() {
@@ -295,7 +320,7 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
                     continue; // freed by burst.clear()
                 }
                 if let Some(m) = burst.take(i) {
-                    fanout(&mut tx, &plan, &stats, m, emits);
+                    fanout(&mut tx, &plan, &stats, m, emits, class);
                 }
             }
             burst.clear();
