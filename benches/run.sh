@@ -9,13 +9,15 @@
 # after waiting (up to 15 min) for the machine to be idle. Results: benches/results/<ts>.json,
 # benches/results/latest.md, benches/results/latest.svg. See docs/benchmarks.md.
 #
-# Builds in release mode (CARGO_TARGET_DIR, default /work/tgt-pktgen; -j1), installs what is
+# Builds in release mode (CARGO_TARGET_DIR, default the workspace target/; BENCH_JOBS, default 1 so a
+# build never overlaps a measurement on a shared machine), installs what is
 # missing (dpdk, openvswitch-switch-dpdk, without starting any service), adds the hugepages it
 # needs and mounts a private hugetlbfs; on exit (also on error or Ctrl-C) every child is stopped,
 # the mount removed and exactly the added pages given back.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/tgt-pktgen}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+JOBS=${BENCH_JOBS:-1}
 PAGES=${BENCH_HUGEPAGES:-1024}          # 2 MiB pages to add: switch 512 MiB + generator 256 MiB
 NR=/proc/sys/vm/nr_hugepages
 
@@ -42,8 +44,8 @@ if [ -n "$missing" ]; then
 fi
 
 # --- build ------------------------------------------------------------------------------------
-echo "run.sh: building (release, -j1, $CARGO_TARGET_DIR)" >&2
-(cd "$ROOT" && cargo build -q -j1 --release -p dataplane -p evs-pktgen)
+echo "run.sh: building (release, -j$JOBS, $CARGO_TARGET_DIR)" >&2
+(cd "$ROOT" && cargo build -q -j"$JOBS" --release -p dataplane -p evs-pktgen)
 
 # --- hugepages and a private hugetlbfs --------------------------------------------------------
 WORK=$(mktemp -d /tmp/evs-bench.XXXXXX)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: the README's second command, and what CI runs (.ci/run).
 # Installs what the tests need (DPDK, hugepages) through scripts/setup.sh, then runs every test of
-# the workspace: flowtable unit/property tests, and the end-to-end tests that start evsd with real
-# dpdk-testpmd guests.
+# the workspace (flowtable unit/property tests; end-to-end tests that start evsd with dpdk-testpmd
+# guests and with network-namespace guests), then a smoke run of the benchmark harness against
+# OVS-DPDK and the testpmd ceiling (benches/smoke.sh; skip it with EVS_SKIP_BENCH_SMOKE=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -x scripts/setup.sh ]; then
     scripts/setup.sh
 fi
 cargo test --workspace 2>&1
+if [ "${EVS_SKIP_BENCH_SMOKE:-0}" != 1 ]; then
+    benches/smoke.sh
+fi
