@@ -33,6 +33,21 @@ fn base(src: Mac, dst: Mac) -> etherparse::PacketBuilderStep<etherparse::Etherne
     PacketBuilder::ethernet2(src.0, dst.0)
 }
 
+/// Writes the L4 header and payload after an IP builder step (the same for IPv4 and IPv6 but for
+/// the ICMP echo builder methods).
+macro_rules! finish {
+    ($ip:expr, $l4:expr, $out:expr, $pl:expr, $req:ident, $rep:ident) => {
+        match $l4 {
+            L4::Udp { src, dst } => $ip.udp(src, dst).write(&mut $out, &$pl),
+            L4::Tcp { src, dst, flags } => {
+                tcp($ip.tcp(src, dst, 1000, 65535), flags).write(&mut $out, &$pl)
+            }
+            L4::Echo { id, reply: false } => $ip.$req(id, 1).write(&mut $out, &$pl),
+            L4::Echo { id, reply: true } => $ip.$rep(id, 1).write(&mut $out, &$pl),
+        }
+    };
+}
+
 /// An Ethernet + IPv4 frame, optionally 802.1Q-tagged, with `payload` bytes of zeros.
 pub fn ipv4(
     src: Mac,
@@ -46,30 +61,26 @@ pub fn ipv4(
     let pl = vec![0u8; payload];
     let mut out = Vec::with_capacity(64 + payload);
     let eth = base(src, dst);
-    macro_rules! finish {
-        ($ip:expr) => {
-            match l4 {
-                L4::Udp { src, dst } => $ip.udp(src, dst).write(&mut out, &pl),
-                L4::Tcp { src, dst, flags } => {
-                    tcp($ip.tcp(src, dst, 1000, 65535), flags).write(&mut out, &pl)
-                }
-                L4::Echo { id, reply } => {
-                    if reply {
-                        $ip.icmpv4_echo_reply(id, 1).write(&mut out, &pl)
-                    } else {
-                        $ip.icmpv4_echo_request(id, 1).write(&mut out, &pl)
-                    }
-                }
-            }
-        };
-    }
     let r = match vlan {
         Some(v) => {
-            finish!(eth
-                .single_vlan(v.try_into().unwrap())
-                .ipv4(sip.octets(), dip.octets(), 64))
+            finish!(
+                eth.single_vlan(v.try_into().unwrap())
+                    .ipv4(sip.octets(), dip.octets(), 64),
+                l4,
+                out,
+                pl,
+                icmpv4_echo_request,
+                icmpv4_echo_reply
+            )
         }
-        None => finish!(eth.ipv4(sip.octets(), dip.octets(), 64)),
+        None => finish!(
+            eth.ipv4(sip.octets(), dip.octets(), 64),
+            l4,
+            out,
+            pl,
+            icmpv4_echo_request,
+            icmpv4_echo_reply
+        ),
     };
     r.expect("frame builds");
     out
@@ -88,30 +99,26 @@ pub fn ipv6(
     let pl = vec![0u8; payload];
     let mut out = Vec::with_capacity(80 + payload);
     let eth = base(src, dst);
-    macro_rules! finish {
-        ($ip:expr) => {
-            match l4 {
-                L4::Udp { src, dst } => $ip.udp(src, dst).write(&mut out, &pl),
-                L4::Tcp { src, dst, flags } => {
-                    tcp($ip.tcp(src, dst, 1000, 65535), flags).write(&mut out, &pl)
-                }
-                L4::Echo { id, reply } => {
-                    if reply {
-                        $ip.icmpv6_echo_reply(id, 1).write(&mut out, &pl)
-                    } else {
-                        $ip.icmpv6_echo_request(id, 1).write(&mut out, &pl)
-                    }
-                }
-            }
-        };
-    }
     let r = match vlan {
         Some(v) => {
-            finish!(eth
-                .single_vlan(v.try_into().unwrap())
-                .ipv6(sip.octets(), dip.octets(), 64))
+            finish!(
+                eth.single_vlan(v.try_into().unwrap())
+                    .ipv6(sip.octets(), dip.octets(), 64),
+                l4,
+                out,
+                pl,
+                icmpv6_echo_request,
+                icmpv6_echo_reply
+            )
         }
-        None => finish!(eth.ipv6(sip.octets(), dip.octets(), 64)),
+        None => finish!(
+            eth.ipv6(sip.octets(), dip.octets(), 64),
+            l4,
+            out,
+            pl,
+            icmpv6_echo_request,
+            icmpv6_echo_reply
+        ),
     };
     r.expect("frame builds");
     out
