@@ -45,9 +45,9 @@ pub enum Cmd {
 
 #[derive(Subcommand, Debug)]
 pub enum CtlCmd {
-    /// show ports | show threads | show model
+    /// show ports | threads | model | tables | mac | connections
     Show {
-        #[arg(value_parser = ["ports", "threads", "model"])]
+        #[arg(value_parser = ["ports", "threads", "model", "tables", "mac", "connections"])]
         what: String,
     },
     /// Replace the model with FILE (JSON or TOML with uplinks/port_groups/security_groups/ports).
@@ -124,6 +124,9 @@ fn ctl(socket: &std::path::Path, json: bool, cmd: CtlCmd) -> Result<(), String> 
         CtlCmd::Show { what } => match what.as_str() {
             "ports" => (Request::ShowPorts, "ports"),
             "threads" => (Request::ShowThreads, "threads"),
+            "tables" => (Request::ShowTables, "trace"),
+            "mac" => (Request::ShowMac, "mac"),
+            "connections" => (Request::ShowConnections { limit: 1000 }, "connections"),
             _ => (Request::ShowModel, "json"),
         },
         CtlCmd::Apply { file } => (
@@ -170,6 +173,8 @@ fn ctl(socket: &std::path::Path, json: bool, cmd: CtlCmd) -> Result<(), String> 
     match kind {
         "ports" => print_ports(&v),
         "threads" => print_threads(&v),
+        "mac" => print_mac(&v),
+        "connections" => print_connections(&v),
         "trace" => println!("{}", v["text"].as_str().unwrap_or_default().trim_end()),
         "text" | "msg" => match v {
             Value::String(s) => println!("{}", s.trim_end()),
@@ -312,4 +317,45 @@ fn print_threads(v: &Value) {
         ],
         rows,
     );
+}
+
+fn print_mac(v: &Value) {
+    println!(
+        "{:<6} {:<18} {:<16} {:>8}  KIND",
+        "VLAN", "MAC", "PORT", "AGE_S"
+    );
+    for e in v.as_array().into_iter().flatten() {
+        println!(
+            "{:<6} {:<18} {:<16} {:>8}  {}",
+            e["vlan"],
+            e["mac"].as_str().unwrap_or(""),
+            e["port"].as_str().unwrap_or(""),
+            e["age_secs"],
+            if e["static"].as_bool() == Some(true) {
+                "static"
+            } else {
+                "learned"
+            }
+        );
+    }
+}
+
+fn print_connections(v: &Value) {
+    println!(
+        "{:<12} {:<6} {:<24} {:<24} {:<12} {:>9}",
+        "ZONE(PORT)", "PROTO", "ORIGINAL SOURCE", "ORIGINAL DESTINATION", "STATE", "EXPIRES_S"
+    );
+    for r in v.as_array().into_iter().flatten() {
+        let c = &r["connection"];
+        let end = |ip: &Value, port: &Value| format!("{}:{}", ip.as_str().unwrap_or(""), port);
+        println!(
+            "{:<12} {:<6} {:<24} {:<24} {:<12} {:>9}",
+            r["port"].as_str().unwrap_or(""),
+            c["proto"],
+            end(&c["src"], &c["sport"]),
+            end(&c["dst"], &c["dport"]),
+            c["state"].as_str().unwrap_or(""),
+            c["expires_in_secs"]
+        );
+    }
 }

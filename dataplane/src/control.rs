@@ -19,6 +19,15 @@ pub enum Request {
     ShowPorts,
     ShowThreads,
     ShowModel,
+    /// Every flow table, rule by rule (text).
+    ShowTables,
+    /// The MAC table: VLAN, MAC, port, age, static or learned.
+    ShowMac,
+    /// Tracked connections (at most `limit`).
+    ShowConnections {
+        #[serde(default = "default_conn_limit")]
+        limit: usize,
+    },
     /// Replace the model (validated first; nothing changes on error).
     Apply {
         model: Model,
@@ -36,6 +45,10 @@ pub enum Request {
     Shutdown,
     /// Prometheus text exposition (what the HTTP endpoint serves).
     Metrics,
+}
+
+fn default_conn_limit() -> usize {
+    1000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

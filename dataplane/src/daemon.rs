@@ -108,6 +108,29 @@ fn handle(dp: &mut Dataplane, req: Request) -> Response {
         Request::ShowPorts => Response::ok(dp.show_ports()),
         Request::ShowThreads => Response::ok(dp.show_threads()),
         Request::ShowModel => Response::ok(dp.switch().model()),
+        Request::ShowTables => Response::ok(serde_json::json!({"text": dp.switch().dump_tables()})),
+        Request::ShowMac => {
+            let now = dp.clock_ns();
+            let rows: Vec<_> = dp
+                .switch()
+                .mac_entries(now)
+                .into_iter()
+                .map(|(port, e)| {
+                    serde_json::json!({"vlan": e.domain, "mac": e.mac.to_string(), "port": port,
+                        "age_secs": e.age_ns / 1_000_000_000, "static": e.is_static})
+                })
+                .collect();
+            Response::ok(rows)
+        }
+        Request::ShowConnections { limit } => {
+            let rows: Vec<_> = dp
+                .switch()
+                .connections(limit, dp.clock_ns())
+                .into_iter()
+                .map(|(port, e)| serde_json::json!({"port": port, "connection": e}))
+                .collect();
+            Response::ok(rows)
+        }
         Request::Apply { model } => match dp.switch().apply(model) {
             Ok(r) => Response::ok(serde_json::json!({
                 "rules_added": r.rules_added,

@@ -916,6 +916,37 @@ fn security_group(t: &Topo) {
     );
 }
 
+/// 6b. What an operator inspects after that traffic: the MAC table has A's MAC learned on port a
+///     in VLAN 100, conntrack holds A→B:8080 in B's zone, and the table dump shows B's group rules.
+fn inspect(t: &Topo) {
+    let _srv_b = t.start("b", &["serve-tcp", "8080", "--seconds", "30"]);
+    let r = t.connect("a", IP_B, 8080, "3");
+    assert!(r.ok, "A→B:8080 failed: {}", r.text);
+    let mac = t.evsd().ctl(json!({"cmd": "show_mac"}));
+    let rows = mac.as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter().any(|e| e["mac"] == json!(MAC_A)
+            && e["port"] == json!("a")
+            && e["vlan"] == json!(100)),
+        "show mac lacks A's MAC on port a, VLAN 100: {mac}"
+    );
+    let conns = t.evsd().ctl(json!({"cmd": "show_connections"}));
+    let rows = conns.as_array().cloned().unwrap_or_default();
+    assert!(
+        rows.iter().any(|r| r["port"] == json!("b")
+            && r["connection"]["dst"] == json!(IP_B)
+            && r["connection"]["dport"] == json!(8080)),
+        "show connections lacks A→B:8080 in B's zone: {conns}"
+    );
+    let tables = t.evsd().ctl(json!({"cmd": "show_tables"}));
+    let text = tables["text"].as_str().unwrap_or("");
+    assert!(
+        text.contains("table 12 (ingress_sg)") && text.contains("rule missing in security group"),
+        "show tables lacks the ingress security-group table: {}",
+        &text[..text.len().min(2000)]
+    );
+}
+
 /// 7. A DHCP OFFER (UDP 67→68, broadcast) from D (group with DHCP isolation) is dropped
 ///    (dhcp_server); the same from S (no isolation) reaches A.
 fn dhcp_isolation(t: &Topo) {
@@ -1211,6 +1242,7 @@ const STEPS: &[Step] = &[
     ("access_drops_tagged", access_drops_tagged),
     ("uplink", uplink),
     ("security_group", security_group),
+    ("inspect", inspect),
     ("dhcp_isolation", dhcp_isolation),
     ("ip_mac_binding", ip_mac_binding),
     ("shaping", shaping),
