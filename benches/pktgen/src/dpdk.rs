@@ -27,10 +27,13 @@ pub fn eal_init(args: &[String]) -> Result<(), String> {
     let argc = argv.len() as i32;
     argv.push(std::ptr::null_mut());
     let argv = Box::leak(argv.into_boxed_slice()); // the EAL may keep pointers into argv
-    // SAFETY: NULL-terminated array of argc C strings living for the whole process.
+                                                   // SAFETY: NULL-terminated array of argc C strings living for the whole process.
     let r = unsafe { sys::rte_eal_init(argc, argv.as_mut_ptr()) };
     if r < 0 {
-        return Err(err(&format!("rte_eal_init({})", args.join(" ")), rte_errno()));
+        return Err(err(
+            &format!("rte_eal_init({})", args.join(" ")),
+            rte_errno(),
+        ));
     }
     Ok(())
 }

@@ -28,7 +28,11 @@ const IMIX_PATTERN: [u8; 12] = [0, 1, 0, 0, 1, 0, 2, 0, 1, 0, 0, 1];
 const MAX_SAMPLES: usize = 4 << 20;
 
 #[derive(Parser, Debug)]
-#[command(name = "evs-pktgen", version, about = "DPDK traffic generator for evsd benchmarks")]
+#[command(
+    name = "evs-pktgen",
+    version,
+    about = "DPDK traffic generator for evsd benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -219,7 +223,12 @@ fn main() {
 }
 
 fn eal_args(g: &GenArgs) -> Vec<String> {
-    let mut a = vec!["-l".to_owned(), g.lcores.clone(), "-m".into(), g.mem.to_string()];
+    let mut a = vec![
+        "-l".to_owned(),
+        g.lcores.clone(),
+        "-m".into(),
+        g.mem.to_string(),
+    ];
     if g.no_huge {
         a.push("--no-huge".into());
     } else {
@@ -254,8 +263,11 @@ fn eal_args(g: &GenArgs) -> Vec<String> {
 
 fn is_pci(name: &str) -> bool {
     let b = name.as_bytes();
-    name.len() >= 7 && b.iter().filter(|&&c| c == b':').count() >= 1 && name.contains('.')
-        && b.iter().all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
+    name.len() >= 7
+        && b.iter().filter(|&&c| c == b':').count() >= 1
+        && name.contains('.')
+        && b.iter()
+            .all(|c| c.is_ascii_hexdigit() || *c == b':' || *c == b'.')
 }
 
 fn flows(g: &GenArgs) -> Result<Vec<Flow>, String> {
@@ -274,14 +286,21 @@ fn flows(g: &GenArgs) -> Result<Vec<Flow>, String> {
             for v in &g.vary {
                 match v {
                     Field::SrcMac => {
-                        let x = u16::from_be_bytes([f.src_mac[4], f.src_mac[5]]).wrapping_add(i as u16);
+                        let x =
+                            u16::from_be_bytes([f.src_mac[4], f.src_mac[5]]).wrapping_add(i as u16);
                         f.src_mac[4..6].copy_from_slice(&x.to_be_bytes());
                         f.src_mac[3] = f.src_mac[3].wrapping_add((i >> 16) as u8);
                     }
-                    Field::SrcIp => f.src_ip = Ipv4Addr::from(u32::from(base.src_ip).wrapping_add(i)),
-                    Field::DstIp => f.dst_ip = Ipv4Addr::from(u32::from(base.dst_ip).wrapping_add(i)),
+                    Field::SrcIp => {
+                        f.src_ip = Ipv4Addr::from(u32::from(base.src_ip).wrapping_add(i))
+                    }
+                    Field::DstIp => {
+                        f.dst_ip = Ipv4Addr::from(u32::from(base.dst_ip).wrapping_add(i))
+                    }
                     Field::Sport => f.sport = base.sport.wrapping_add(i as u16),
-                    Field::Dport => f.dport = base.dport.wrapping_add((i >> 16) as u16 + (i as u16 / 7)),
+                    Field::Dport => {
+                        f.dport = base.dport.wrapping_add((i >> 16) as u16 + (i as u16 / 7))
+                    }
                 }
             }
             f
@@ -424,7 +443,14 @@ fn now_unix_ns() -> u64 {
 
 /// Builds up to BURST packets of `s` into its pending array.
 #[inline]
-fn refill(s: &mut Stream, pool: &dpdk::Pool, want: usize, proto: Proto, sample_every: u32, now: u64) {
+fn refill(
+    s: &mut Stream,
+    pool: &dpdk::Pool,
+    want: usize,
+    proto: Proto,
+    sample_every: u32,
+    now: u64,
+) {
     let n = want.min(BURST - s.npending);
     if n == 0 {
         return;
@@ -437,13 +463,21 @@ fn refill(s: &mut Stream, pool: &dpdk::Pool, want: usize, proto: Proto, sample_e
     for &m in slot.iter() {
         let class = if nclasses > 1 {
             let c = IMIX_PATTERN[s.imix_pos] as usize;
-            s.imix_pos = if s.imix_pos + 1 == IMIX_PATTERN.len() { 0 } else { s.imix_pos + 1 };
+            s.imix_pos = if s.imix_pos + 1 == IMIX_PATTERN.len() {
+                0
+            } else {
+                s.imix_pos + 1
+            };
             c
         } else {
             0
         };
         let t = &s.templates[class * s.nflows + s.flow];
-        s.flow = if s.flow + 1 == s.nflows { 0 } else { s.flow + 1 };
+        s.flow = if s.flow + 1 == s.nflows {
+            0
+        } else {
+            s.flow + 1
+        };
         let d = dpdk::set_len(m, t.len());
         d.copy_from_slice(t);
         s.made += 1;
@@ -487,7 +521,9 @@ fn receive(port: u16, c: &mut Counters, lat: &mut Latency, first_rx: &mut u64) -
         c.rx_bytes += dpdk::pkt_len(m) as u64 + packet::FCS_LEN as u64;
         let d = dpdk::data(m);
         // Cheap pre-check before parsing: the IP id of an untagged or single-tagged frame.
-        if (d.len() > 20 && d[18] == 0xe5 && d[19] == 0xe5) || (d.len() > 24 && d[22] == 0xe5 && d[23] == 0xe5) {
+        if (d.len() > 20 && d[18] == 0xe5 && d[19] == 0xe5)
+            || (d.len() > 24 && d[22] == 0xe5 && d[23] == 0xe5)
+        {
             if let Some((_, tsc)) = packet::read_stamp(d) {
                 lat.record(now, tsc);
             }
@@ -516,7 +552,11 @@ fn throughput(
         streams.push(make_stream(pb, &rev, g, proto));
     }
     let rate = rate_pps(g);
-    let mut lat = Latency { samples: Vec::with_capacity(1 << 16), seen: 0, hz };
+    let mut lat = Latency {
+        samples: Vec::with_capacity(1 << 16),
+        seen: 0,
+        hz,
+    };
     // cnt[0]: A→B (tx on A, rx on B); cnt[1]: B→A.
     let mut cnt = [Counters::default(); 2];
     let mut win = [Counters::default(); 2];
@@ -557,7 +597,11 @@ fn throughput(
         }
     }
     let t_stop = dpdk::rdtsc();
-    let secs = if in_window { (t_stop - win_tsc) as f64 / hz as f64 } else { 0.0 };
+    let secs = if in_window {
+        (t_stop - win_tsc) as f64 / hz as f64
+    } else {
+        0.0
+    };
     let cpu_share = (thread_cpu_ns() - cpu0) as f64 / 1e9 / secs.max(1e-9);
     eprintln!("evs-pktgen: window end");
     let win_end = cnt;
@@ -629,7 +673,8 @@ fn handshake(
     let lay = packet::layout(g.vlan, Proto::Tcp);
     let (ip, l4) = (lay.ip, lay.l4);
     let mut conn: u64 = 0;
-    let (mut syn_tx, mut synack_tx, mut synack_rx, mut ack_tx, mut ack_rx) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut syn_tx, mut synack_tx, mut synack_rx, mut ack_tx, mut ack_rx) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut other_rx = 0u64;
     let mut gen_drop = 0u64;
     let mut w = [0u64; 3];
@@ -673,7 +718,8 @@ fn handshake(
                 let sip = src0.wrapping_add((conn / 64512) as u32);
                 d[ip + 12..ip + 16].copy_from_slice(&sip.to_be_bytes());
                 d[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
-                d[l4 + 4..l4 + 8].copy_from_slice(&((conn as u32).wrapping_mul(2654435761)).to_be_bytes());
+                d[l4 + 4..l4 + 8]
+                    .copy_from_slice(&((conn as u32).wrapping_mul(2654435761)).to_be_bytes());
                 packet::ipv4_csum(d, ip);
                 packet::tcp_csum(d, ip, l4, lay.payload);
                 conn += 1;
@@ -694,7 +740,12 @@ fn handshake(
             match packet::tcp_fields(d) {
                 Some((f, seq, _)) if f & packet::TCP_SYN != 0 && f & packet::TCP_ACK == 0 => {
                     let isn = seq.rotate_left(13) ^ 0x5eed_5eed;
-                    packet::tcp_answer(d, packet::TCP_SYN | packet::TCP_ACK, isn, seq.wrapping_add(1));
+                    packet::tcp_answer(
+                        d,
+                        packet::TCP_SYN | packet::TCP_ACK,
+                        isn,
+                        seq.wrapping_add(1),
+                    );
                     out[k] = m;
                     k += 1;
                 }
@@ -739,7 +790,11 @@ fn handshake(
             dpdk::free_bulk(&mut out[s..k]);
         }
     }
-    let secs = if in_window { (dpdk::rdtsc() - win_tsc) as f64 / hz as f64 } else { 0.0 };
+    let secs = if in_window {
+        (dpdk::rdtsc() - win_tsc) as f64 / hz as f64
+    } else {
+        0.0
+    };
     let cpu_share = (thread_cpu_ns() - cpu0) as f64 / 1e9 / secs.max(1e-9);
     eprintln!("evs-pktgen: window end");
     let wv = [syn_tx - w[0], synack_rx - w[1], ack_rx - w[2]];
@@ -774,10 +829,13 @@ fn print_text(v: &serde_json::Value) {
     }
     println!(
         "frame {} flows {} bidir {}: tx {:.3} Mpps, rx {:.3} Mpps, loss {} ({:.3}%) over {:.2} s",
-        v["frame"], v["flows"], v["bidir"],
+        v["frame"],
+        v["flows"],
+        v["bidir"],
         v["tx_mpps"].as_f64().unwrap_or(0.0),
         v["rx_mpps"].as_f64().unwrap_or(0.0),
-        v["loss_packets"], v["loss_pct"].as_f64().unwrap_or(0.0),
+        v["loss_packets"],
+        v["loss_pct"].as_f64().unwrap_or(0.0),
         v["window_s"].as_f64().unwrap_or(0.0)
     );
     for d in ["a_to_b", "b_to_a"] {

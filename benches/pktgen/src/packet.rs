@@ -136,7 +136,11 @@ pub fn build(flow: &Flow, vlan: Option<u16>, proto: Proto, len: usize, tcp_flags
     f[ip] = 0x45;
     f[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
     f[ip + 8] = 64; // TTL
-    f[ip + 9] = if proto == Proto::Tcp { IPPROTO_TCP } else { IPPROTO_UDP };
+    f[ip + 9] = if proto == Proto::Tcp {
+        IPPROTO_TCP
+    } else {
+        IPPROTO_UDP
+    };
     f[ip + 12..ip + 16].copy_from_slice(&flow.src_ip.octets());
     f[ip + 16..ip + 20].copy_from_slice(&flow.dst_ip.octets());
     ipv4_csum(&mut f, ip);
