@@ -5,8 +5,8 @@
 #   benches/run.sh [--quick] [--only P1,P3] [--switches evsd,ovs,testpmd] [--rounds N]
 #                  [--window S] [--wait-idle S] [--max-load L]
 #
-# --quick: 1 round of 2 s windows (the smoke test, ~3 min); default: 3 rounds of 10 s windows,
-# after waiting (up to 15 min) for the machine to be idle. Results: benches/results/<ts>.json,
+# --quick: 1 round of 2 s windows (the smoke test, ~3 min); default: 3 rounds of 5 s windows,
+# after waiting (up to 2 min) for the machine to be idle. Results: benches/results/<ts>.json,
 # benches/results/latest.md, benches/results/latest.svg. See docs/benchmarks.md.
 #
 # Builds in release mode (CARGO_TARGET_DIR, default the workspace target/; BENCH_JOBS, default 1 so a
