@@ -309,7 +309,7 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
                 let n = burst.frames(&mut views);
                 worker.process_burst(a.flow_id, &views[..n], now_ns, &mut result);
             }
-            let class = class_of(worker.priority_of(a.flow_id));
+            let class = class_of(result.priority);
             for i in 0..n.min(result.packets.len()) {
                 let emits = result.emits_of(i);
                 if emits.is_empty() {

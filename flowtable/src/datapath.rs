@@ -245,8 +245,6 @@ pub struct ApplyReport {
 /// Counters of one port as seen by one worker.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PortCounters {
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
     /// Drops decided while the packet came in through this port.
     pub rx_drops: [u64; DropReason::COUNT],
     /// Copies for this port dropped by its egress policy.
@@ -379,18 +377,6 @@ impl Worker {
         &self.stats
     }
 
-    /// The transmit priority class of traffic from `in_port` (its port group's shaping; medium
-    /// when unshaped), for the uplink scheduler under congestion.
-    pub fn priority_of(&self, in_port: u32) -> crate::policy::Priority {
-        self.shared
-            .pipeline
-            .load()
-            .meters
-            .get(&in_port)
-            .map(|m| m.priority)
-            .unwrap_or_default()
-    }
-
     /// Decides the fate of every frame of a burst received on `in_port`; `now_ns` is a
     /// monotonic clock (conntrack and MAC timeouts, meters).
     pub fn process_burst(
@@ -402,15 +388,18 @@ impl Worker {
     ) {
         out.clear();
         let pl = self.shared.pipeline.load();
+        // One lookup per burst: every packet of it comes from the same port.
+        out.priority = pl
+            .meters
+            .get(&in_port)
+            .map(|m| m.priority)
+            .unwrap_or_default();
         if pl.version != self.meter_version {
             self.sync_meters(&pl, now_ns);
         }
         let port = (in_port as usize).min(MAX_PORTS - 1);
         for frame in frames {
             let start = out.emits.len() as u32;
-            let pc = &mut self.stats.ports[port];
-            pc.rx_packets += 1;
-            pc.rx_bytes += frame.len() as u64;
             let key = parse(in_port, frame);
             let mut cx = Ctx {
                 pl: &pl,

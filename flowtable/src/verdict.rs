@@ -131,6 +131,9 @@ pub struct PacketResult {
 pub struct BurstResult {
     pub packets: Vec<PacketResult>,
     pub emits: Vec<Emit>,
+    /// Transmit priority class of the burst's input port (its port group's shaping; medium when
+    /// unshaped), for the transmit side's priority classes under congestion.
+    pub priority: crate::policy::Priority,
 }
 
 impl BurstResult {
@@ -138,6 +141,7 @@ impl BurstResult {
         BurstResult {
             packets: Vec::with_capacity(burst),
             emits: Vec::with_capacity(burst * 8),
+            priority: Default::default(),
         }
     }
     pub fn clear(&mut self) {
