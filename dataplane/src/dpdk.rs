@@ -742,13 +742,21 @@ impl Drop for MbufBurst {
 pub struct TxOutcome {
     pub sent: u32,
     pub sent_bytes: u64,
-    pub dropped: u32,
+    /// Packets the queue could not take now; they stay in the buffer for the next flush.
+    pub left: u32,
 }
 
-/// Packets queued for one destination (port, tx queue) until the end of the loop iteration.
+/// How many packets a [`TxBuffer`] holds: two bursts, so that packets a congested port cannot
+/// take right now wait for the next loop iteration (where higher priority classes go first)
+/// instead of being dropped at once, while a stalled destination pins only a few mbufs.
+pub const TX_BUFFER_CAP: usize = 2 * MAX_BURST;
+
+/// Packets waiting for one destination (port, tx queue): filled during a loop iteration, sent at
+/// its end; what the port refuses stays queued, and new packets are refused (tail drop) while
+/// the buffer is full.
 pub struct TxBuffer {
-    pkts: [RawMbuf; MAX_BURST],
-    lens: [u32; MAX_BURST],
+    pkts: [RawMbuf; TX_BUFFER_CAP],
+    lens: [u32; TX_BUFFER_CAP],
     len: usize,
 }
 
@@ -758,8 +766,8 @@ unsafe impl Send for TxBuffer {}
 impl Default for TxBuffer {
     fn default() -> Self {
         TxBuffer {
-            pkts: [std::ptr::null_mut(); MAX_BURST],
-            lens: [0; MAX_BURST],
+            pkts: [std::ptr::null_mut(); TX_BUFFER_CAP],
+            lens: [0; TX_BUFFER_CAP],
             len: 0,
         }
     }
@@ -778,19 +786,22 @@ impl TxBuffer {
 
     #[inline]
     pub fn is_full(&self) -> bool {
-        self.len == MAX_BURST
+        self.len == TX_BUFFER_CAP
     }
 
-    /// Queues `m`; the caller flushes first when [`TxBuffer::is_full`].
+    /// Queues `m`, or hands it back when the buffer is full.
     #[inline]
-    pub fn push(&mut self, m: Mbuf) {
-        assert!(self.len < MAX_BURST, "TxBuffer overflow");
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == TX_BUFFER_CAP {
+            return Err(m);
+        }
         self.lens[self.len] = m.pkt_len();
         self.pkts[self.len] = m.into_raw();
         self.len += 1;
+        Ok(())
     }
 
-    /// Sends everything queued on `port`/`queue`; what the queue cannot take is freed.
+    /// Sends what is queued on `port`/`queue`, oldest first; what the queue cannot take stays.
     #[inline]
     pub fn flush(&mut self, port: EthPort, queue: u16, lock: Option<&TxLock>) -> TxOutcome {
         if self.len == 0 {
@@ -810,22 +821,17 @@ impl TxBuffer {
         let out = TxOutcome {
             sent: sent as u32,
             sent_bytes: self.lens[..sent].iter().map(|&l| l as u64).sum(),
-            dropped: (self.len - sent) as u32,
+            left: (self.len - sent) as u32,
         };
-        if sent < self.len {
-            // SAFETY: the unsent tail is still ours.
-            unsafe {
-                sys::rte_pktmbuf_free_bulk(
-                    self.pkts.as_mut_ptr().add(sent),
-                    (self.len - sent) as u32,
-                )
-            }
+        if sent > 0 && sent < self.len {
+            self.pkts.copy_within(sent..self.len, 0);
+            self.lens.copy_within(sent..self.len, 0);
         }
-        self.len = 0;
+        self.len -= sent;
         out
     }
 
-    /// Frees everything queued (the destination went away).
+    /// Frees everything queued (the destination went away or is down).
     pub fn discard(&mut self) -> u32 {
         let n = self.len;
         if n > 0 {

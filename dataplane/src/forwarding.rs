@@ -67,12 +67,15 @@ fn class_of(p: Priority) -> usize {
     }
 }
 
-/// Per-thread transmit side: per destination, one buffer per priority class, flushed once per
-/// iteration from high to low, so that when a port (an uplink above all) cannot take everything,
-/// what it refuses is the lower classes' traffic.
+/// Per-thread transmit side: per destination, one queue per priority class. Each destination is
+/// served high → medium → low, and a class is served only once the classes above it are empty:
+/// when a port (an uplink above all) cannot take everything, the lower classes wait in their
+/// queues and, once those are full, lose the new packets (tail drop), while the higher ones keep
+/// their share.
 struct Tx {
     bufs: Vec<TxBuffer>,
     queued: Vec<bool>,
+    /// Destinations with packets queued (this iteration's or left over from earlier ones).
     dirty: Vec<u32>,
 }
 
@@ -88,51 +91,81 @@ impl Tx {
     fn resize(&mut self, n: usize) {
         self.bufs.resize_with(n * CLASSES, TxBuffer::default);
         self.queued.resize(n, false);
+        // Destinations beyond the new size were dropped with their buffers.
+        self.dirty.retain(|&p| (p as usize) < n);
     }
 
-    fn flush_one(&mut self, plan: &Plan, stats: &ThreadStats, port: u32) {
-        for class in 0..CLASSES {
-            self.flush_class(plan, stats, port, class);
-        }
+    fn has_pending(&self) -> bool {
+        !self.dirty.is_empty()
     }
 
-    fn flush_class(&mut self, plan: &Plan, stats: &ThreadStats, port: u32, class: usize) {
-        let buf = &mut self.bufs[port as usize * CLASSES + class];
-        if buf.is_empty() {
-            return;
-        }
-        let Some(Some(t)) = plan.tx.get(port as usize) else {
-            let n = buf.discard();
-            if let Some(c) = stats.port(port) {
-                c.drop(DropReason::NoPort, n as u64);
+    /// Serves `port`'s classes in priority order; stops at the first class the port does not
+    /// fully take. Returns whether anything is still queued for `port`.
+    fn flush_one(&mut self, plan: &Plan, stats: &ThreadStats, port: u32) -> bool {
+        let bufs = &mut self.bufs[port as usize * CLASSES..][..CLASSES];
+        let target = match plan.tx.get(port as usize) {
+            Some(Some(t)) if t.link_up.load(Ordering::Relaxed) => t,
+            // Gone or down: nothing queued for it will ever leave.
+            other => {
+                let reason = if other.is_some() {
+                    DropReason::TxFull
+                } else {
+                    DropReason::NoPort
+                };
+                let n: u32 = bufs.iter_mut().map(TxBuffer::discard).sum();
+                if let Some(c) = stats.port(port) {
+                    c.drop(reason, n as u64);
+                }
+                return false;
             }
-            return;
         };
-        let out = buf.flush(t.port, t.queue, t.lock.as_deref());
-        if let Some(c) = stats.port(port) {
-            c.tx(out.sent as u64, out.sent_bytes);
-            if out.dropped > 0 {
-                c.drop(DropReason::TxFull, out.dropped as u64);
+        let mut pending = false;
+        for buf in bufs.iter_mut() {
+            if pending {
+                // A higher class is still waiting: this one must not overtake it.
+                if !buf.is_empty() {
+                    break;
+                }
+                continue;
             }
+            let out = buf.flush(target.port, target.queue, target.lock.as_deref());
+            if let Some(c) = stats.port(port) {
+                c.tx(out.sent as u64, out.sent_bytes);
+            }
+            pending = out.left > 0;
         }
+        pending || bufs.iter().any(|b| !b.is_empty())
     }
 
+    /// End of iteration: serves every destination with packets queued; those the ports could
+    /// not take stay queued (and their destinations stay dirty) for the next iteration.
     fn flush_all(&mut self, plan: &Plan, stats: &ThreadStats) {
-        for i in 0..self.dirty.len() {
+        let mut i = 0;
+        while i < self.dirty.len() {
             let p = self.dirty[i];
-            self.flush_one(plan, stats, p);
-            self.queued[p as usize] = false;
+            if self.flush_one(plan, stats, p) {
+                i += 1;
+            } else {
+                self.queued[p as usize] = false;
+                self.dirty.swap_remove(i);
+            }
         }
-        self.dirty.clear();
     }
 
     #[inline]
     fn enqueue(&mut self, plan: &Plan, stats: &ThreadStats, port: u32, class: usize, m: Mbuf) {
         let b = port as usize * CLASSES + class;
         if self.bufs[b].is_full() {
-            self.flush_class(plan, stats, port, class);
+            self.flush_one(plan, stats, port);
         }
-        self.bufs[b].push(m);
+        if let Err(m) = self.bufs[b].push(m) {
+            // The port is congested and this class's queue is full.
+            drop(m);
+            if let Some(c) = stats.port(port) {
+                c.drop(DropReason::TxFull, 1);
+            }
+            return;
+        }
         let i = port as usize;
         if !self.queued[i] {
             self.queued[i] = true;
@@ -333,7 +366,7 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
             publish_egress(&worker, &plan, &stats);
         }
         t0 = t1;
-        if got == 0 && !sleep.is_zero() {
+        if got == 0 && !sleep.is_zero() && !tx.has_pending() {
             std::thread::sleep(sleep);
             // The sleep itself is neither busy nor polling time.
             t0 = dpdk::rdtsc();

@@ -305,9 +305,23 @@ impl Testpmd {
     /// `server`: virtio_user creates the socket (the switch is then a vhost-user client); note
     /// that testpmd blocks in EAL init until the switch connects.
     pub fn start(dir: &Path, name: &str, sockets: &[&Path], server: bool, mode: Mode) -> Testpmd {
+        Testpmd::start_on(dir, name, sockets, server, mode, 1)
+    }
+
+    /// As [`Testpmd::start`], with the guest's forwarding thread on CPU `core` (0 or 1; the
+    /// other CPU gets testpmd's mostly idle main thread).
+    pub fn start_on(
+        dir: &Path,
+        name: &str,
+        sockets: &[&Path],
+        server: bool,
+        mode: Mode,
+        core: u32,
+    ) -> Testpmd {
         let prefix = unique(&format!("evs-e2e-{name}-"));
         let mut cmd = Command::new("stdbuf");
         cmd.args(["-oL", "dpdk-testpmd", "-l", "0,1", "--no-huge", "-m", "256"])
+            .arg(format!("--main-lcore={}", 1 - core.min(1)))
             .args(["--no-pci", "--file-prefix", &prefix])
             .arg("--log-level=lib.eal:notice");
         for (i, s) in sockets.iter().enumerate() {
@@ -361,5 +375,46 @@ impl Testpmd {
             }
         }
         (rx, tx)
+    }
+}
+
+/// `evs-sink` (this crate's binary): a virtio_user receiver that drains no faster than a set
+/// rate, i.e. a network slower than what the switch sends it.
+pub struct Sink {
+    pub proc: Proc,
+}
+
+impl Sink {
+    /// `bin`: `env!("CARGO_BIN_EXE_evs-sink")` from the integration test.
+    pub fn start(bin: &str, dir: &Path, name: &str, socket: &Path, rate_pps: u64) -> Sink {
+        let prefix = unique(&format!("evs-e2e-{name}-"));
+        let mut cmd = Command::new(bin);
+        cmd.arg("--vdev")
+            .arg(format!("virtio_user0,path={},queues=1", socket.display()))
+            .args(["--rate-pps", &rate_pps.to_string(), "--file-prefix", &prefix]);
+        let mut proc = Proc::spawn(name, &mut cmd, dir.join(format!("{name}.log")));
+        proc.runtime_dir = Some(Path::new("/var/run/dpdk").join(prefix));
+        Sink { proc }
+    }
+
+    /// What the sink has received so far: (total, by outer VLAN id), from its latest report.
+    pub fn counts(&self) -> (u64, std::collections::BTreeMap<u16, u64>) {
+        let log = self.proc.log_text();
+        let last = log
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["rx"].is_u64()));
+        let Some(v) = last else {
+            return (0, Default::default());
+        };
+        let vlans = v["vlans"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, n)| Some((k.parse().ok()?, n.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (v["rx"].as_u64().unwrap_or(0), vlans)
     }
 }

@@ -476,3 +476,132 @@ fn ethdev_uplink_tags_and_untags() {
         assert_eq!(f.len(), 68, "64-byte guest frame + 4-byte tag");
     }
 }
+
+/// Shares of what the sink received in a window, by VLAN, once `n` more frames arrived.
+fn sink_window(sink: &evs_e2e::Sink, n: u64) -> (u64, u64) {
+    let (rx0, v0) = sink.counts();
+    let (_, v1) = wait_for("the sink receiving", T, || {
+        let (rx, v) = sink.counts();
+        (rx >= rx0 + n).then_some((rx, v))
+    });
+    let d = |vid: u16| v1.get(&vid).copied().unwrap_or(0) - v0.get(&vid).copied().unwrap_or(0);
+    (d(100), d(200))
+}
+
+/// A congested uplink serves the high priority class first. The uplink is a DPDK ethdev
+/// (`net_vhost`) whose peer, `evs-sink`, drains it at 2,000 frames/s, far below what two guests
+/// sending at full speed offer: guest A is in port group "gold" (VLAN 100), guest B in "bronze"
+/// (VLAN 200). With gold at high priority and bronze at low, nearly all of what the uplink
+/// carries is gold's; with the priorities swapped at run time, nearly all is bronze's.
+#[test]
+fn congested_uplink_serves_higher_priority_first() {
+    skip_unless_dpdk!();
+    let _g = serial();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (sa, sb, up) = (dir.join("a.sock"), dir.join("b.sock"), dir.join("up.sock"));
+    let prefix = evs_e2e::unique("evs-e2e-sw-");
+    let cfg = format!(
+        r#"
+[eal]
+no_huge = true
+memory_mb = 256
+file_prefix = "{prefix}"
+args = ["--no-pci", "--log-level=lib.eal:notice"]
+
+[dataplane]
+cores = [1]
+idle_sleep_us = 20
+mbufs = 4095
+control_socket = "{dir}/evsd.sock"
+
+[[uplinks]]
+name = "up0"
+vlans = ["100", "200"]
+
+[[port_groups]]
+name = "gold"
+type = "access"
+vlan = 100
+shaping = {{ average_mbps = 100000, priority = "high" }}
+
+[[port_groups]]
+name = "bronze"
+type = "access"
+vlan = 200
+shaping = {{ average_mbps = 100000, priority = "low" }}
+
+[[ports]]
+name = "a"
+mac = "02:00:00:00:00:01"
+port_group = "gold"
+
+[[ports]]
+name = "b"
+mac = "02:00:00:00:00:02"
+port_group = "bronze"
+
+[[attach]]
+port = "a"
+vhost = {{ socket = "{sa}", role = "server" }}
+
+[[attach]]
+port = "b"
+vhost = {{ socket = "{sb}", role = "server" }}
+
+[[attach]]
+port = "up0"
+ethdev = {{ devargs = "net_vhost90,iface={up},queues=1" }}
+"#,
+        dir = dir.display(),
+        sa = sa.display(),
+        sb = sb.display(),
+        up = up.display(),
+    );
+    let evsd = Evsd::start(dir, "evsd", &cfg);
+    let sink = evs_e2e::Sink::start(env!("CARGO_BIN_EXE_evs-sink"), dir, "sink", &up, 2_000);
+    evsd.wait_state("up0", "up", T);
+    // The guests run on CPU 0, the switch's forwarding thread alone on CPU 1: as on a real host,
+    // the switch polls all the time, so both guests' frames arrive in every stretch of time the
+    // uplink needs to send a few of them.
+    let _ga = Testpmd::start_on(dir, "guest-a", &[&sa], false, Mode::TxOnly, 0);
+    let _gb = Testpmd::start_on(dir, "guest-b", &[&sb], false, Mode::TxOnly, 0);
+    evsd.wait_state("a", "up", T);
+    evsd.wait_state("b", "up", T);
+    // Both guests are sending and the uplink is refusing frames: it is congested.
+    wait_for("both guests sending, uplink congested", T, || {
+        (evsd.counter("a", "rx_packets") > 100_000
+            && evsd.counter("b", "rx_packets") > 100_000
+            && evsd.port("up0")["drops"]["tx_full"].as_u64().unwrap_or(0) > 100_000)
+            .then_some(())
+    });
+
+    let (gold, bronze) = sink_window(&sink, 4_000);
+    eprintln!("uplink shares, gold high / bronze low: gold {gold}, bronze {bronze}");
+    assert!(
+        gold * 10 >= (gold + bronze) * 9,
+        "high priority (VLAN 100) should get at least 90% of the congested uplink: \
+         gold {gold}, bronze {bronze}"
+    );
+
+    // Swap the priorities at run time: the uplink now carries bronze's frames first.
+    let mut model = evsd.ctl(json!({"cmd": "show_model"}));
+    for g in model["port_groups"].as_array_mut().unwrap() {
+        let p = if g["name"] == "gold" { "low" } else { "high" };
+        g["shaping"]["priority"] = json!(p);
+    }
+    evsd.ctl(json!({"cmd": "apply", "model": model}));
+    // Let the queues that were filled under the old priorities drain first.
+    sink_window(&sink, 500);
+    let (gold, bronze) = sink_window(&sink, 4_000);
+    eprintln!("uplink shares, gold low / bronze high: gold {gold}, bronze {bronze}");
+    assert!(
+        bronze * 10 >= (gold + bronze) * 9,
+        "after the swap, bronze (VLAN 200) should get at least 90%: gold {gold}, bronze {bronze}"
+    );
+    // The switch still forwards both guests' frames everywhere else: it is the uplink that
+    // refuses, and it counts what it refused.
+    let up0 = evsd.port("up0");
+    assert!(up0["tx_packets"].as_u64().unwrap() >= 8_000, "{up0}");
+    assert!(up0["drops"]["tx_full"].as_u64().unwrap() > 100_000, "{up0}");
+}
