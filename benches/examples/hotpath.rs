@@ -1,8 +1,9 @@
 //! A steady, repeatable figure for the flowtable's per-packet cost: instructions per packet under
 //! callgrind (`benches/callgrind.sh`), which unlike wall time does not depend on the machine's load.
 //!
-//! Runs `BURSTS` bursts of 32 identical frames (one flow, cache hits) between two learned guests on
-//! the same VLAN; only `measured` is counted.
+//! Runs `BURSTS` bursts of 32 frames between two learned guests on the same VLAN; only `measured`
+//! is counted. `hotpath N` cycles through N flows (distinct UDP source ports; default 1: cache hits
+//! only; 10000: more segments than the exact-match cache holds).
 
 use evs_benches::{ports_model, udp_frame, Driver, BURST};
 use flowtable::datapath::SwitchConfig;
@@ -11,9 +12,9 @@ use std::hint::black_box;
 const BURSTS: usize = 20_000;
 
 #[inline(never)]
-fn measured(d: &mut Driver, port: u32, burst: &[&[u8]]) {
-    for _ in 0..BURSTS {
-        d.burst(port, burst);
+fn measured(d: &mut Driver, port: u32, bursts: &[Vec<&[u8]>]) {
+    for i in 0..BURSTS {
+        d.burst(port, &bursts[i % bursts.len()]);
         black_box(&d.out);
     }
 }
@@ -27,12 +28,18 @@ fn main() {
     let (vm0, vm1) = (d.id("vm0"), d.id("vm1"));
     d.burst(vm1, &[udp_frame(1, 0, 0, 9).as_slice()]);
     d.burst(vm0, &[udp_frame(0, 1, 0, 9).as_slice()]);
-    let frames: Vec<Vec<u8>> = (0..BURST)
+    let n = flows.max(BURST).div_ceil(BURST) * BURST;
+    let frames: Vec<Vec<u8>> = (0..n)
         .map(|i| udp_frame(0, 1, (i % flows) as u32, 9))
         .collect();
-    let burst: Vec<&[u8]> = frames.iter().map(|f| f.as_slice()).collect();
-    d.burst(vm0, &burst); // warm the cache
-    measured(&mut d, vm0, &burst);
+    let bursts: Vec<Vec<&[u8]>> = frames
+        .chunks(BURST)
+        .map(|c| c.iter().map(|f| f.as_slice()).collect())
+        .collect();
+    for b in &bursts {
+        d.burst(vm0, b); // warm the caches
+    }
+    measured(&mut d, vm0, &bursts);
     assert!(
         d.out.packets.iter().all(|p| p.emit_len == 1),
         "every packet delivered once"

@@ -272,6 +272,32 @@ impl Table {
         best
     }
 
+    /// As [`Table::lookup`], and ORs into `wc` every bit of the key the search looked at (the
+    /// masks of the subtables it probed). Any key that agrees with `key` on those bits gets the
+    /// same answer: same subtables probed, same hits, same early exit. This is what makes a
+    /// wildcarded cache entry (a "megaflow") valid for all of them.
+    #[inline]
+    pub fn lookup_wc(&self, key: &FlowKey, wc: &mut FlowKey) -> Option<&Arc<Rule>> {
+        let mut best: Option<&Arc<Rule>> = None;
+        for st in &self.subtables {
+            if let Some(b) = best {
+                if st.max_priority < b.priority {
+                    break;
+                }
+            }
+            for (w, m) in wc.0.iter_mut().zip(&st.mask.0) {
+                *w |= m;
+            }
+            if let Some(bucket) = st.buckets.get(&key.masked(&st.mask)) {
+                let cand = &bucket[0];
+                if best.is_none_or(|b| cand.beats(b)) {
+                    best = Some(cand);
+                }
+            }
+        }
+        best
+    }
+
     /// The reference semantics: scan every rule.
     pub fn lookup_linear(&self, key: &FlowKey) -> Option<&Arc<Rule>> {
         let mut best: Option<&Arc<Rule>> = None;
@@ -385,6 +411,34 @@ mod tests {
             let keys: Vec<FlowKey> = probes.into_iter().chain(rules.iter().map(|r| r.0)).collect();
             for k in keys {
                 prop_assert_eq!(t.lookup(&k).map(|r| r.id), t.lookup_linear(&k).map(|r| r.id));
+            }
+        }
+    }
+
+    proptest! {
+        /// A key that agrees with `k` on the bits `lookup_wc(k)` reported gets the same rule:
+        /// the property that makes megaflow cache entries valid.
+        #[test]
+        fn wildcards_cover_every_consulted_bit(
+            rules in proptest::collection::vec((small_key(), small_mask(), 0u32..8), 0..40),
+            probes in proptest::collection::vec((small_key(), small_key()), 1..30),
+        ) {
+            let mut t = Table::new();
+            for (i, (v, m, p)) in rules.iter().enumerate() {
+                t.insert(rule(i as u64, *p, Match::new(*v, *m)));
+            }
+            let probes = probes
+                .into_iter()
+                .chain(rules.iter().map(|r| (r.0, FlowKey::ALL_ONES)));
+            for (k, noise) in probes {
+                let mut wc = FlowKey::ZERO;
+                let got = t.lookup_wc(&k, &mut wc).map(|r| r.id);
+                prop_assert_eq!(got, t.lookup(&k).map(|r| r.id));
+                let mut k2 = k;
+                for i in 0..crate::key::KEY_WORDS {
+                    k2.0[i] = (k.0[i] & wc.0[i]) | (noise.0[i] & !wc.0[i]);
+                }
+                prop_assert_eq!(t.lookup(&k2).map(|r| r.id), got, "wc {:?}", wc);
             }
         }
     }

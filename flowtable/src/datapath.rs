@@ -39,6 +39,8 @@ pub struct SwitchConfig {
     pub ct_max_entries: usize,
     /// Entries of each worker's exact-match cache (rounded up to a power of two).
     pub emc_entries: usize,
+    /// Entries of each worker's wildcarded cache (rounded up to a power of two; 0 disables it).
+    pub megaflow_entries: usize,
 }
 
 impl Default for SwitchConfig {
@@ -49,6 +51,7 @@ impl Default for SwitchConfig {
             mac_capacity: 65536,
             ct_max_entries: 1 << 20,
             emc_entries: 8192,
+            megaflow_entries: 32768,
         }
     }
 }
@@ -254,8 +257,12 @@ pub struct PortCounters {
 #[derive(Debug, Clone, Default)]
 pub struct WorkerStats {
     pub packets: u64,
+    /// Segment lookups answered by the exact-match cache.
     pub emc_hits: u64,
+    /// Segment lookups the exact-match cache missed (answered by the megaflow cache or a walk).
     pub emc_misses: u64,
+    /// Of `emc_misses`, those the megaflow cache answered.
+    pub megaflow_hits: u64,
     pub ports: Vec<PortCounters>,
 }
 
@@ -322,6 +329,131 @@ impl Emc {
     }
 }
 
+#[derive(Clone, Copy)]
+struct MegaflowEntry {
+    hash: u64,
+    /// As in [`EmcEntry`]: 0 marks an empty slot.
+    version: u64,
+    /// Index of the mask in [`Megaflow::masks`].
+    mask: u32,
+    /// The key under that mask.
+    key: FlowKey,
+    seg: Segment,
+}
+
+/// Most distinct masks per worker; a walk whose mask would be one more is not cached here.
+const MEGAFLOW_MASKS: usize = 64;
+/// Stages (table ids) that start segments and have their own mask lists.
+const MEGAFLOW_STAGES: usize = 16;
+
+/// Per-thread wildcarded cache, in the spirit of Open vSwitch's megaflows: an entry holds a
+/// segment for every key that agrees with the one that was walked on the bits the walk looked at
+/// ([`Pipeline::walk_wc`]). Flows that differ only in fields no table consulted (L4 ports through
+/// an L2 switch, say) share one entry, so many flows cost one walk, where the exact-match cache
+/// would need an entry each. Lookup probes the masks seen for the key's stage, most recently
+/// added last; entries are valid only for the table version they were computed from, and a new
+/// version starts with no masks.
+struct Megaflow {
+    version: u64,
+    masks: Vec<FlowKey>,
+    /// Stage → indices into `masks`.
+    by_stage: [Vec<u8>; MEGAFLOW_STAGES],
+    sets: Vec<[MegaflowEntry; EMC_WAYS]>,
+    mask: usize,
+}
+
+impl Megaflow {
+    fn new(n: usize) -> Megaflow {
+        let sets = if n == 0 {
+            0
+        } else {
+            (n / EMC_WAYS).max(8).next_power_of_two()
+        };
+        let empty = MegaflowEntry {
+            hash: 0,
+            version: 0,
+            mask: 0,
+            key: FlowKey::ZERO,
+            seg: Segment {
+                set_reg0: None,
+                meters: [0; 2],
+                n_meters: 0,
+                terminal: Terminal::Drop(DropReason::NoMatch),
+            },
+        };
+        Megaflow {
+            version: 0,
+            masks: Vec::with_capacity(MEGAFLOW_MASKS),
+            by_stage: Default::default(),
+            sets: vec![[empty; EMC_WAYS]; sets],
+            mask: sets.wrapping_sub(1),
+        }
+    }
+
+    #[inline(always)]
+    fn hash(masked: &FlowKey, mask: usize) -> u64 {
+        masked.hash64() ^ (mask as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    #[inline]
+    fn lookup(&mut self, k: &FlowKey, version: u64) -> Option<Segment> {
+        if self.version != version {
+            self.version = version;
+            self.masks.clear();
+            self.by_stage.iter_mut().for_each(Vec::clear);
+            return None;
+        }
+        let stage = k.stage() as usize;
+        let list = self.by_stage.get(stage)?;
+        for &mi in list {
+            let mk = k.masked(&self.masks[mi as usize]);
+            let h = Megaflow::hash(&mk, mi as usize);
+            let set = &self.sets[h as usize & self.mask];
+            for e in set {
+                if e.hash == h && e.version == version && e.mask == mi as u32 && key_eq(&e.key, &mk)
+                {
+                    return Some(e.seg);
+                }
+            }
+        }
+        None
+    }
+
+    fn insert(&mut self, k: &FlowKey, wc: &FlowKey, version: u64, seg: Segment) {
+        let stage = k.stage() as usize;
+        if self.sets.is_empty() || stage >= MEGAFLOW_STAGES || self.version != version {
+            return;
+        }
+        let mi = match self.masks.iter().position(|m| m == wc) {
+            Some(i) => i,
+            None if self.masks.len() < MEGAFLOW_MASKS => {
+                self.masks.push(*wc);
+                self.masks.len() - 1
+            }
+            None => return,
+        };
+        if !self.by_stage[stage].contains(&(mi as u8)) {
+            self.by_stage[stage].push(mi as u8);
+        }
+        let mk = k.masked(wc);
+        let h = Megaflow::hash(&mk, mi);
+        let set = &mut self.sets[h as usize & self.mask];
+        set[1] = set[0];
+        set[0] = MegaflowEntry {
+            hash: h,
+            version,
+            mask: mi as u32,
+            key: mk,
+            seg,
+        };
+    }
+}
+
+/// An exact-match cache entry is made for one megaflow hit in this many, so that a flood of
+/// short flows does not keep rewriting the exact-match cache (Open vSwitch's
+/// `emc-insert-inv-prob` idea).
+const EMC_INSERT_EVERY: u32 = 8;
+
 #[inline(always)]
 fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
     let mut d = 0;
@@ -339,6 +471,8 @@ pub const RELEARN_NS: u64 = 100_000_000;
 pub struct Worker {
     shared: Arc<Shared>,
     emc: Emc,
+    megaflow: Megaflow,
+    emc_insert_tick: u32,
     /// Sources this worker learned lately: (VLAN domain << 48 | MAC, port, time). A source seen
     /// again on the same port within [`RELEARN_NS`] skips the shared MAC table, whose entries live
     /// for minutes; a move to another port is always learned at once.
@@ -360,9 +494,12 @@ struct Ctx<'a> {
 impl Worker {
     fn new(shared: Arc<Shared>) -> Worker {
         let emc = Emc::new(shared.cfg.emc_entries);
+        let megaflow = Megaflow::new(shared.cfg.megaflow_entries);
         Worker {
             shared,
             emc,
+            megaflow,
+            emc_insert_tick: 0,
             recent: vec![(u64::MAX, 0, 0); RECENT_SLOTS],
             meters: BTreeMap::new(),
             meter_version: u64::MAX,
@@ -453,7 +590,17 @@ impl Worker {
             return s;
         }
         self.stats.emc_misses += 1;
-        let s = pl.walk(k, None);
+        if let Some(s) = self.megaflow.lookup(k, pl.version) {
+            self.stats.megaflow_hits += 1;
+            self.emc_insert_tick = self.emc_insert_tick.wrapping_add(1);
+            if self.emc_insert_tick % EMC_INSERT_EVERY == 0 {
+                self.emc.insert(*k, h, pl.version, s);
+            }
+            return s;
+        }
+        let mut wc = FlowKey::ZERO;
+        let s = pl.walk_wc(k, &mut wc);
+        self.megaflow.insert(k, &wc, pl.version, s);
         self.emc.insert(*k, h, pl.version, s);
         s
     }

@@ -89,7 +89,26 @@ impl Pipeline {
     }
 
     /// Walks the tables from `key.stage()`; records each visit in `visits` when given.
-    pub fn walk(&self, key: &FlowKey, mut visits: Option<&mut Vec<Visit>>) -> Segment {
+    pub fn walk(&self, key: &FlowKey, visits: Option<&mut Vec<Visit>>) -> Segment {
+        self.walk_inner(key, visits, None)
+    }
+
+    /// Walks the tables from `key.stage()` and sets in `wc` every key bit the result depends on:
+    /// any key equal to `key` on those bits walks to the same segment.
+    pub fn walk_wc(&self, key: &FlowKey, wc: &mut FlowKey) -> Segment {
+        self.walk_inner(key, None, Some(wc))
+    }
+
+    fn walk_inner(
+        &self,
+        key: &FlowKey,
+        mut visits: Option<&mut Vec<Visit>>,
+        mut wc: Option<&mut FlowKey>,
+    ) -> Segment {
+        if let Some(w) = wc.as_deref_mut() {
+            // Where the walk starts.
+            w.set_stage(u8::MAX);
+        }
         let mut k = *key;
         let mut seg = Segment {
             set_reg0: None,
@@ -99,7 +118,10 @@ impl Pipeline {
         };
         let mut table = k.stage();
         for _ in 0..MAX_GOTOS {
-            let rule = self.table(table).and_then(|t| t.lookup(&k));
+            let rule = self.table(table).and_then(|t| match wc.as_deref_mut() {
+                Some(w) => t.lookup_wc(&k, w),
+                None => t.lookup(&k),
+            });
             if let Some(v) = visits.as_deref_mut() {
                 v.push(Visit {
                     table,
@@ -117,6 +139,9 @@ impl Pipeline {
                         seg.set_reg0 = Some(v);
                     }
                     Action::SetReg0FromVlan => {
+                        if let Some(w) = wc.as_deref_mut() {
+                            w.set_vlan_tci(u16::MAX);
+                        }
                         let v = k.vlan().unwrap_or(0) as u32;
                         k.set_reg0(v);
                         seg.set_reg0 = Some(v);
