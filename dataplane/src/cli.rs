@@ -301,6 +301,10 @@ fn print_threads(v: &Value) {
                 s(t, "busy_cycles"),
                 busy,
                 cpp,
+                t["cache_hit_pct"]
+                    .as_f64()
+                    .map(|c| format!("{c:.1}%"))
+                    .unwrap_or_else(|| "-".into()),
                 ports,
             ]
         })
@@ -313,6 +317,7 @@ fn print_threads(v: &Value) {
             "BUSY_CYCLES",
             "BUSY",
             "CYC/PKT",
+            "CACHE_HIT",
             "RX_PORTS",
         ],
         rows,

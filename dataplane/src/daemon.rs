@@ -163,7 +163,11 @@ fn handle(dp: &mut Dataplane, req: Request) -> Response {
                 Err(e) => Response::err(e),
             }
         }
-        Request::Metrics => Response::ok(metrics::render(&dp.show_ports(), &dp.show_threads())),
+        Request::Metrics => Response::ok(metrics::render(
+            &dp.show_ports(),
+            &dp.show_threads(),
+            dp.switch().shared().ct.len(),
+        )),
         Request::Shutdown => Response::ok("stopping"),
     }
 }

@@ -376,11 +376,18 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
     publish_egress(&worker, &plan, &stats);
 }
 
-/// Copies the worker's per-port egress-policy drop totals to the shared counters.
+/// Copies the worker's per-port egress-policy drop totals and cache counters to the shared
+/// counters.
 fn publish_egress(worker: &Worker, plan: &Plan, stats: &ThreadStats) {
-    for (p, c) in worker.stats().ports.iter().take(plan.tx.len()).enumerate() {
+    let w = worker.stats();
+    for (p, c) in w.ports.iter().take(plan.tx.len()).enumerate() {
         stats.publish_egress(p, &c.tx_drops);
     }
+    stats.publish_cache(
+        w.emc_hits,
+        w.megaflow_hits,
+        w.emc_misses.saturating_sub(w.megaflow_hits),
+    );
 }
 
 #[cfg(test)]

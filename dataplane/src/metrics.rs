@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-pub fn render(ports: &[PortReport], threads: &[ThreadReport]) -> String {
+/// `connections`: entries in the connection tracker (each tracked connection has one per port
+/// zone it crosses).
+pub fn render(ports: &[PortReport], threads: &[ThreadReport], connections: usize) -> String {
     let reg = Registry::new();
     let counter = |name: &str, help: &str, labels: &[&str]| {
         let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
@@ -72,13 +74,48 @@ pub fn render(ports: &[PortReport], threads: &[ThreadReport]) -> String {
         "Packets processed by the forwarding thread",
         &["thread", "core"],
     );
+    let cache = counter(
+        "evs_thread_cache_lookups_total",
+        "Segment lookups by result: exact_hit (exact-match cache), megaflow_hit (wildcarded \
+         cache), miss (walked the tables)",
+        &["thread", "core", "result"],
+    );
+    let hit_rate = prometheus::GaugeVec::new(
+        Opts::new(
+            "evs_thread_cache_hit_ratio",
+            "Share of segment lookups answered by a cache since start or the last stats reset",
+        ),
+        &["thread", "core"],
+    )
+    .expect("metric definition");
+    reg.register(Box::new(hit_rate.clone()))
+        .expect("unique metric");
     for t in threads {
         let (th, c) = (t.thread.to_string(), t.core.to_string());
         let l = [th.as_str(), c.as_str()];
         busy.with_label_values(&l).inc_by(t.busy_cycles);
         idle.with_label_values(&l).inc_by(t.idle_cycles);
         pk.with_label_values(&l).inc_by(t.packets);
+        for (result, n) in [
+            ("exact_hit", t.cache_exact_hits),
+            ("megaflow_hit", t.cache_megaflow_hits),
+            ("miss", t.cache_misses),
+        ] {
+            cache
+                .with_label_values(&[th.as_str(), c.as_str(), result])
+                .inc_by(n);
+        }
+        if let Some(p) = t.cache_hit_pct {
+            hit_rate.with_label_values(&l).set(p / 100.0);
+        }
     }
+    let conns = prometheus::IntGauge::new(
+        "evs_conntrack_entries",
+        "Connection-tracking entries (one per connection and port zone it crosses)",
+    )
+    .expect("metric definition");
+    reg.register(Box::new(conns.clone())).expect("unique metric");
+    conns.set(connections as i64);
     let mut buf = vec![];
     TextEncoder::new()
         .encode(&reg.gather(), &mut buf)

@@ -114,6 +114,11 @@ pub struct ThreadStats {
     /// Commands posted to this thread's channel (bumped by the control thread after each send):
     /// the loop polls this plain load instead of the channel, whose `try_recv` costs a fence.
     pub posted: AtomicU64,
+    /// The worker's segment cache counters (absolute values copied now and then, like
+    /// `egress`): exact-match hits, megaflow hits, and walks of the tables (misses of both).
+    pub cache_exact_hits: AtomicU64,
+    pub cache_megaflow_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
     pub ports: Box<[PortCounters]>,
     /// Copies towards each port dropped by the flowtable's egress policy (absolute values copied
     /// from the thread's `Worker` now and then, not per packet).
@@ -130,6 +135,9 @@ impl ThreadStats {
             iterations: AtomicU64::new(0),
             plan_gen: AtomicU64::new(0),
             posted: AtomicU64::new(0),
+            cache_exact_hits: AtomicU64::new(0),
+            cache_megaflow_hits: AtomicU64::new(0),
+            cache_misses: AtomicU64::new(0),
             ports: (0..MAX_PORTS).map(|_| PortCounters::default()).collect(),
             egress: (0..MAX_PORTS).map(|_| Default::default()).collect(),
         }
@@ -143,6 +151,13 @@ impl ThreadStats {
                 a.store(v, Relaxed);
             }
         }
+    }
+
+    /// Publishes the worker's cache counters (single writer: plain stores).
+    pub fn publish_cache(&self, exact_hits: u64, megaflow_hits: u64, misses: u64) {
+        self.cache_exact_hits.store(exact_hits, Relaxed);
+        self.cache_megaflow_hits.store(megaflow_hits, Relaxed);
+        self.cache_misses.store(misses, Relaxed);
     }
 
     #[inline]
@@ -178,6 +193,9 @@ impl ThreadStats {
             idle_cycles: self.idle_cycles.load(Relaxed),
             packets: self.packets.load(Relaxed),
             iterations: self.iterations.load(Relaxed),
+            cache_exact_hits: self.cache_exact_hits.load(Relaxed),
+            cache_megaflow_hits: self.cache_megaflow_hits.load(Relaxed),
+            cache_misses: self.cache_misses.load(Relaxed),
         }
     }
 }
@@ -189,6 +207,9 @@ pub struct ThreadSnapshot {
     pub idle_cycles: u64,
     pub packets: u64,
     pub iterations: u64,
+    pub cache_exact_hits: u64,
+    pub cache_megaflow_hits: u64,
+    pub cache_misses: u64,
 }
 
 impl ThreadSnapshot {
@@ -199,7 +220,16 @@ impl ThreadSnapshot {
             idle_cycles: self.idle_cycles.saturating_sub(b.idle_cycles),
             packets: self.packets.saturating_sub(b.packets),
             iterations: self.iterations.saturating_sub(b.iterations),
+            cache_exact_hits: self.cache_exact_hits.saturating_sub(b.cache_exact_hits),
+            cache_megaflow_hits: self.cache_megaflow_hits.saturating_sub(b.cache_megaflow_hits),
+            cache_misses: self.cache_misses.saturating_sub(b.cache_misses),
         }
+    }
+    /// Share of segment lookups answered by a cache (exact-match or megaflow), if any.
+    pub fn cache_hit_rate(&self) -> Option<f64> {
+        let hits = self.cache_exact_hits + self.cache_megaflow_hits;
+        let all = hits + self.cache_misses;
+        (all > 0).then(|| hits as f64 / all as f64)
     }
     pub fn cycles_per_packet(&self) -> Option<f64> {
         (self.packets > 0).then(|| self.busy_cycles as f64 / self.packets as f64)

@@ -93,6 +93,13 @@ pub struct ThreadReport {
     pub cycles_per_packet: Option<f64>,
     /// Share of polling time spent on iterations that found packets.
     pub busy_pct: f64,
+    /// Segment lookups (a packet makes one per pipeline stretch: ingress, egress per copy, after
+    /// conntrack) answered by the exact-match cache, by the megaflow cache, and by walking the
+    /// tables; published every 1024 loop iterations.
+    pub cache_exact_hits: u64,
+    pub cache_megaflow_hits: u64,
+    pub cache_misses: u64,
+    pub cache_hit_pct: Option<f64>,
     pub rx_ports: Vec<String>,
 }
 
@@ -496,6 +503,10 @@ impl Dataplane {
                     } else {
                         100.0 * s.busy_cycles as f64 / total as f64
                     },
+                    cache_exact_hits: s.cache_exact_hits,
+                    cache_megaflow_hits: s.cache_megaflow_hits,
+                    cache_misses: s.cache_misses,
+                    cache_hit_pct: s.cache_hit_rate().map(|r| 100.0 * r),
                     rx_ports: self.assignment.get(i).cloned().unwrap_or_default(),
                 }
             })

@@ -593,7 +593,7 @@ impl Worker {
         if let Some(s) = self.megaflow.lookup(k, pl.version) {
             self.stats.megaflow_hits += 1;
             self.emc_insert_tick = self.emc_insert_tick.wrapping_add(1);
-            if self.emc_insert_tick % EMC_INSERT_EVERY == 0 {
+            if self.emc_insert_tick.is_multiple_of(EMC_INSERT_EVERY) {
                 self.emc.insert(*k, h, pl.version, s);
             }
             return s;

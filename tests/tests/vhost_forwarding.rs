@@ -115,6 +115,15 @@ fn server_role_forwards_and_survives_guest_restart() {
         "{threads}"
     );
     assert!(threads[0]["cycles_per_packet"].as_f64().unwrap() > 0.0);
+    // One flow: after the first packets, the caches answer nearly every lookup.
+    let threads = wait_for("cache counters published", T, || {
+        let t = evsd.ctl(json!({"cmd": "show_threads"}));
+        (t[0]["cache_exact_hits"].as_u64().unwrap_or(0) > 1_000).then_some(t)
+    });
+    assert!(
+        threads[0]["cache_hit_pct"].as_f64().unwrap() > 90.0,
+        "{threads}"
+    );
 
     // The operator's view: `evsd ctl show ports` prints a table.
     let out = std::process::Command::new(evs_e2e::evsd_bin!())
@@ -141,6 +150,13 @@ fn server_role_forwards_and_survives_guest_restart() {
         "{m}"
     );
     assert!(m.contains("evs_thread_busy_cycles_total"), "{m}");
+    assert!(
+        m.lines().any(|l| l.starts_with("evs_thread_cache_lookups_total")
+            && l.contains("result=\"exact_hit\"")),
+        "{m}"
+    );
+    assert!(m.contains("evs_thread_cache_hit_ratio"), "{m}");
+    assert!(m.contains("\nevs_conntrack_entries "), "{m}");
 
     // A new model through the control socket takes effect without touching the ports: with B
     // moved to another VLAN, A's frames have nowhere to go; moved back, B receives again.
