@@ -274,7 +274,26 @@ struct EmcEntry {
     version: u64,
     key: FlowKey,
     seg: Segment,
+    /// For a segment that ends in `NORMAL`: the output port the MAC table gave last time
+    /// ([`NO_PORT`]: none yet) and the first egress segment towards it. The egress key is this
+    /// key with `out_port` set, so the segment is exact for as long as the entry is (same key,
+    /// same version); the MAC lookup still runs for every packet and must name the same port.
+    next_port: u32,
+    next_seg: Segment,
 }
+
+const NO_PORT: u32 = u32::MAX;
+
+const EMPTY_SEGMENT: Segment = Segment {
+    set_reg0: None,
+    meters: [0; 2],
+    n_meters: 0,
+    terminal: Terminal::Drop(DropReason::NoMatch),
+};
+
+/// Where the segment [`Worker::segment`] just returned lives in the exact-match cache: (slot
+/// index, key hash), so that the unicast path can attach the egress segment to it.
+type EmcSlot = Option<(usize, u64)>;
 
 const EMC_WAYS: usize = 2;
 
@@ -292,40 +311,48 @@ impl Emc {
             hash: 0,
             version: 0,
             key: FlowKey::ZERO,
-            seg: Segment {
-                set_reg0: None,
-                meters: [0; 2],
-                n_meters: 0,
-                terminal: Terminal::Drop(DropReason::NoMatch),
-            },
+            seg: EMPTY_SEGMENT,
+            next_port: NO_PORT,
+            next_seg: EMPTY_SEGMENT,
         };
         Emc {
             sets: vec![[empty; EMC_WAYS]; sets],
             mask: sets - 1,
         }
     }
+    /// The segment and its slot (set × ways + way).
     #[inline]
-    fn lookup(&self, k: &FlowKey, h: u64, version: u64) -> Option<Segment> {
-        let set = &self.sets[h as usize & self.mask];
-        for e in set {
+    fn lookup(&self, k: &FlowKey, h: u64, version: u64) -> Option<(Segment, usize)> {
+        let si = h as usize & self.mask;
+        for (w, e) in self.sets[si].iter().enumerate() {
             // The hash and version reject almost every non-matching entry before the key compare.
             if e.hash == h && e.version == version && key_eq(&e.key, k) {
-                return Some(e.seg);
+                return Some((e.seg, si * EMC_WAYS + w));
             }
         }
         None
     }
-    /// Inserts in way 0, moving the previous way-0 entry to way 1 (so the older of the two goes).
+    /// Inserts in way 0, moving the previous way-0 entry to way 1 (so the older of the two goes);
+    /// returns the slot.
     #[inline]
-    fn insert(&mut self, k: FlowKey, h: u64, version: u64, seg: Segment) {
-        let set = &mut self.sets[h as usize & self.mask];
+    fn insert(&mut self, k: FlowKey, h: u64, version: u64, seg: Segment) -> usize {
+        let si = h as usize & self.mask;
+        let set = &mut self.sets[si];
         set[1] = set[0];
         set[0] = EmcEntry {
             hash: h,
             version,
             key: k,
             seg,
+            next_port: NO_PORT,
+            next_seg: EMPTY_SEGMENT,
         };
+        si * EMC_WAYS
+    }
+    #[inline]
+    fn slot(&mut self, (slot, hash): (usize, u64), version: u64) -> Option<&mut EmcEntry> {
+        let e = &mut self.sets[slot / EMC_WAYS][slot % EMC_WAYS];
+        (e.hash == hash && e.version == version).then_some(e)
     }
 }
 
@@ -374,12 +401,7 @@ impl Megaflow {
             version: 0,
             mask: 0,
             key: FlowKey::ZERO,
-            seg: Segment {
-                set_reg0: None,
-                meters: [0; 2],
-                n_meters: 0,
-                terminal: Terminal::Drop(DropReason::NoMatch),
-            },
+            seg: EMPTY_SEGMENT,
         };
         Megaflow {
             version: 0,
@@ -453,6 +475,16 @@ impl Megaflow {
 /// short flows does not keep rewriting the exact-match cache (Open vSwitch's
 /// `emc-insert-inv-prob` idea).
 const EMC_INSERT_EVERY: u32 = 8;
+
+/// The key the egress tables see for a copy of `key` towards `port`.
+#[inline(always)]
+fn egress_key(pl: &Pipeline, key: &FlowKey, port: u32) -> FlowKey {
+    let mut k = *key;
+    k.set_out_port(port);
+    k.set_stage(pl.egress_table);
+    k.set_ct_state(0);
+    k
+}
 
 #[inline(always)]
 fn key_eq(a: &FlowKey, b: &FlowKey) -> bool {
@@ -582,35 +614,54 @@ impl Worker {
         self.meter_version = pl.version;
     }
 
+    /// The segment for `k`: exact-match cache, else megaflow cache, else a walk of the tables
+    /// (whose result goes into both caches). Also says where the segment sits in the exact-match
+    /// cache, if it does.
     #[inline]
-    fn segment(&mut self, pl: &Pipeline, k: &FlowKey) -> Segment {
+    fn segment(&mut self, pl: &Pipeline, k: &FlowKey) -> (Segment, EmcSlot) {
         let h = k.hash64();
-        if let Some(s) = self.emc.lookup(k, h, pl.version) {
+        if let Some((s, slot)) = self.emc.lookup(k, h, pl.version) {
             self.stats.emc_hits += 1;
-            return s;
+            return (s, Some((slot, h)));
         }
         self.stats.emc_misses += 1;
         if let Some(s) = self.megaflow.lookup(k, pl.version) {
             self.stats.megaflow_hits += 1;
             self.emc_insert_tick = self.emc_insert_tick.wrapping_add(1);
             if self.emc_insert_tick.is_multiple_of(EMC_INSERT_EVERY) {
-                self.emc.insert(*k, h, pl.version, s);
+                let slot = self.emc.insert(*k, h, pl.version, s);
+                return (s, Some((slot, h)));
             }
-            return s;
+            return (s, None);
         }
         let mut wc = FlowKey::ZERO;
         let s = pl.walk_wc(k, &mut wc);
         self.megaflow.insert(k, &wc, pl.version, s);
-        self.emc.insert(*k, h, pl.version, s);
-        s
+        let slot = self.emc.insert(*k, h, pl.version, s);
+        (s, Some((slot, h)))
     }
 
     /// Runs segments from `key` until the packet is emitted or dropped. `egress` is true once an
     /// output port is chosen (key.out_port set).
-    fn run(&mut self, cx: &mut Ctx, mut key: FlowKey, egress: bool, out: &mut BurstResult) {
+    fn run(&mut self, cx: &mut Ctx, key: FlowKey, egress: bool, out: &mut BurstResult) {
+        self.run_from(cx, key, egress, out, None)
+    }
+
+    /// As [`Worker::run`]; `first`, when given, is the first segment, already known.
+    fn run_from(
+        &mut self,
+        cx: &mut Ctx,
+        mut key: FlowKey,
+        egress: bool,
+        out: &mut BurstResult,
+        mut first: Option<Segment>,
+    ) {
         // Each round is one segment; conntrack recirculations are bounded by the table count.
         for _ in 0..8 {
-            let seg = self.segment(cx.pl, &key);
+            let (seg, slot) = match first.take() {
+                Some(s) => (s, None),
+                None => self.segment(cx.pl, &key),
+            };
             if let Some(r) = seg.set_reg0 {
                 key.set_reg0(r);
             }
@@ -652,7 +703,7 @@ impl Worker {
                     return;
                 }
                 Terminal::Output(p) if !egress => return self.egress(cx, &key, p, out),
-                Terminal::Normal if !egress => return self.normal(cx, &key, out),
+                Terminal::Normal if !egress => return self.normal(cx, &key, out, slot),
                 Terminal::Flood if !egress => return self.flood(cx, &key, out),
                 // Output from egress tables, or emit from ingress: a table bug, not a guest's.
                 _ => return self.drop(cx, &key, egress, DropReason::Policy),
@@ -673,14 +724,59 @@ impl Worker {
         if port == cx.in_port {
             return self.drop(cx, key, false, DropReason::Loop);
         }
-        let mut k = *key;
-        k.set_out_port(port);
-        k.set_stage(cx.pl.egress_table);
-        k.set_ct_state(0);
-        self.run(cx, k, true, out);
+        self.run(cx, egress_key(cx.pl, key, port), true, out);
     }
 
-    fn normal(&mut self, cx: &mut Ctx, key: &FlowKey, out: &mut BurstResult) {
+    /// Unicast to a port the MAC table named, from an ingress segment at `slot` in the
+    /// exact-match cache: the first egress segment comes from that entry when it was computed
+    /// for the same port, and is stored there otherwise. One cache lookup per packet instead of
+    /// two on the common path (a known unicast destination).
+    fn unicast(
+        &mut self,
+        cx: &mut Ctx,
+        key: &FlowKey,
+        port: u32,
+        out: &mut BurstResult,
+        slot: EmcSlot,
+    ) {
+        if port == cx.in_port {
+            return self.drop(cx, key, false, DropReason::Loop);
+        }
+        let version = cx.pl.version;
+        if let Some(e) = slot.and_then(|s| self.emc.slot(s, version)) {
+            if e.next_port == port {
+                let seg = e.next_seg;
+                // The most common egress of all: no meter, no conntrack, straight out.
+                if let (0, Terminal::Emit { tagged, fill_tcp_csum }) = (seg.n_meters, seg.terminal)
+                {
+                    out.emits.push(Emit {
+                        port,
+                        vlan: if tagged {
+                            VlanEdit::Set(seg.set_reg0.unwrap_or(key.reg0()) as u16)
+                        } else {
+                            VlanEdit::Strip
+                        },
+                        fill_tcp_csum,
+                    });
+                    return;
+                }
+                return self.run_from(cx, egress_key(cx.pl, key, port), true, out, Some(seg));
+            }
+        }
+        let k = egress_key(cx.pl, key, port);
+        let Some(slot) = slot else {
+            return self.run(cx, k, true, out);
+        };
+        let (seg, _) = self.segment(cx.pl, &k);
+        // The lookup above may have replaced the ingress entry: `slot` checks it is still there.
+        if let Some(e) = self.emc.slot(slot, version) {
+            e.next_port = port;
+            e.next_seg = seg;
+        }
+        self.run_from(cx, k, true, out, Some(seg))
+    }
+
+    fn normal(&mut self, cx: &mut Ctx, key: &FlowKey, out: &mut BurstResult, slot: EmcSlot) {
         let mac = &self.shared.mac;
         let domain = key.reg0();
         let src = key.eth_src();
@@ -703,7 +799,7 @@ impl Worker {
         let dst = key.eth_dst();
         if !dst.is_multicast() {
             if let Some(p) = mac.lookup(domain, dst, cx.now) {
-                return self.egress(cx, key, p, out);
+                return self.unicast(cx, key, p, out, slot);
             }
         }
         self.flood(cx, key, out)

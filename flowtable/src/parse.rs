@@ -98,7 +98,8 @@ fn parse_fast(in_port: u32, f: &[u8]) -> Option<FlowKey> {
             k.set_tp_dst(be16(f, l4 + 2));
         }
         key::IP_PROTO_ICMP => {
-            if l4_len < 8 {
+            // Timestamp request/reply (13/14) have a fixed 20-byte length the reference checks.
+            if l4_len < 8 || matches!(f[l4], 13 | 14) {
                 return None;
             }
             k.set_tp_src(f[l4] as u16);

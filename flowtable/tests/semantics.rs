@@ -611,3 +611,31 @@ fn mac_limit_and_moves() {
     assert_eq!(send(&mut w, &mut out, 12), Some(DropReason::MacLimit));
     assert_eq!(send(&mut w, &mut out, 10), None); // known MACs keep working
 }
+
+/// The per-thread caches remember the egress towards the port a destination was last seen on;
+/// when the destination moves, its frames follow it at once, with the new port's tagging.
+#[test]
+fn unicast_follows_a_moving_destination() {
+    let mut b = Bench::new(MODEL);
+    b.send("vm2", &udp(2, 1, None)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            b.send("vm1", &udp(1, 2, None)).unwrap(),
+            vec![("vm2".into(), VlanEdit::Strip)]
+        );
+    }
+    // vm2's MAC now speaks from behind the router trunk, in VLAN 100.
+    b.send("rtr", &udp(2, 1, Some(100))).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            b.send("vm1", &udp(1, 2, None)).unwrap(),
+            vec![("rtr".into(), VlanEdit::Set(100))]
+        );
+    }
+    // And back.
+    b.send("vm2", &udp(2, 1, None)).unwrap();
+    assert_eq!(
+        b.send("vm1", &udp(1, 2, None)).unwrap(),
+        vec![("vm2".into(), VlanEdit::Strip)]
+    );
+}
