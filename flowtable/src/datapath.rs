@@ -272,17 +272,25 @@ struct EmcEntry {
     /// Table version the segment was computed from; 0 marks an empty slot (published versions
     /// start at 1).
     version: u64,
+    /// Unique per inserted entry (see [`Emc::next_uid`]).
+    uid: u64,
     key: FlowKey,
     seg: Segment,
-    /// For a segment that ends in `NORMAL`: the output port the MAC table gave last time
-    /// ([`NO_PORT`]: none yet) and the first egress segment towards it. The egress key is this
-    /// key with `out_port` set, so the segment is exact for as long as the entry is (same key,
-    /// same version); the MAC lookup still runs for every packet and must name the same port.
-    next_port: u32,
-    next_seg: Segment,
+    /// What followed this segment last time, up to [`CHAIN`] steps: each step is the dynamic
+    /// outcome that led on (a `ct_state` after conntrack, an output port after the MAC table)
+    /// and the segment it led to. The key of that next segment is a function of this entry's key
+    /// and the outcomes, so a step is exact for as long as the entry is (same key, same version)
+    /// and the outcomes repeat: the dynamic steps still run for every packet, and only when they
+    /// give the same outcomes is the cached segment used. Step `i + 1` belongs to step `i`:
+    /// rewriting a step clears the ones after it.
+    chain: [(u32, Segment); CHAIN],
 }
 
-const NO_PORT: u32 = u32::MAX;
+/// Steps of [`EmcEntry::chain`]: enough for a packet's whole path with one lookup when one side
+/// has a stateful security group (ingress → conntrack → L2 → egress, or ingress → L2 → egress →
+/// conntrack → emit).
+const CHAIN: usize = 2;
+const NO_OUTCOME: u32 = u32::MAX;
 
 const EMPTY_SEGMENT: Segment = Segment {
     set_reg0: None,
@@ -292,8 +300,15 @@ const EMPTY_SEGMENT: Segment = Segment {
 };
 
 /// Where the segment [`Worker::segment`] just returned lives in the exact-match cache: (slot
-/// index, key hash), so that the unicast path can attach the egress segment to it.
+/// index, entry uid).
 type EmcSlot = Option<(usize, u64)>;
+
+/// One packet's position along the chain of the exact-match entry its path started from.
+#[derive(Default)]
+struct Cursor {
+    origin: EmcSlot,
+    depth: usize,
+}
 
 const EMC_WAYS: usize = 2;
 
@@ -302,6 +317,8 @@ const EMC_WAYS: usize = 2;
 struct Emc {
     sets: Vec<[EmcEntry; EMC_WAYS]>,
     mask: usize,
+    /// Number of the next entry inserted; never reused, so (slot, uid) names one entry exactly.
+    next_uid: u64,
 }
 
 impl Emc {
@@ -310,24 +327,25 @@ impl Emc {
         let empty = EmcEntry {
             hash: 0,
             version: 0,
+            uid: 0,
             key: FlowKey::ZERO,
             seg: EMPTY_SEGMENT,
-            next_port: NO_PORT,
-            next_seg: EMPTY_SEGMENT,
+            chain: [(NO_OUTCOME, EMPTY_SEGMENT); CHAIN],
         };
         Emc {
             sets: vec![[empty; EMC_WAYS]; sets],
             mask: sets - 1,
+            next_uid: 0,
         }
     }
     /// The segment and its slot (set × ways + way).
     #[inline]
-    fn lookup(&self, k: &FlowKey, h: u64, version: u64) -> Option<(Segment, usize)> {
+    fn lookup(&self, k: &FlowKey, h: u64, version: u64) -> Option<(Segment, (usize, u64))> {
         let si = h as usize & self.mask;
         for (w, e) in self.sets[si].iter().enumerate() {
             // The hash and version reject almost every non-matching entry before the key compare.
             if e.hash == h && e.version == version && key_eq(&e.key, k) {
-                return Some((e.seg, si * EMC_WAYS + w));
+                return Some((e.seg, (si * EMC_WAYS + w, e.uid)));
             }
         }
         None
@@ -335,24 +353,26 @@ impl Emc {
     /// Inserts in way 0, moving the previous way-0 entry to way 1 (so the older of the two goes);
     /// returns the slot.
     #[inline]
-    fn insert(&mut self, k: FlowKey, h: u64, version: u64, seg: Segment) -> usize {
+    fn insert(&mut self, k: FlowKey, h: u64, version: u64, seg: Segment) -> (usize, u64) {
         let si = h as usize & self.mask;
+        self.next_uid += 1;
+        let uid = self.next_uid;
         let set = &mut self.sets[si];
         set[1] = set[0];
         set[0] = EmcEntry {
             hash: h,
             version,
+            uid,
             key: k,
             seg,
-            next_port: NO_PORT,
-            next_seg: EMPTY_SEGMENT,
+            chain: [(NO_OUTCOME, EMPTY_SEGMENT); CHAIN],
         };
-        si * EMC_WAYS
+        (si * EMC_WAYS, uid)
     }
     #[inline]
-    fn slot(&mut self, (slot, hash): (usize, u64), version: u64) -> Option<&mut EmcEntry> {
+    fn slot(&mut self, (slot, uid): (usize, u64), version: u64) -> Option<&mut EmcEntry> {
         let e = &mut self.sets[slot / EMC_WAYS][slot % EMC_WAYS];
-        (e.hash == hash && e.version == version).then_some(e)
+        (e.uid == uid && e.version == version).then_some(e)
     }
 }
 
@@ -622,7 +642,7 @@ impl Worker {
         let h = k.hash64();
         if let Some((s, slot)) = self.emc.lookup(k, h, pl.version) {
             self.stats.emc_hits += 1;
-            return (s, Some((slot, h)));
+            return (s, Some(slot));
         }
         self.stats.emc_misses += 1;
         if let Some(s) = self.megaflow.lookup(k, pl.version) {
@@ -630,7 +650,7 @@ impl Worker {
             self.emc_insert_tick = self.emc_insert_tick.wrapping_add(1);
             if self.emc_insert_tick.is_multiple_of(EMC_INSERT_EVERY) {
                 let slot = self.emc.insert(*k, h, pl.version, s);
-                return (s, Some((slot, h)));
+                return (s, Some(slot));
             }
             return (s, None);
         }
@@ -638,16 +658,64 @@ impl Worker {
         let s = pl.walk_wc(k, &mut wc);
         self.megaflow.insert(k, &wc, pl.version, s);
         let slot = self.emc.insert(*k, h, pl.version, s);
-        (s, Some((slot, h)))
+        (s, Some(slot))
     }
 
     /// Runs segments from `key` until the packet is emitted or dropped. `egress` is true once an
     /// output port is chosen (key.out_port set).
+    #[inline]
     fn run(&mut self, cx: &mut Ctx, key: FlowKey, egress: bool, out: &mut BurstResult) {
-        self.run_from(cx, key, egress, out, None)
+        self.run_from(cx, key, egress, out, None, &mut Cursor::default())
     }
 
-    /// As [`Worker::run`]; `first`, when given, is the first segment, already known.
+    /// The chain step of `cur` if it was taken with `outcome`; advances the cursor.
+    #[inline]
+    fn chain_hit(&mut self, version: u64, cur: &mut Cursor, outcome: u32) -> Option<Segment> {
+        let o = cur.origin?;
+        if cur.depth >= CHAIN {
+            return None;
+        }
+        let e = self.emc.slot(o, version)?;
+        let (tag, seg) = e.chain[cur.depth];
+        if tag != outcome {
+            return None;
+        }
+        cur.depth += 1;
+        Some(seg)
+    }
+
+    /// After a [`Worker::chain_hit`] miss: the segment for `key` from the caches or the tables,
+    /// recorded as the chain step of `cur` for `outcome`.
+    fn chain_miss(
+        &mut self,
+        pl: &Pipeline,
+        cur: &mut Cursor,
+        outcome: u32,
+        key: &FlowKey,
+    ) -> Segment {
+        let (seg, slot) = self.segment(pl, key);
+        let depth = cur.depth;
+        // The lookup above may have replaced the origin entry: `slot` checks it is still there.
+        match cur.origin.and_then(|o| self.emc.slot(o, pl.version)) {
+            Some(e) if depth < CHAIN => {
+                e.chain[depth] = (outcome, seg);
+                for step in &mut e.chain[depth + 1..] {
+                    step.0 = NO_OUTCOME;
+                }
+                cur.depth += 1;
+            }
+            // No chain to extend: the path goes on from this segment's own entry.
+            _ => {
+                cur.origin = slot;
+                cur.depth = 0;
+            }
+        }
+        seg
+    }
+
+    /// Runs the segments from `key` until the packet is emitted or dropped; `first` is the first
+    /// one when it is already known (else it is looked up, and the path's chain starts at its
+    /// cache entry). `egress` is true once an output port is chosen (key.out_port set).
     fn run_from(
         &mut self,
         cx: &mut Ctx,
@@ -655,12 +723,20 @@ impl Worker {
         egress: bool,
         out: &mut BurstResult,
         mut first: Option<Segment>,
+        cur: &mut Cursor,
     ) {
         // Each round is one segment; conntrack recirculations are bounded by the table count.
         for _ in 0..8 {
-            let (seg, slot) = match first.take() {
-                Some(s) => (s, None),
-                None => self.segment(cx.pl, &key),
+            let seg = match first.take() {
+                Some(s) => s,
+                None => {
+                    let (s, slot) = self.segment(cx.pl, &key);
+                    *cur = Cursor {
+                        origin: slot,
+                        depth: 0,
+                    };
+                    s
+                }
             };
             if let Some(r) = seg.set_reg0 {
                 key.set_reg0(r);
@@ -685,6 +761,11 @@ impl Worker {
                     }
                     key.set_ct_state(r.state);
                     key.set_stage(table);
+                    let outcome = r.state as u32;
+                    first = Some(match self.chain_hit(cx.pl.version, cur, outcome) {
+                        Some(s) => s,
+                        None => self.chain_miss(cx.pl, cur, outcome, &key),
+                    });
                 }
                 Terminal::Emit {
                     tagged,
@@ -702,8 +783,8 @@ impl Worker {
                     });
                     return;
                 }
-                Terminal::Output(p) if !egress => return self.egress(cx, &key, p, out),
-                Terminal::Normal if !egress => return self.normal(cx, &key, out, slot),
+                Terminal::Output(p) if !egress => return self.unicast(cx, &key, p, out, cur),
+                Terminal::Normal if !egress => return self.normal(cx, &key, out, cur),
                 Terminal::Flood if !egress => return self.flood(cx, &key, out),
                 // Output from egress tables, or emit from ingress: a table bug, not a guest's.
                 _ => return self.drop(cx, &key, egress, DropReason::Policy),
@@ -727,56 +808,54 @@ impl Worker {
         self.run(cx, egress_key(cx.pl, key, port), true, out);
     }
 
-    /// Unicast to a port the MAC table named, from an ingress segment at `slot` in the
-    /// exact-match cache: the first egress segment comes from that entry when it was computed
-    /// for the same port, and is stored there otherwise. One cache lookup per packet instead of
-    /// two on the common path (a known unicast destination).
+    /// One copy to `port` (a port the MAC table named, or a static output), continuing the
+    /// packet's chain: when the previous packets of this path went to the same port, the first
+    /// egress segment comes from the chain, with no lookup at all; when that segment has no meter
+    /// and no conntrack, the copy is emitted at once.
+    #[inline]
     fn unicast(
         &mut self,
         cx: &mut Ctx,
         key: &FlowKey,
         port: u32,
         out: &mut BurstResult,
-        slot: EmcSlot,
+        cur: &mut Cursor,
     ) {
         if port == cx.in_port {
             return self.drop(cx, key, false, DropReason::Loop);
         }
-        let version = cx.pl.version;
-        if let Some(e) = slot.and_then(|s| self.emc.slot(s, version)) {
-            if e.next_port == port {
-                let seg = e.next_seg;
-                // The most common egress of all: no meter, no conntrack, straight out.
-                if let (0, Terminal::Emit { tagged, fill_tcp_csum }) = (seg.n_meters, seg.terminal)
-                {
-                    out.emits.push(Emit {
-                        port,
-                        vlan: if tagged {
-                            VlanEdit::Set(seg.set_reg0.unwrap_or(key.reg0()) as u16)
-                        } else {
-                            VlanEdit::Strip
-                        },
-                        fill_tcp_csum,
-                    });
-                    return;
-                }
-                return self.run_from(cx, egress_key(cx.pl, key, port), true, out, Some(seg));
+        if let Some(seg) = self.chain_hit(cx.pl.version, cur, port) {
+            if self.emit_plain(key, port, &seg, out) {
+                return;
             }
+            return self.run_from(cx, egress_key(cx.pl, key, port), true, out, Some(seg), cur);
         }
         let k = egress_key(cx.pl, key, port);
-        let Some(slot) = slot else {
-            return self.run(cx, k, true, out);
-        };
-        let (seg, _) = self.segment(cx.pl, &k);
-        // The lookup above may have replaced the ingress entry: `slot` checks it is still there.
-        if let Some(e) = self.emc.slot(slot, version) {
-            e.next_port = port;
-            e.next_seg = seg;
-        }
-        self.run_from(cx, k, true, out, Some(seg))
+        let seg = self.chain_miss(cx.pl, cur, port, &k);
+        self.run_from(cx, k, true, out, Some(seg), cur)
     }
 
-    fn normal(&mut self, cx: &mut Ctx, key: &FlowKey, out: &mut BurstResult, slot: EmcSlot) {
+    /// The most common egress of all: a segment with no meter and no conntrack that emits the
+    /// copy straight away. Emits it and says so, or leaves it to the general path.
+    #[inline(always)]
+    fn emit_plain(&self, key: &FlowKey, port: u32, seg: &Segment, out: &mut BurstResult) -> bool {
+        let (0, Terminal::Emit { tagged, fill_tcp_csum }) = (seg.n_meters, seg.terminal) else {
+            return false;
+        };
+        out.emits.push(Emit {
+            port,
+            vlan: if tagged {
+                VlanEdit::Set(seg.set_reg0.unwrap_or(key.reg0()) as u16)
+            } else {
+                VlanEdit::Strip
+            },
+            fill_tcp_csum,
+        });
+        true
+    }
+
+    #[inline]
+    fn normal(&mut self, cx: &mut Ctx, key: &FlowKey, out: &mut BurstResult, cur: &mut Cursor) {
         let mac = &self.shared.mac;
         let domain = key.reg0();
         let src = key.eth_src();
@@ -799,7 +878,17 @@ impl Worker {
         let dst = key.eth_dst();
         if !dst.is_multicast() {
             if let Some(p) = mac.lookup(domain, dst, cx.now) {
-                return self.unicast(cx, key, p, out, slot);
+                // Inline here (unicast() is recursive, so it is not): a repeat of the last
+                // packet's path to a plain egress.
+                if p != cx.in_port {
+                    let mut probe = Cursor { ..*cur };
+                    if let Some(seg) = self.chain_hit(cx.pl.version, &mut probe, p) {
+                        if self.emit_plain(key, p, &seg, out) {
+                            return;
+                        }
+                    }
+                }
+                return self.unicast(cx, key, p, out, cur);
             }
         }
         self.flood(cx, key, out)
