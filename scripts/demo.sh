@@ -2,14 +2,27 @@
 # The main job (README's first command): install what is missing, build, start evsd with two
 # vhost-user ports in one port group, attach two dpdk-testpmd "guests" (virtio_user), let guest A
 # send to guest B for a few seconds, print the port statistics of both sides, and stop cleanly.
+#
+#   scripts/demo.sh --qemu    the guests are two real Linux VMs under QEMU (TCG, so no hardware
+#                             virtualization needed; image from scripts/guest-image.sh): A pings B
+#                             and sends it 4 MiB over TCP, as tests/tests/qemu_guests.rs does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+QEMU=0
+case "${1:-}" in
+    --qemu) QEMU=1 ;;
+    "") ;;
+    *) echo "usage: demo.sh [--qemu]" >&2; exit 2 ;;
+esac
 
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (DPDK needs it)" >&2; exit 1; }
 scripts/setup.sh
 cargo build --release -p dataplane --bin evsd
-EVSD=$ROOT/target/release/evsd
+EVSD=${CARGO_TARGET_DIR:-$ROOT/target}/release/evsd
+if [ "$QEMU" = 1 ]; then
+    GUEST=$(scripts/guest-image.sh | tail -1)
+fi
 
 WORK=$(mktemp -d /tmp/evs-demo.XXXXXX)
 PIDS=()
@@ -71,6 +84,62 @@ for _ in $(seq 1 60); do
     sleep 0.5
 done
 "$EVSD" ctl -s "$WORK/evsd.sock" show threads >/dev/null || { cat "$WORK/evsd.log"; exit 1; }
+
+if [ "$QEMU" = 1 ]; then
+    # Each guest: console (its reports) in $WORK/NAME.console, commands through the FIFO
+    # $WORK/NAME.cmd.in into its second serial port (see the /init in scripts/guest-image.sh).
+    vm() { # name ip mac
+        mkfifo "$WORK/$1.cmd.in" "$WORK/$1.cmd.out"
+        qemu-system-x86_64 -accel tcg -cpu max -m 256 -smp 1 -nodefaults -no-user-config \
+            -display none -no-reboot -kernel "$GUEST/vmlinuz" -initrd "$GUEST/initrd.img" \
+            -append "console=ttyS0 loglevel=3 panic=-1 evs.name=$1 evs.ip=$2/24" \
+            -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
+            -chardev socket,id=vhost0,path="$WORK/$1.sock" \
+            -netdev vhost-user,id=net0,chardev=vhost0 \
+            -device virtio-net-pci,netdev=net0,mac="$3",vectors=0 \
+            -serial file:"$WORK/$1.console" \
+            -chardev pipe,id=cmd0,path="$WORK/$1.cmd" -serial chardev:cmd0 \
+            > "$WORK/$1.qemu.log" 2>&1 &
+        PIDS+=($!)
+    }
+    report() { # name marker [seconds]: waits for the marker on the guest's console, prints it
+        for _ in $(seq 1 $((${3:-60} * 10))); do
+            l=$(grep -a -o "$2.*" "$WORK/$1.console" 2>/dev/null | head -1 | tr -d "\r" || true)
+            [ -n "$l" ] && { echo "   $1: $l"; return 0; }
+            sleep 0.1
+        done
+        echo "demo failed: no $2 from guest $1"; tail -20 "$WORK/$1.console" "$WORK/$1.qemu.log"
+        exit 1
+    }
+    echo "== two Linux guests under QEMU (TCG): vm-a 10.0.0.10, vm-b 10.0.0.11"
+    vm vm-a 10.0.0.10 02:00:00:00:00:0a
+    vm vm-b 10.0.0.11 02:00:00:00:00:0b
+    report vm-a EVS-READY 120
+    report vm-b EVS-READY 120
+    exec 5>"$WORK/vm-a.cmd.in" 6>"$WORK/vm-b.cmd.in"
+    echo "== vm-a pings vm-b, then sends it 4 MiB over TCP"
+    echo "1 listen 5001" >&6
+    echo "1 ping 10.0.0.11 10" >&5
+    report vm-a "EVS-PING-[A-Z]* id=1 "
+    report vm-b "EVS-LISTENING id=1 "
+    echo "2 send 10.0.0.11 5001 4194304" >&5
+    report vm-a "EVS-TCP-SENT id=2 "
+    report vm-b "EVS-TCP-RECEIVED id=1 "
+    echo "== evsd port statistics"
+    "$EVSD" ctl -s "$WORK/evsd.sock" show ports
+    echo "== evsd MAC table"
+    "$EVSD" ctl -s "$WORK/evsd.sock" show mac
+    grep -q "EVS-PING-OK" "$WORK/vm-a.console" || { echo "demo failed: vm-a's pings unanswered"; exit 1; }
+    sent=$(grep -a -o "EVS-TCP-SENT.*" "$WORK/vm-a.console" | grep -o "md5=[0-9a-f]*")
+    got=$(grep -a -o "EVS-TCP-RECEIVED.*" "$WORK/vm-b.console" | grep -o "md5=[0-9a-f]*")
+    [ "$sent" = "$got" ] || { echo "demo failed: vm-b received other data ($got, sent $sent)"; exit 1; }
+    echo "== vm-b received what vm-a sent ($got)"
+    echo "9 poweroff" >&5
+    echo "9 poweroff" >&6
+    exec 5>&- 6>&-
+    echo "== stopping"
+    exit 0
+fi
 
 guest() { # name socket mode
     stdbuf -oL dpdk-testpmd -l 0,1 --no-huge -m 256 --no-pci --file-prefix "evs-demo-$1" \

@@ -31,16 +31,22 @@ fi
 
 # --- packages -------------------------------------------------------------------------------
 PKGS="dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config iproute2 coreutils build-essential"
-missing=""
-for p in $PKGS; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
-        missing="$missing $p"
-    fi
-done
-if [ -n "$missing" ]; then
-    echo "setup.sh: installing$missing"
+# The real Linux guests of tests/tests/qemu_guests.rs (scripts/guest-image.sh builds their kernel
+# and initramfs); without Recommends, which would pull in QEMU's GUI and firmware packages.
+GUEST_PKGS="qemu-system-x86 busybox-static"
+missing_of() {
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo -n " $p"
+    done
+}
+missing=$(missing_of $PKGS)
+guest_missing=$(missing_of $GUEST_PKGS)
+if [ -n "$missing$guest_missing" ]; then
+    echo "setup.sh: installing$missing$guest_missing"
     apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+    [ -z "$missing" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+    [ -z "$guest_missing" ] || DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends $guest_missing
 else
     echo "setup.sh: packages present"
 fi
