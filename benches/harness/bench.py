@@ -316,19 +316,34 @@ def ovs_flows(kind):
     """OpenFlow 1.3 rules with the meaning of the evsd model. Port 1 = a, port 2 = b."""
     if kind == "l2":
         return ["actions=NORMAL"]
-    sg = [
-        "table=0,priority=100,ip,actions=ct(table=1,zone=1)",
-        "table=0,priority=0,actions=drop",
-        # a opens connections; b only answers; established flows pass both ways.
-        "table=1,priority=100,in_port=1,ip,ct_state=+trk+new,actions=ct(commit,zone=1),output:2",
-        "table=1,priority=100,in_port=1,ip,ct_state=+trk+est,actions=output:2",
-        "table=1,priority=100,in_port=2,ip,ct_state=+trk+est,actions=output:1",
-        "table=1,priority=0,actions=drop",
-    ]
+    # Per-port stateful security groups, as evsd (and OpenStack's OVS firewall driver) apply
+    # them: the sender's egress rules in the sender's conntrack zone, then the receiver's ingress
+    # rules in the receiver's zone (zone = port number): two ct() per packet.
+    def ct_pair(t_ct1, t_sg1, t_ct2, t_sg2, after):
+        return [
+            "table=%d,priority=100,in_port=1,ip,actions=ct(table=%d,zone=1)" % (t_ct1, t_sg1),
+            "table=%d,priority=100,in_port=2,ip,actions=ct(table=%d,zone=2)" % (t_ct1, t_sg1),
+            # a (client): egress any IPv4; b (server): no egress rule, replies only.
+            "table=%d,priority=100,in_port=1,ip,ct_state=+trk+new,"
+            "actions=ct(commit,zone=1),goto_table:%d" % (t_sg1, t_ct2),
+            "table=%d,priority=100,in_port=1,ip,ct_state=+trk+est,actions=goto_table:%d"
+            % (t_sg1, t_ct2),
+            "table=%d,priority=100,in_port=2,ip,ct_state=+trk+est,actions=goto_table:%d"
+            % (t_sg1, t_ct2),
+            "table=%d,priority=0,actions=drop" % t_sg1,
+            "table=%d,priority=100,in_port=1,ip,actions=ct(table=%d,zone=2)" % (t_ct2, t_sg2),
+            "table=%d,priority=100,in_port=2,ip,actions=ct(table=%d,zone=1)" % (t_ct2, t_sg2),
+            # b (server): ingress any IPv4; a (client): no ingress rule, replies only.
+            "table=%d,priority=100,in_port=1,ip,ct_state=+trk+new,"
+            "actions=ct(commit,zone=2),%s" % (t_sg2, after[0]),
+            "table=%d,priority=100,in_port=1,ip,ct_state=+trk+est,actions=%s" % (t_sg2, after[0]),
+            "table=%d,priority=100,in_port=2,ip,ct_state=+trk+est,actions=%s" % (t_sg2, after[1]),
+            "table=%d,priority=0,actions=drop" % t_sg2,
+        ]
     if kind == "sg":
-        return sg
+        return ["table=0,priority=0,actions=drop"] + ct_pair(0, 1, 2, 3, ("output:2", "output:1"))
     # full: DHCP isolation, IP-MAC binding, meter, access VLAN 100 (tagged inside the switch,
-    # stripped on output), security group, L2 forwarding by the ports' MACs.
+    # stripped on output), security groups, L2 forwarding by the ports' MACs.
     f = []
     for port, mac, ip in ((1, MAC_A, IP_A), (2, MAC_B, IP_B)):
         f += [
@@ -336,18 +351,15 @@ def ovs_flows(kind):
             "table=0,priority=200,in_port=%d,dl_src=%s,ip,nw_src=%s,"
             "actions=meter:1,mod_vlan_vid:100,goto_table:1" % (port, mac, ip),
             "table=0,priority=200,in_port=%d,dl_src=%s,arp,arp_spa=%s,"
-            "actions=meter:1,mod_vlan_vid:100,goto_table:3" % (port, mac, ip),
+            "actions=meter:1,mod_vlan_vid:100,goto_table:5" % (port, mac, ip),
         ]
+    f += ["table=0,priority=0,actions=drop"]
+    f += ct_pair(1, 2, 3, 4, ("goto_table:5", "goto_table:5"))
     f += [
-        "table=0,priority=0,actions=drop",
-        "table=1,priority=100,ip,actions=ct(table=2,zone=100)",
-        "table=2,priority=100,in_port=1,ip,ct_state=+trk+new,actions=ct(commit,zone=100),goto_table:3",
-        "table=2,priority=100,ip,ct_state=+trk+est,actions=goto_table:3",
-        "table=2,priority=0,actions=drop",
-        "table=3,priority=100,dl_vlan=100,dl_dst=%s,actions=strip_vlan,output:1" % MAC_A,
-        "table=3,priority=100,dl_vlan=100,dl_dst=%s,actions=strip_vlan,output:2" % MAC_B,
-        "table=3,priority=50,dl_vlan=100,dl_dst=ff:ff:ff:ff:ff:ff,actions=strip_vlan,ALL",
-        "table=3,priority=0,actions=drop",
+        "table=5,priority=100,dl_vlan=100,dl_dst=%s,actions=strip_vlan,output:1" % MAC_A,
+        "table=5,priority=100,dl_vlan=100,dl_dst=%s,actions=strip_vlan,output:2" % MAC_B,
+        "table=5,priority=50,dl_vlan=100,dl_dst=ff:ff:ff:ff:ff:ff,actions=strip_vlan,ALL",
+        "table=5,priority=0,actions=drop",
     ]
     return f
 
@@ -356,8 +368,8 @@ def ovs_update_flows(n):
     """P6: n flows with the meaning of the n SG rules of evsd_update_model_json."""
     out = []
     for i in range(n):
-        out.append("table=1,priority=110,in_port=1,tcp,ct_state=+trk+new,nw_src=172.%d.%d.%d,"
-                   "tp_dst=%d,actions=ct(commit,zone=1),output:2"
+        out.append("table=3,priority=110,in_port=1,tcp,ct_state=+trk+new,nw_src=172.%d.%d.%d,"
+                   "tp_dst=%d,actions=ct(commit,zone=2),output:2"
                    % (16 + i // 65536 % 16, i // 256 % 256, i % 256, 1000 + i % 50000))
     return out
 
@@ -411,8 +423,13 @@ class Evsd:
         th = json.loads(self.ctl_cmd("--json", "show", "threads"))
         t = [x for x in th if x.get("core") == SW_CPU] or th
         cpp = t[0].get("cycles_per_packet") if t else None
+        ports = json.loads(self.ctl_cmd("--json", "show", "ports"))
+        # Per port: what evsd counted and dropped (by reason) in the window, to tell a switch
+        # drop from a generator one.
+        pc = {p["name"]: {k: p.get(k) for k in ("rx_packets", "tx_packets", "drops",
+                                                 "egress_drops", "pmd")} for p in ports}
         return {"cycles_per_packet": cpp, "busy_pct": t[0].get("busy_pct") if t else None,
-                "threads": th}
+                "threads": th, "ports": pc}
 
     def apply_update(self, n):
         path = os.path.join(self.work, "update.json")
