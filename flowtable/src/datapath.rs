@@ -50,7 +50,7 @@ impl Default for SwitchConfig {
             mac_limit_per_port: 1024,
             mac_capacity: 65536,
             ct_max_entries: 1 << 20,
-            emc_entries: 8192,
+            emc_entries: 32768,
             megaflow_entries: 32768,
         }
     }
@@ -446,14 +446,18 @@ impl Megaflow {
             return None;
         }
         let stage = k.stage() as usize;
-        let list = self.by_stage.get(stage)?;
-        for &mi in list {
+        let list = self.by_stage.get_mut(stage)?;
+        for (i, &mi) in list.iter().enumerate() {
             let mk = k.masked(&self.masks[mi as usize]);
             let h = Megaflow::hash(&mk, mi as usize);
             let set = &self.sets[h as usize & self.mask];
             for e in set {
                 if e.hash == h && e.version == version && e.mask == mi as u32 && key_eq(&e.key, &mk)
                 {
+                    // Masks that hit often drift to the front of their stage's list.
+                    if i > 0 {
+                        list.swap(i, i - 1);
+                    }
                     return Some(e.seg);
                 }
             }
