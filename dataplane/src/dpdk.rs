@@ -8,9 +8,10 @@
 
 use dpdk_sys as sys;
 use std::ffi::{CStr, CString};
-use std::os::raw::{c_char, c_int};
+use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Most packets handled per burst; fixed so bursts live on the stack.
 pub const MAX_BURST: usize = 32;
@@ -246,6 +247,62 @@ pub fn port_by_name(name: &str) -> Option<u16> {
     (r == 0).then_some(id)
 }
 
+/// `RTE_ETH_DEV_INTR_LSC` (a static-inline-free macro bindgen does not carry over).
+const RTE_ETH_DEV_INTR_LSC: u32 = 1 << 1;
+
+/// Runs on DPDK's interrupt thread when a port's link changes: mirrors it into the flag.
+unsafe extern "C" fn link_event(
+    port: u16,
+    _event: sys::rte_eth_event_type,
+    arg: *mut c_void,
+    _ret: *mut c_void,
+) -> c_int {
+    let mut l = sys::rte_eth_link::default();
+    // SAFETY: valid out-pointer; nowait never blocks the interrupt thread.
+    if unsafe { sys::rte_eth_link_get_nowait(port, &mut l) } == 0 {
+        // SAFETY: `arg` is the flag registered by `watch_link`, alive until unregistered.
+        let up = unsafe { &*(arg as *const AtomicBool) };
+        up.store(l.link_status() != 0, Ordering::Release);
+    }
+    0
+}
+
+/// An active [`EthPort::watch_link`]; unregisters the callback when dropped.
+pub struct LinkWatch {
+    port: EthPort,
+    arg: *mut c_void,
+}
+
+// SAFETY: `arg` is an `Arc<AtomicBool>` reference, shareable across threads.
+unsafe impl Send for LinkWatch {}
+
+impl Drop for LinkWatch {
+    fn drop(&mut self) {
+        for _ in 0..1000 {
+            // SAFETY: the same (port, event, callback, arg) as registered.
+            let r = unsafe {
+                sys::rte_eth_dev_callback_unregister(
+                    self.port.0,
+                    sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_LSC,
+                    Some(link_event),
+                    self.arg,
+                )
+            };
+            // -EAGAIN: the callback is running right now; it will be done in a moment.
+            if r != -libc::EAGAIN {
+                if r == 0 {
+                    // SAFETY: unregistered: no callback can use `arg` any more.
+                    drop(unsafe { Arc::from_raw(self.arg as *const AtomicBool) });
+                }
+                // Otherwise (port already gone) the flag leaks rather than risk a use after
+                // free; a few bytes per removed port.
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStatus {
     pub up: bool,
@@ -272,6 +329,8 @@ pub struct PortInfo {
     pub max_tx_queues: u16,
     pub rx_desc_max: u16,
     pub tx_desc_max: u16,
+    /// The PMD reports link changes as events (vhost does), see [`EthPort::watch_link`].
+    pub lsc_interrupt: bool,
 }
 
 /// An ethdev port id. Control-thread operations take `&self`; the type is `Copy` so forwarding
@@ -304,20 +363,55 @@ impl EthPort {
                 .to_string_lossy()
                 .into_owned()
         };
+        // SAFETY: dev_flags points at the device's flags word for the device's lifetime.
+        let lsc = !i.dev_flags.is_null() && unsafe { *i.dev_flags } & RTE_ETH_DEV_INTR_LSC != 0;
         Ok(PortInfo {
             driver,
             max_rx_queues: i.max_rx_queues,
             max_tx_queues: i.max_tx_queues,
             rx_desc_max: i.rx_desc_lim.nb_max,
             tx_desc_max: i.tx_desc_lim.nb_max,
+            lsc_interrupt: lsc,
         })
+    }
+
+    /// Keeps `up` equal to the port's link state from the moment it changes, through the PMD's
+    /// link-state-change event (vhost: a guest connects or goes away), instead of waiting for the
+    /// next poll. Only for ports started with LSC interrupts ([`PortInfo::lsc_interrupt`]); the
+    /// watch ends when the returned guard is dropped.
+    pub fn watch_link(self, up: Arc<AtomicBool>) -> Result<LinkWatch, DpdkError> {
+        let arg = Arc::into_raw(up) as *mut c_void;
+        // SAFETY: `arg` stays valid until the guard unregisters the callback (then it is freed);
+        // the callback only reads the link and stores into the flag.
+        let r = unsafe {
+            sys::rte_eth_dev_callback_register(
+                self.0,
+                sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_LSC,
+                Some(link_event),
+                arg,
+            )
+        };
+        if r < 0 {
+            // SAFETY: not registered: the reference is still ours.
+            drop(unsafe { Arc::from_raw(arg as *const AtomicBool) });
+            return Err(rte_err(
+                format!("rte_eth_dev_callback_register(port {}, LSC)", self.0),
+                r,
+            ));
+        }
+        Ok(LinkWatch { port: self, arg })
     }
 
     /// Configures `rxq` rx and `txq` tx queues with default settings and starts the port.
     pub fn setup_and_start(self, rxq: u16, txq: u16, pool: &Mempool) -> Result<(), DpdkError> {
         let info = self.info()?;
-        let conf = sys::rte_eth_conf::default();
-        // SAFETY: zeroed rte_eth_conf means "no offloads, no RSS", valid for every PMD.
+        let mut conf = sys::rte_eth_conf::default();
+        if info.lsc_interrupt {
+            // Link changes as events (see `watch_link`); PMDs without them are polled.
+            conf.intr_conf.set_lsc(1);
+        }
+        // SAFETY: zeroed rte_eth_conf means "no offloads, no RSS", valid for every PMD; LSC is
+        // requested only from PMDs that announce it.
         let r = unsafe { sys::rte_eth_dev_configure(self.0, rxq, txq, &conf) };
         if r < 0 {
             return Err(rte_err(

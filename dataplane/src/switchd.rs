@@ -45,6 +45,9 @@ struct Attached {
     endpoint: Option<Endpoint>,
     link: LinkTracker,
     link_up: Arc<AtomicBool>,
+    /// Keeps `link_up` current between polls (PMDs with link-change events).
+    /// Ended (dropped) before the port is removed.
+    link_watch: Option<dpdk::LinkWatch>,
     txq: u16,
     tx_locks: Vec<Arc<TxLock>>,
 }
@@ -245,14 +248,21 @@ impl Dataplane {
                 )))
             }
         };
-        let setup = (|| -> Result<(String, u16), DpError> {
+        let link_up = Arc::new(AtomicBool::new(false));
+        let setup = (|| -> Result<(String, u16, Option<dpdk::LinkWatch>), DpError> {
             let info = port.info()?;
             let want = self.threads.len().max(1) as u16;
             let txq = want.min(info.max_tx_queues.max(1));
+            // Before the start, so that a guest connecting at once is not missed.
+            let watch = if info.lsc_interrupt {
+                Some(port.watch_link(link_up.clone())?)
+            } else {
+                None
+            };
             port.setup_and_start(1, txq, self.pool.as_ref().expect("pool"))?;
-            Ok((info.driver, txq))
+            Ok((info.driver, txq, watch))
         })();
-        let (driver, txq) = match setup {
+        let (driver, txq, watch) = match setup {
             Ok(x) => x,
             Err(e) => {
                 let _ = port.stop_and_remove();
@@ -260,6 +270,7 @@ impl Dataplane {
             }
         };
         let up = port.link().up;
+        link_up.store(up, Ordering::Relaxed);
         let mut link = LinkTracker::default();
         link.observe(up);
         self.ports.insert(
@@ -272,7 +283,8 @@ impl Dataplane {
                 driver,
                 endpoint,
                 link,
-                link_up: Arc::new(AtomicBool::new(up)),
+                link_up,
+                link_watch: watch,
                 txq,
                 tx_locks: (0..txq).map(|_| Arc::new(TxLock::default())).collect(),
             },
@@ -294,6 +306,8 @@ impl Dataplane {
                 "detach {name:?}: {e}; the device was left in place"
             )));
         }
+        let mut a = a;
+        drop(a.link_watch.take());
         let rm = a.port.stop_and_remove();
         if let Some(ep) = &a.endpoint {
             ep.cleanup();
@@ -542,7 +556,8 @@ impl Dataplane {
         self.stop_threads();
         let names: Vec<String> = self.ports.keys().cloned().collect();
         for n in names {
-            if let Some(a) = self.ports.remove(&n) {
+            if let Some(mut a) = self.ports.remove(&n) {
+                drop(a.link_watch.take());
                 if let Err(e) = a.port.stop_and_remove() {
                     eprintln!("evsd: removing {n}: {e}");
                 }
