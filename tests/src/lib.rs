@@ -194,6 +194,29 @@ macro_rules! evsd_bin {
     }};
 }
 
+/// The `[eal]` and `[dataplane]` sections the end-to-end tests share: no hugepages, forwarding on
+/// CPU 1 with a short idle sleep (guests share the two CPUs with the switch), the control socket in
+/// `dir`. `extra` goes at the end of `[dataplane]` (e.g. `metrics_listen = "127.0.0.1:0"`).
+pub fn base_config(dir: &Path, prefix: &str, extra: &str) -> String {
+    format!(
+        r#"
+[eal]
+no_huge = true
+memory_mb = 256
+file_prefix = "{prefix}"
+args = ["--no-pci", "--log-level=lib.eal:notice"]
+
+[dataplane]
+cores = [1]
+idle_sleep_us = 20
+mbufs = 4095
+control_socket = "{dir}/evsd.sock"
+{extra}
+"#,
+        dir = dir.display()
+    )
+}
+
 /// A running evsd with its control socket.
 pub struct Evsd {
     pub proc: Proc,

@@ -295,27 +295,13 @@ fn transfer(from: &mut Guest, to: &mut Guest, to_ip: &str, port: u16) -> (String
 }
 
 fn config(dir: &Path, prefix: &str) -> String {
-    let mut c = format!(
-        r#"
-[eal]
-no_huge = true
-memory_mb = 256
-file_prefix = "{prefix}"
-args = ["--no-pci", "--log-level=lib.eal:notice"]
-
-[dataplane]
-cores = [1]
-idle_sleep_us = 20
-mbufs = 4095
-control_socket = "{dir}/evsd.sock"
-
+    let mut c = evs_e2e::base_config(dir, prefix, "");
+    c += r#"
 [[port_groups]]
 name = "web"
 type = "access"
 vlan = 100
-"#,
-        dir = dir.display()
-    );
+"#;
     for (name, mac, ip) in [("a", MAC_A, IP_A), ("b", MAC_B, IP_B)] {
         c += &format!(
             r#"

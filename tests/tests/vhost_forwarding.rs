@@ -14,28 +14,13 @@ const T: Duration = Duration::from_secs(60);
 fn config(dir: &Path, prefix: &str, ports: &[(&str, &str, &str)]) -> String {
     // Guests share the two cores with the switch: a short idle sleep keeps the switch from
     // starving them when it has nothing to do.
-    let mut c = format!(
-        r#"
-[eal]
-no_huge = true
-memory_mb = 256
-file_prefix = "{prefix}"
-args = ["--no-pci", "--log-level=lib.eal:notice"]
-
-[dataplane]
-cores = [1]
-idle_sleep_us = 20
-mbufs = 4095
-metrics_listen = "127.0.0.1:0"
-control_socket = "{dir}/evsd.sock"
-
+    let mut c = evs_e2e::base_config(dir, prefix, r#"metrics_listen = "127.0.0.1:0""#);
+    c += r#"
 [[port_groups]]
 name = "web"
 type = "access"
 vlan = 100
-"#,
-        dir = dir.display()
-    );
+"#;
     for (i, (name, sock, role)) in ports.iter().enumerate() {
         c += &format!(
             r#"
@@ -517,20 +502,9 @@ fn congested_uplink_serves_higher_priority_first() {
     let dir = d.path();
     let (sa, sb, up) = (dir.join("a.sock"), dir.join("b.sock"), dir.join("up.sock"));
     let prefix = evs_e2e::unique("evs-e2e-sw-");
-    let cfg = format!(
-        r#"
-[eal]
-no_huge = true
-memory_mb = 256
-file_prefix = "{prefix}"
-args = ["--no-pci", "--log-level=lib.eal:notice"]
-
-[dataplane]
-cores = [1]
-idle_sleep_us = 20
-mbufs = 4095
-control_socket = "{dir}/evsd.sock"
-
+    let cfg = evs_e2e::base_config(dir, &prefix, "")
+        + &format!(
+            r#"
 [[uplinks]]
 name = "up0"
 vlans = ["100", "200"]
@@ -569,11 +543,10 @@ vhost = {{ socket = "{sb}", role = "server" }}
 port = "up0"
 ethdev = {{ devargs = "net_vhost90,iface={up},queues=1" }}
 "#,
-        dir = dir.display(),
-        sa = sa.display(),
-        sb = sb.display(),
-        up = up.display(),
-    );
+            sa = sa.display(),
+            sb = sb.display(),
+            up = up.display(),
+        );
     let evsd = Evsd::start(dir, "evsd", &cfg);
     let sink = evs_e2e::Sink::start(env!("CARGO_BIN_EXE_evs-sink"), dir, "sink", &up, 2_000);
     evsd.wait_state("up0", "up", T);
