@@ -594,3 +594,74 @@ ethdev = {{ devargs = "net_vhost90,iface={up},queues=1" }}
     assert!(up0["tx_packets"].as_u64().unwrap() >= 8_000, "{up0}");
     assert!(up0["drops"]["tx_full"].as_u64().unwrap() > 100_000, "{up0}");
 }
+
+/// Two forwarding threads (CPUs 0 and 1): receive queues are spread over both, re-balanced when a
+/// port is detached or attached at run time, and traffic keeps flowing through every change.
+#[test]
+fn two_forwarding_threads_rebalance_ports() {
+    skip_unless_dpdk!();
+    let _g = serial();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let socks: Vec<_> = ["a", "b", "c"].iter().map(|n| dir.join(format!("{n}.sock"))).collect();
+    let ports: Vec<(&str, &str, &str)> = ["a", "b", "c"]
+        .iter()
+        .zip(&socks)
+        .map(|(n, s)| (*n, s.to_str().unwrap(), "server"))
+        .collect();
+    let cfg = config(dir, &evs_e2e::unique("evs-e2e-sw-"), &ports)
+        .replace("cores = [1]", "cores = [0, 1]");
+    let evsd = Evsd::start(dir, "evsd", &cfg);
+    let rx_of = |e: &Evsd| -> Vec<Vec<String>> {
+        let t = e.ctl(json!({"cmd": "show_threads"}));
+        t.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                t["rx_ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    assert_eq!(rx_of(&evsd), vec![vec!["a", "c"], vec!["b"]]);
+
+    // A floods (unknown destination) to B and C, whose ports are polled by different threads
+    // than A's.
+    let gb = Testpmd::start(dir, "guest-b", &[&socks[1]], false, Mode::RxOnly);
+    let gc = Testpmd::start(dir, "guest-c", &[&socks[2]], false, Mode::RxOnly);
+    let _ga = Testpmd::start(dir, "guest-a", &[&socks[0]], false, Mode::TxOnly);
+    for p in ["a", "b", "c"] {
+        evsd.wait_state(p, "up", T);
+    }
+    wait_for("B and C receiving A's frames", T, || {
+        (gb.stats(0).0 >= 5_000 && gc.stats(0).0 >= 5_000).then_some(())
+    });
+
+    // C goes: its queue leaves thread 0, B keeps receiving.
+    drop(gc);
+    evsd.ctl(json!({"cmd": "detach", "port": "c"}));
+    assert_eq!(rx_of(&evsd), vec![vec!["a"], vec!["b"]]);
+    let before = gb.stats(0).0;
+    wait_for("B receiving after C left", T, || {
+        (gb.stats(0).0 >= before + 5_000).then_some(())
+    });
+
+    // C comes back: round robin in name order again, and C receives.
+    evsd.ctl(json!({"cmd": "attach", "port": "c",
+                    "vhost": {"socket": socks[2].to_str().unwrap(), "role": "server"}}));
+    assert_eq!(rx_of(&evsd), vec![vec!["a", "c"], vec!["b"]]);
+    let gc2 = Testpmd::start(dir, "guest-c2", &[&socks[2]], false, Mode::RxOnly);
+    evsd.wait_state("c", "up", T);
+    wait_for("C receiving after re-attach", T, || {
+        (gc2.stats(0).0 >= 5_000).then_some(())
+    });
+    let threads = evsd.ctl(json!({"cmd": "show_threads"}));
+    assert!(
+        threads[0]["packets"].as_u64().unwrap() > 0,
+        "thread 0 (A's queue) forwarded: {threads}"
+    );
+}
