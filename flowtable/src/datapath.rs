@@ -11,7 +11,7 @@ use crate::compiler::Compiler;
 use crate::conntrack::{ConnTrack, CtConfig};
 use crate::key::{ct, FlowKey, Mac};
 use crate::mac_learning::{LearnOutcome, MacConfig, MacTable};
-use crate::meter::Meter;
+use crate::meter::{Meter, Verdict};
 use crate::parse::parse;
 use crate::pipeline::{Pipeline, Segment, Terminal};
 use crate::policy::{Model, ModelError};
@@ -545,6 +545,8 @@ struct Ctx<'a> {
     now: u64,
     in_port: u32,
     first_drop: Option<DropReason>,
+    /// A meter passed the packet above its port's average rate.
+    excess: bool,
 }
 
 impl Worker {
@@ -600,6 +602,7 @@ impl Worker {
                 now: now_ns,
                 in_port,
                 first_drop: None,
+                excess: false,
             };
             if key.is_invalid() {
                 cx.first_drop = Some(DropReason::Malformed);
@@ -619,6 +622,7 @@ impl Worker {
                 emit_start: start,
                 emit_len: n,
                 drop,
+                excess: cx.excess,
             });
         }
         self.stats.packets += frames.len() as u64;
@@ -747,8 +751,10 @@ impl Worker {
             }
             for &m in &seg.meters[..seg.n_meters as usize] {
                 if let Some(meter) = self.meters.get_mut(&m) {
-                    if !meter.admit(cx.frame.len() as u32, cx.now) {
-                        return self.drop(cx, &key, egress, DropReason::Meter);
+                    match meter.judge(cx.frame.len() as u32, cx.now) {
+                        Verdict::Over => return self.drop(cx, &key, egress, DropReason::Meter),
+                        Verdict::Excess => cx.excess = true,
+                        Verdict::Within => {}
                     }
                 }
             }

@@ -45,6 +45,10 @@ pub const MIN_DEPTH_NS: u64 = 2_000_000;
 /// held; the peak bucket keeps the instantaneous rate capped).
 pub const COMMITTED_MIN_DEPTH_NS: u64 = 10_000_000;
 
+/// Minimum depth of the bucket that tells within-average from excess packets: two bursts of 32
+/// full-size frames.
+pub const AVERAGE_MIN_DEPTH_BYTES: u64 = 64 * 1518;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MeterConfig {
     /// Committed rate, bit/s. 0 passes nothing.
@@ -117,7 +121,21 @@ impl Bucket {
     }
 }
 
-/// A two-bucket shaping meter, owned by one forwarding thread.
+/// What a meter says of one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Passes, within the port's average rate.
+    Within,
+    /// Passes, above the average rate (burst credit, up to the peak): when the uplink cannot
+    /// carry everything, such packets go after every port's within-average traffic.
+    Excess,
+    /// Over the rate: dropped.
+    Over,
+}
+
+/// A two-bucket shaping meter, owned by one forwarding thread, with a third bucket that only
+/// colours: it fills at the average rate with a small depth, so the packets it cannot pay for are
+/// the ones above the average.
 #[derive(Debug, Clone)]
 pub struct Meter {
     cfg: MeterConfig,
@@ -125,6 +143,7 @@ pub struct Meter {
     last: u64,
     committed: Bucket,
     peak: Bucket,
+    average: Bucket,
     stats: MeterStats,
 }
 
@@ -132,18 +151,19 @@ impl Meter {
     /// A meter with both buckets full at `now`. Panics if `ticks_per_sec` is 0.
     pub fn new(cfg: MeterConfig, ticks_per_sec: u64, now: u64) -> Meter {
         assert!(ticks_per_sec > 0, "ticks_per_sec must be positive");
-        let (committed, peak) = Self::buckets(&cfg, ticks_per_sec);
+        let (committed, peak, average) = Self::buckets(&cfg, ticks_per_sec);
         Meter {
             cfg,
             tps: ticks_per_sec,
             last: now,
             committed,
             peak,
+            average,
             stats: MeterStats::default(),
         }
     }
 
-    fn buckets(cfg: &MeterConfig, tps: u64) -> (Bucket, Bucket) {
+    fn buckets(cfg: &MeterConfig, tps: u64) -> (Bucket, Bucket, Bucket) {
         let avg = cfg.average_bps;
         let peak = cfg.peak_bps.max(avg);
         let min_bits = |rate: u64, ns: u64| {
@@ -157,20 +177,30 @@ impl Meter {
             tps,
         );
         let mut p = Bucket::new(peak, min_bits(peak, MIN_DEPTH_NS), tps);
+        // As deep as the committed bucket would be without a burst, and at least two bursts of
+        // full-size frames: a sender at its average rate (whose packets arrive a burst at a
+        // time, with the usual jitter) stays within it.
+        let a = Bucket::new(
+            avg,
+            min_bits(avg, COMMITTED_MIN_DEPTH_NS).max(AVERAGE_MIN_DEPTH_BYTES * 8),
+            tps,
+        );
         if avg == 0 {
             c.tokens = 0;
             p.tokens = 0;
         }
-        (c, p)
+        (c, p, a)
     }
 
     /// Applies a new configuration at `now`: tokens earned so far under the old one are kept,
     /// clamped to the new depths. Statistics are kept.
     pub fn reconfigure(&mut self, cfg: MeterConfig, now: u64) {
         self.advance(now);
-        let (mut c, mut p) = Self::buckets(&cfg, self.tps);
+        let (mut c, mut p, mut a) = Self::buckets(&cfg, self.tps);
         c.tokens = self.committed.tokens.min(c.depth);
         p.tokens = self.peak.tokens.min(p.depth);
+        a.tokens = self.average.tokens.min(a.depth);
+        self.average = a;
         if cfg.average_bps == 0 {
             c.tokens = c.tokens.min(0);
         }
@@ -188,6 +218,7 @@ impl Meter {
             let elapsed = now - self.last;
             self.committed.refill(elapsed);
             self.peak.refill(elapsed);
+            self.average.refill(elapsed);
             self.last = now;
         } else if self.last - now > self.tps {
             // A clock reset: no time passed, and time counts from here on.
@@ -195,24 +226,34 @@ impl Meter {
         }
     }
 
-    fn take(&mut self, bytes: u32) -> bool {
+    fn take(&mut self, bytes: u32) -> Verdict {
         let cost = (bytes as u128 * 8 * self.tps as u128) as i128;
         let ok = self.committed.allows(cost) && self.peak.allows(cost);
-        if ok {
-            self.committed.tokens -= cost;
-            self.peak.tokens -= cost;
-            self.stats.passed_pkts += 1;
-            self.stats.passed_bytes += bytes as u64;
-        } else {
+        if !ok {
             self.stats.dropped_pkts += 1;
             self.stats.dropped_bytes += bytes as u64;
+            return Verdict::Over;
         }
-        ok
+        self.committed.tokens -= cost;
+        self.peak.tokens -= cost;
+        self.stats.passed_pkts += 1;
+        self.stats.passed_bytes += bytes as u64;
+        if self.average.allows(cost) {
+            self.average.tokens -= cost;
+            Verdict::Within
+        } else {
+            Verdict::Excess
+        }
     }
 
     /// One packet of `bytes` at time `now`: true = passes (tokens taken), false = over rate (no
     /// tokens taken).
     pub fn admit(&mut self, bytes: u32, now: u64) -> bool {
+        self.judge(bytes, now) != Verdict::Over
+    }
+
+    /// As [`Meter::admit`], and says whether a passing packet is within the average rate.
+    pub fn judge(&mut self, bytes: u32, now: u64) -> Verdict {
         self.advance(now);
         self.take(bytes)
     }
@@ -228,7 +269,7 @@ impl Meter {
         self.advance(now);
         let mut mask = 0u64;
         for (i, &len) in lens.iter().enumerate() {
-            if self.take(len) {
+            if self.take(len) != Verdict::Over {
                 mask |= 1 << i;
             }
         }
@@ -249,6 +290,29 @@ mod tests {
     use super::*;
 
     const NS: u64 = 1_000_000_000;
+
+    /// A sender at the peak rate with burst credit: about the average rate's worth of its
+    /// packets are within the average, the rest is excess; without burst nothing is excess.
+    #[test]
+    fn packets_above_the_average_are_marked_excess() {
+        let mut m = Meter::new(cfg(10, 100, 100), NS, 0);
+        let (mut within, mut excess) = (0u64, 0u64);
+        // 1000-byte packets every 80 µs = 100 Mbit/s for 0.5 s (the burst lasts longer).
+        for i in 0..6250u64 {
+            match m.judge(1000, i * 80_000) {
+                Verdict::Within => within += 1,
+                Verdict::Excess => excess += 1,
+                Verdict::Over => panic!("within the burst and the peak"),
+            }
+        }
+        // 10 Mbit/s for 0.5 s = 625 packets, plus the bucket's initial depth (97 packets).
+        assert!((700..=740).contains(&within), "within {within}");
+        assert_eq!(within + excess, 6250);
+        let mut m = Meter::new(cfg(10, 10, 0), NS, 0);
+        for i in 0..1000u64 {
+            assert_ne!(m.judge(1000, i * 800_000), Verdict::Excess, "packet {i}");
+        }
+    }
 
     fn cfg(avg_mbps: u64, peak_mbps: u64, burst_mbit: u64) -> MeterConfig {
         MeterConfig {

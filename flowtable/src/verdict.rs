@@ -124,6 +124,9 @@ pub struct PacketResult {
     /// Set when no copy is sent; with a flood some copies may be dropped by egress policy while
     /// others go out, and those drops are counted but not reported here.
     pub drop: Option<DropReason>,
+    /// Its port's meter passed it above the port's average rate (burst credit): on a congested
+    /// port it goes after every port's within-average traffic.
+    pub excess: bool,
 }
 
 /// Results of one burst; reused across bursts so that steady-state processing does not allocate.

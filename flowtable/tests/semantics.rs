@@ -586,6 +586,63 @@ fn shaping_holds_a_port_near_its_average_rate() {
     );
 }
 
+/// A port spending burst credit (above its average, up to its peak) has those packets marked as
+/// excess, so that a congested uplink serves every port's average first; packets within the
+/// average are not marked.
+#[test]
+fn shaping_marks_traffic_above_the_average_as_excess() {
+    let mut m: Model = toml::from_str(MODEL).unwrap();
+    m.port_groups[0].shaping = Some(Shaping {
+        average_mbps: 10.0,
+        peak_mbps: Some(100.0),
+        burst_mbit: 100.0,
+        priority: Priority::High,
+    });
+    let sw = Switch::new(SwitchConfig::default(), m).unwrap();
+    let mut w = sw.worker();
+    let id = sw.port_id("vm1").unwrap();
+    let f = frames::ipv4(
+        mac(1),
+        Mac::BROADCAST,
+        None,
+        ip(1),
+        ip(2),
+        L4::Udp { src: 1, dst: 2 },
+        1000,
+    );
+    let mut out = BurstResult::default();
+    // Bursts of 16 (the peak bucket holds 2 ms at 100 Mbit/s, about 24 such frames).
+    let frames: Vec<&[u8]> = (0..16).map(|_| f.as_slice()).collect();
+    let bits_per_burst = (f.len() * 8 * 16) as u64;
+    // At 80 Mbit/s for half a second (within the peak, paid by the burst): about an eighth of
+    // the packets are within the 10 Mbit/s average.
+    let burst_ns = bits_per_burst * 1_000_000_000 / 80_000_000;
+    let (mut within, mut excess, mut t) = (0u64, 0u64, 0u64);
+    while t < 500_000_000 {
+        w.process_burst(id, &frames, t, &mut out);
+        for p in &out.packets {
+            assert_eq!(p.drop, None, "within the burst and the peak");
+            if p.excess {
+                excess += 1;
+            } else {
+                within += 1;
+            }
+        }
+        t += burst_ns;
+    }
+    let share = within as f64 / (within + excess) as f64;
+    // 10 of 80 Mbit/s, plus the average bucket's initial depth (97 kB of 5 MB).
+    assert!((0.12..=0.16).contains(&share), "within-average share {share}");
+    // After a pause, at 5 Mbit/s (below the average), nothing is excess.
+    t += 200_000_000;
+    let burst_ns = bits_per_burst * 1_000_000_000 / 5_000_000;
+    for _ in 0..100 {
+        t += burst_ns;
+        w.process_burst(id, &frames, t, &mut out);
+        assert!(out.packets.iter().all(|p| p.drop.is_none() && !p.excess));
+    }
+}
+
 #[test]
 fn mac_limit_and_moves() {
     let mut m: Model = toml::from_str(MODEL).unwrap();
