@@ -56,8 +56,12 @@ pub struct LoopConfig {
     pub tsc_hz: u64,
 }
 
-/// Transmit priority classes (the port groups' shaping priority): high, medium, low.
-const CLASSES: usize = 3;
+/// Transmit classes, served in this order: within their port's average rate, high, medium and
+/// low priority (the port groups' shaping priority); then the traffic above the average (burst
+/// credit), high, medium and low. So a congested uplink carries every port's average before any
+/// port's excess, and serves higher priorities first within each.
+const CLASSES: usize = 6;
+const EXCESS: usize = 3;
 
 fn class_of(p: Priority) -> usize {
     match p {
@@ -67,8 +71,8 @@ fn class_of(p: Priority) -> usize {
     }
 }
 
-/// Per-thread transmit side: per destination, one queue per priority class. Each destination is
-/// served high → medium → low, and a class is served only once the classes above it are empty:
+/// Per-thread transmit side: per destination, one queue per class ([`CLASSES`]). Each destination
+/// is served in class order, and a class is served only once the classes before it are empty:
 /// when a port (an uplink above all) cannot take everything, the lower classes wait in their
 /// queues and, once those are full, lose the new packets (tail drop), while the higher ones keep
 /// their share.
@@ -344,6 +348,11 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
             }
             let class = class_of(result.priority);
             for i in 0..n.min(result.packets.len()) {
+                let class = if result.packets[i].excess {
+                    class + EXCESS
+                } else {
+                    class
+                };
                 let emits = result.emits_of(i);
                 if emits.is_empty() {
                     let r = result.packets[i].drop.unwrap_or(DropReason::NoMatch);

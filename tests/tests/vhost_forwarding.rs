@@ -493,9 +493,11 @@ fn sink_window(sink: &evs_e2e::Sink, n: u64) -> (u64, u64) {
 /// (`net_vhost`) whose peer, `evs-sink`, drains it at 2,000 frames/s, far below what two guests
 /// sending at full speed offer: guest A is in port group "gold" (VLAN 100), guest B in "bronze"
 /// (VLAN 200). With gold at high priority and bronze at low, nearly all of what the uplink
-/// carries is gold's; with the priorities swapped at run time, nearly all is bronze's.
+/// carries is gold's; with the priorities swapped at run time, nearly all is bronze's. Last, with
+/// averages configured, a high-priority port bursting above its average does not take the
+/// low-priority port's average.
 #[test]
-fn congested_uplink_serves_higher_priority_first() {
+fn congested_uplink_serves_averages_then_priorities() {
     skip_unless_dpdk!();
     let _g = serial();
     let d = tempfile::tempdir().unwrap();
@@ -593,6 +595,30 @@ ethdev = {{ devargs = "net_vhost90,iface={up},queues=1" }}
     let up0 = evsd.port("up0");
     assert!(up0["tx_packets"].as_u64().unwrap() >= 8_000, "{up0}");
     assert!(up0["drops"]["tx_full"].as_u64().unwrap() > 100_000, "{up0}");
+
+    // Averages before excess: gold (high) may burst far above its 0.3 Mbit/s average (peak
+    // 100 Mbit/s, a burst that lasts minutes), bronze (low) is held at its 0.3 Mbit/s average
+    // (about 590 frames/s of 64 bytes). The uplink (2,000 frames/s) carries both averages first,
+    // then gold's excess: bronze keeps most of its average, where strict priority alone would give
+    // it nothing.
+    let mut model = evsd.ctl(json!({"cmd": "show_model"}));
+    for g in model["port_groups"].as_array_mut().unwrap() {
+        g["shaping"] = if g["name"] == "gold" {
+            json!({"average_mbps": 0.3, "peak_mbps": 100.0, "burst_mbit": 10000.0,
+                   "priority": "high"})
+        } else {
+            json!({"average_mbps": 0.3, "priority": "low"})
+        };
+    }
+    evsd.ctl(json!({"cmd": "apply", "model": model}));
+    sink_window(&sink, 500);
+    let (gold, bronze) = sink_window(&sink, 4_000);
+    eprintln!("uplink shares, gold bursting / bronze at its average: gold {gold}, bronze {bronze}");
+    assert!(
+        bronze * 5 >= gold + bronze && gold * 2 >= gold + bronze,
+        "bronze should keep most of its average (about 29% of the uplink) and gold take the rest: \
+         gold {gold}, bronze {bronze}"
+    );
 }
 
 /// Two forwarding threads (CPUs 0 and 1): receive queues are spread over both, re-balanced when a
