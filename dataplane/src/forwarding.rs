@@ -79,6 +79,9 @@ fn class_of(p: Priority) -> usize {
 struct Tx {
     bufs: Vec<TxBuffer>,
     queued: Vec<bool>,
+    /// Destinations that refused a flush during this iteration: no more tries until the next
+    /// one (a congested port would otherwise cost a transmit call per packet).
+    refused: Vec<bool>,
     /// Destinations with packets queued (this iteration's or left over from earlier ones).
     dirty: Vec<u32>,
 }
@@ -88,6 +91,7 @@ impl Tx {
         Tx {
             bufs: vec![],
             queued: vec![],
+            refused: vec![],
             dirty: Vec::with_capacity(crate::stats::MAX_PORTS),
         }
     }
@@ -95,12 +99,9 @@ impl Tx {
     fn resize(&mut self, n: usize) {
         self.bufs.resize_with(n * CLASSES, TxBuffer::default);
         self.queued.resize(n, false);
+        self.refused.resize(n, false);
         // Destinations beyond the new size were dropped with their buffers.
         self.dirty.retain(|&p| (p as usize) < n);
-    }
-
-    fn has_pending(&self) -> bool {
-        !self.dirty.is_empty()
     }
 
     /// Serves `port`'s classes in priority order; stops at the first class the port does not
@@ -147,6 +148,7 @@ impl Tx {
         let mut i = 0;
         while i < self.dirty.len() {
             let p = self.dirty[i];
+            self.refused[p as usize] = false;
             if self.flush_one(plan, stats, p) {
                 i += 1;
             } else {
@@ -159,8 +161,9 @@ impl Tx {
     #[inline]
     fn enqueue(&mut self, plan: &Plan, stats: &ThreadStats, port: u32, class: usize, m: Mbuf) {
         let b = port as usize * CLASSES + class;
-        if self.bufs[b].is_full() {
+        if self.bufs[b].is_full() && !self.refused[port as usize] {
             self.flush_one(plan, stats, port);
+            self.refused[port as usize] = self.bufs[b].is_full();
         }
         if let Err(m) = self.bufs[b].push(m) {
             // The port is congested and this class's queue is full.
@@ -375,7 +378,9 @@ pub fn run(cfg: LoopConfig, mut worker: Worker, cmds: Receiver<Command>, stats: 
             publish_egress(&worker, &plan, &stats);
         }
         t0 = t1;
-        if got == 0 && !sleep.is_zero() && !tx.has_pending() {
+        // Queued packets wait through the sleep too: the sleep is there to give a shared CPU to
+        // others, the guest that is slow to take them among them.
+        if got == 0 && !sleep.is_zero() {
             std::thread::sleep(sleep);
             // The sleep itself is neither busy nor polling time.
             t0 = dpdk::rdtsc();
