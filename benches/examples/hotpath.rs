@@ -38,7 +38,9 @@ fn main() {
     d.burst(vm0, &[udp_frame(0, 1, 0, 53).as_slice()]);
     let (fw, bw): (Vec<Vec<u8>>, Vec<Vec<u8>>) = if stateful {
         let f = |reply, flags| -> Vec<Vec<u8>> {
-            (0..flows).map(|i| tcp_frame(0, 1, i, reply, flags)).collect()
+            (0..flows)
+                .map(|i| tcp_frame(0, 1, i, reply, flags))
+                .collect()
         };
         d.expect_delivered(vm0, &f(false, SYN));
         d.expect_delivered(vm1, &f(true, SYN | ACK));

@@ -114,7 +114,8 @@ pub fn render(ports: &[PortReport], threads: &[ThreadReport], connections: usize
         "Connection-tracking entries (one per connection and port zone it crosses)",
     )
     .expect("metric definition");
-    reg.register(Box::new(conns.clone())).expect("unique metric");
+    reg.register(Box::new(conns.clone()))
+        .expect("unique metric");
     conns.set(connections as i64);
     let mut buf = vec![];
     TextEncoder::new()

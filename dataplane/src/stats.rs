@@ -221,7 +221,9 @@ impl ThreadSnapshot {
             packets: self.packets.saturating_sub(b.packets),
             iterations: self.iterations.saturating_sub(b.iterations),
             cache_exact_hits: self.cache_exact_hits.saturating_sub(b.cache_exact_hits),
-            cache_megaflow_hits: self.cache_megaflow_hits.saturating_sub(b.cache_megaflow_hits),
+            cache_megaflow_hits: self
+                .cache_megaflow_hits
+                .saturating_sub(b.cache_megaflow_hits),
             cache_misses: self.cache_misses.saturating_sub(b.cache_misses),
         }
     }

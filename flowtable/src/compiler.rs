@@ -1102,8 +1102,8 @@ fn sg_rule_matches(m: &Model, r: &SgRule, base: MatchBuilder, dir: Direction) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{PortGroup, Protocol, Shaping, Uplink};
     use crate::key::FlowKey;
+    use crate::policy::{PortGroup, Protocol, Shaping, Uplink};
     use proptest::prelude::*;
 
     fn snapshot(c: &Compiler) -> Vec<Vec<(u64, u32, Match, Vec<Action>, String)>> {
@@ -1298,31 +1298,44 @@ mod tests {
     /// segments start, tagged or not, TCP/UDP ports near the rules' ranges.
     fn traffic_key() -> impl Strategy<Value = FlowKey> {
         (
-            (0u32..8, prop_oneof![Just(0u8), Just(3), Just(5), Just(10), Just(12)]),
-            (0u8..8, 0u8..8, prop_oneof![Just(None), (1u16..20).prop_map(Some)]),
-            (prop_oneof![Just(6u8), Just(17), Just(1)], 0u16..2100, 0u16..2100),
+            (
+                0u32..8,
+                prop_oneof![Just(0u8), Just(3), Just(5), Just(10), Just(12)],
+            ),
+            (
+                0u8..8,
+                0u8..8,
+                prop_oneof![Just(None), (1u16..20).prop_map(Some)],
+            ),
+            (
+                prop_oneof![Just(6u8), Just(17), Just(1)],
+                0u16..2100,
+                0u16..2100,
+            ),
             (0u8..64, 0u32..8, 0u32..300),
         )
-            .prop_map(|((in_port, stage), (src, dst, vlan), (proto, sp, dp), (cts, out, reg0))| {
-                let mut k = FlowKey::ZERO;
-                k.set_in_port(in_port);
-                k.set_stage(stage);
-                k.set_eth_src(Mac([2, 0, 0, 0, 1, src]));
-                k.set_eth_dst(Mac([2, 0, 0, 0, 1, dst]));
-                if let Some(v) = vlan {
-                    k.set_vlan_tci(crate::key::VLAN_PRESENT | v);
-                }
-                k.set_eth_type(crate::key::ETH_TYPE_IPV4);
-                k.set_ip_src(u32::from(Ipv4Addr::new(10, 0, 0, src + 1)) as u128);
-                k.set_ip_dst(u32::from(Ipv4Addr::new(10, 0, 0, dst + 1)) as u128);
-                k.set_ip_proto(proto);
-                k.set_tp_src(sp);
-                k.set_tp_dst(dp);
-                k.set_ct_state(cts);
-                k.set_out_port(out);
-                k.set_reg0(reg0);
-                k
-            })
+            .prop_map(
+                |((in_port, stage), (src, dst, vlan), (proto, sp, dp), (cts, out, reg0))| {
+                    let mut k = FlowKey::ZERO;
+                    k.set_in_port(in_port);
+                    k.set_stage(stage);
+                    k.set_eth_src(Mac([2, 0, 0, 0, 1, src]));
+                    k.set_eth_dst(Mac([2, 0, 0, 0, 1, dst]));
+                    if let Some(v) = vlan {
+                        k.set_vlan_tci(crate::key::VLAN_PRESENT | v);
+                    }
+                    k.set_eth_type(crate::key::ETH_TYPE_IPV4);
+                    k.set_ip_src(u32::from(Ipv4Addr::new(10, 0, 0, src + 1)) as u128);
+                    k.set_ip_dst(u32::from(Ipv4Addr::new(10, 0, 0, dst + 1)) as u128);
+                    k.set_ip_proto(proto);
+                    k.set_tp_src(sp);
+                    k.set_tp_dst(dp);
+                    k.set_ct_state(cts);
+                    k.set_out_port(out);
+                    k.set_reg0(reg0);
+                    k
+                },
+            )
     }
 
     proptest! {

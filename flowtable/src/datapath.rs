@@ -849,7 +849,14 @@ impl Worker {
     /// copy straight away. Emits it and says so, or leaves it to the general path.
     #[inline(always)]
     fn emit_plain(&self, key: &FlowKey, port: u32, seg: &Segment, out: &mut BurstResult) -> bool {
-        let (0, Terminal::Emit { tagged, fill_tcp_csum }) = (seg.n_meters, seg.terminal) else {
+        let (
+            0,
+            Terminal::Emit {
+                tagged,
+                fill_tcp_csum,
+            },
+        ) = (seg.n_meters, seg.terminal)
+        else {
             return false;
         };
         out.emits.push(Emit {

@@ -73,7 +73,13 @@ enum Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let flags = prop_oneof![Just(SYN), Just(SYN | ACK), Just(ACK), Just(FIN | ACK), Just(RST)];
+    let flags = prop_oneof![
+        Just(SYN),
+        Just(SYN | ACK),
+        Just(ACK),
+        Just(FIN | ACK),
+        Just(RST)
+    ];
     let tcp = prop_oneof![
         1 => Just(None),
         4 => (prop_oneof![Just(80u16), Just(81), Just(5000)],

@@ -632,7 +632,10 @@ fn shaping_marks_traffic_above_the_average_as_excess() {
     }
     let share = within as f64 / (within + excess) as f64;
     // 10 of 80 Mbit/s, plus the average bucket's initial depth (97 kB of 5 MB).
-    assert!((0.12..=0.16).contains(&share), "within-average share {share}");
+    assert!(
+        (0.12..=0.16).contains(&share),
+        "within-average share {share}"
+    );
     // After a pause, at 5 Mbit/s (below the average), nothing is excess.
     t += 200_000_000;
     let burst_ns = bits_per_burst * 1_000_000_000 / 5_000_000;

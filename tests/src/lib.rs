@@ -414,7 +414,12 @@ impl Sink {
         let mut cmd = Command::new(bin);
         cmd.arg("--vdev")
             .arg(format!("virtio_user0,path={},queues=1", socket.display()))
-            .args(["--rate-pps", &rate_pps.to_string(), "--file-prefix", &prefix]);
+            .args([
+                "--rate-pps",
+                &rate_pps.to_string(),
+                "--file-prefix",
+                &prefix,
+            ]);
         let mut proc = Proc::spawn(name, &mut cmd, dir.join(format!("{name}.log")));
         proc.runtime_dir = Some(Path::new("/var/run/dpdk").join(prefix));
         Sink { proc }
@@ -423,10 +428,11 @@ impl Sink {
     /// What the sink has received so far: (total, by outer VLAN id), from its latest report.
     pub fn counts(&self) -> (u64, std::collections::BTreeMap<u16, u64>) {
         let log = self.proc.log_text();
-        let last = log
-            .lines()
-            .rev()
-            .find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v["rx"].is_u64()));
+        let last = log.lines().rev().find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(|v| v["rx"].is_u64())
+        });
         let Some(v) = last else {
             return (0, Default::default());
         };

@@ -136,8 +136,9 @@ fn server_role_forwards_and_survives_guest_restart() {
     );
     assert!(m.contains("evs_thread_busy_cycles_total"), "{m}");
     assert!(
-        m.lines().any(|l| l.starts_with("evs_thread_cache_lookups_total")
-            && l.contains("result=\"exact_hit\"")),
+        m.lines()
+            .any(|l| l.starts_with("evs_thread_cache_lookups_total")
+                && l.contains("result=\"exact_hit\"")),
         "{m}"
     );
     assert!(m.contains("evs_thread_cache_hit_ratio"), "{m}");
@@ -629,7 +630,10 @@ fn two_forwarding_threads_rebalance_ports() {
     let _g = serial();
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
-    let socks: Vec<_> = ["a", "b", "c"].iter().map(|n| dir.join(format!("{n}.sock"))).collect();
+    let socks: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| dir.join(format!("{n}.sock")))
+        .collect();
     let ports: Vec<(&str, &str, &str)> = ["a", "b", "c"]
         .iter()
         .zip(&socks)
