@@ -124,22 +124,24 @@ impl Tx {
                 return false;
             }
         };
+        let (mut sent, mut bytes) = (0u64, 0u64);
         let mut pending = false;
-        for buf in bufs.iter_mut() {
-            if pending {
-                // A higher class is still waiting: this one must not overtake it.
-                if !buf.is_empty() {
-                    break;
-                }
-                continue;
-            }
+        for buf in bufs.iter_mut().filter(|b| !b.is_empty()) {
             let out = buf.flush(target.port, target.queue, target.lock.as_deref());
-            if let Some(c) = stats.port(port) {
-                c.tx(out.sent as u64, out.sent_bytes);
+            sent += out.sent as u64;
+            bytes += out.sent_bytes;
+            if out.left > 0 {
+                // The port is full: the classes after this one must not overtake it.
+                pending = true;
+                break;
             }
-            pending = out.left > 0;
         }
-        pending || bufs.iter().any(|b| !b.is_empty())
+        if sent > 0 {
+            if let Some(c) = stats.port(port) {
+                c.tx(sent, bytes);
+            }
+        }
+        pending
     }
 
     /// End of iteration: serves every destination with packets queued; those the ports could

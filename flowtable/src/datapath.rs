@@ -304,7 +304,7 @@ const EMPTY_SEGMENT: Segment = Segment {
 type EmcSlot = Option<(usize, u64)>;
 
 /// One packet's position along the chain of the exact-match entry its path started from.
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct Cursor {
     origin: EmcSlot,
     depth: usize,
@@ -898,7 +898,7 @@ impl Worker {
                 // Inline here (unicast() is recursive, so it is not): a repeat of the last
                 // packet's path to a plain egress.
                 if p != cx.in_port {
-                    let mut probe = Cursor { ..*cur };
+                    let mut probe = *cur;
                     if let Some(seg) = self.chain_hit(cx.pl.version, &mut probe, p) {
                         if self.emit_plain(key, p, &seg, out) {
                             return;

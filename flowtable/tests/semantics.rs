@@ -543,17 +543,18 @@ fn cache_is_never_stale_after_an_update() {
     );
 }
 
-#[test]
-fn shaping_holds_a_port_near_its_average_rate() {
+/// A switch whose group "web" (vm1's) is shaped at high priority, a worker, vm1's id, and a
+/// 1000-byte-payload broadcast frame from vm1.
+fn shaped_vm1(average: f64, peak: f64, burst: f64) -> (Switch, Worker, u32, Vec<u8>) {
     let mut m: Model = toml::from_str(MODEL).unwrap();
     m.port_groups[0].shaping = Some(Shaping {
-        average_mbps: 10.0,
-        peak_mbps: Some(20.0),
-        burst_mbit: 0.0,
+        average_mbps: average,
+        peak_mbps: Some(peak),
+        burst_mbit: burst,
         priority: Priority::High,
     });
     let sw = Switch::new(SwitchConfig::default(), m).unwrap();
-    let mut w = sw.worker();
+    let w = sw.worker();
     let id = sw.port_id("vm1").unwrap();
     let f = frames::ipv4(
         mac(1),
@@ -564,6 +565,12 @@ fn shaping_holds_a_port_near_its_average_rate() {
         L4::Udp { src: 1, dst: 2 },
         1000,
     );
+    (sw, w, id, f)
+}
+
+#[test]
+fn shaping_holds_a_port_near_its_average_rate() {
+    let (_sw, mut w, id, f) = shaped_vm1(10.0, 20.0, 0.0);
     let mut out = BurstResult::default();
     // Offer 100 Mbit/s for 2 simulated seconds, in bursts of 32.
     let bits_per_burst = (f.len() * 8 * 32) as u64;
@@ -591,25 +598,7 @@ fn shaping_holds_a_port_near_its_average_rate() {
 /// average are not marked.
 #[test]
 fn shaping_marks_traffic_above_the_average_as_excess() {
-    let mut m: Model = toml::from_str(MODEL).unwrap();
-    m.port_groups[0].shaping = Some(Shaping {
-        average_mbps: 10.0,
-        peak_mbps: Some(100.0),
-        burst_mbit: 100.0,
-        priority: Priority::High,
-    });
-    let sw = Switch::new(SwitchConfig::default(), m).unwrap();
-    let mut w = sw.worker();
-    let id = sw.port_id("vm1").unwrap();
-    let f = frames::ipv4(
-        mac(1),
-        Mac::BROADCAST,
-        None,
-        ip(1),
-        ip(2),
-        L4::Udp { src: 1, dst: 2 },
-        1000,
-    );
+    let (_sw, mut w, id, f) = shaped_vm1(10.0, 100.0, 100.0);
     let mut out = BurstResult::default();
     // Bursts of 16 (the peak bucket holds 2 ms at 100 Mbit/s, about 24 such frames).
     let frames: Vec<&[u8]> = (0..16).map(|_| f.as_slice()).collect();
