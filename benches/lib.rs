@@ -3,9 +3,9 @@
 
 use flowtable::datapath::{Switch, SwitchConfig, Worker};
 use flowtable::frames::{self, L4};
-use flowtable::key::Mac;
-use flowtable::policy::*;
 use flowtable::verdict::{BurstResult, DropReason};
+use model::Mac;
+use model::*;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Frames per burst, as a DPDK `rx_burst` would hand them over.

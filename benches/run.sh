@@ -45,7 +45,7 @@ fi
 
 # --- build ------------------------------------------------------------------------------------
 echo "run.sh: building (release, -j$JOBS, $CARGO_TARGET_DIR)" >&2
-(cd "$ROOT" && cargo build -q -j"$JOBS" --release -p dataplane -p evs-pktgen)
+(cd "$ROOT" && cargo build -q -j"$JOBS" --release -p evsd -p evs-pktgen)
 
 # --- hugepages and a private hugetlbfs --------------------------------------------------------
 WORK=$(mktemp -d /tmp/evs-bench.XXXXXX)

@@ -22,7 +22,7 @@ WARMUP=${WARMUP:-3}
 HUGE_DIR=${HUGE_DIR:-/mnt/evs-huge}
 
 [ "$(id -u)" = 0 ] || { echo "sanity.sh: run as root" >&2; exit 1; }
-[ -x "$EVSD" ] || { echo "sanity.sh: $EVSD missing: cargo build --release -p dataplane" >&2; exit 1; }
+[ -x "$EVSD" ] || { echo "sanity.sh: $EVSD missing: cargo build --release -p evsd" >&2; exit 1; }
 command -v dpdk-testpmd >/dev/null || { echo "sanity.sh: dpdk-testpmd missing (scripts/setup.sh)" >&2; exit 1; }
 
 free_pages=$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)

@@ -18,7 +18,7 @@ esac
 
 [ "$(id -u)" = 0 ] || { echo "demo.sh: run as root (DPDK needs it)" >&2; exit 1; }
 scripts/setup.sh
-cargo build --release -p dataplane --bin evsd
+cargo build --release -p evsd --bin evsd
 EVSD=${CARGO_TARGET_DIR:-$ROOT/target}/release/evsd
 if [ "$QEMU" = 1 ]; then
     GUEST=$(scripts/guest-image.sh | tail -1)

@@ -94,7 +94,7 @@ pub fn fill_tcp_checksum(frame: &mut [u8]) -> Result<(), NotFilled> {
 mod tests {
     use super::*;
     use crate::frames::{self, ACK, L4};
-    use crate::key::Mac;
+    use model::Mac;
 
     fn tcp_checksum_ok(frame: &[u8]) -> bool {
         let s = etherparse::SlicedPacket::from_ethernet(frame).unwrap();

@@ -21,15 +21,16 @@
 use crate::classifier::{range_to_prefixes, Action, Match, Rule, Table, TableId};
 use crate::conntrack::CtEntryInfo;
 use crate::datapath::{ApplyReport, MAX_PORTS};
-use crate::key::{self, ct, flags, Mac};
+use crate::key::{self, ct, flags};
 use crate::matcher::MatchBuilder;
 use crate::meter::MeterConfig;
 use crate::pipeline::{Pipeline, PortInfo, Terminal};
-use crate::policy::{
+use crate::verdict::DropReason;
+use model::Mac;
+use model::{
     Direction, EtherType, Model, ModelError, Port, PortMode, Remote, SecurityGroup, SgRule,
     VlanRange,
 };
-use crate::verdict::DropReason;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -1103,7 +1104,7 @@ fn sg_rule_matches(m: &Model, r: &SgRule, base: MatchBuilder, dir: Direction) ->
 mod tests {
     use super::*;
     use crate::key::FlowKey;
-    use crate::policy::{PortGroup, Protocol, Shaping, Uplink};
+    use model::{PortGroup, Protocol, Shaping, Uplink};
     use proptest::prelude::*;
 
     fn snapshot(c: &Compiler) -> Vec<Vec<(u64, u32, Match, Vec<Action>, String)>> {

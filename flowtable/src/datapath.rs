@@ -9,15 +9,16 @@
 
 use crate::compiler::Compiler;
 use crate::conntrack::{ConnTrack, CtConfig};
-use crate::key::{ct, FlowKey, Mac};
+use crate::key::{ct, FlowKey};
 use crate::mac_learning::{LearnOutcome, MacConfig, MacTable};
 use crate::meter::{Meter, Verdict};
 use crate::parse::parse;
 use crate::pipeline::{Pipeline, Segment, Terminal};
-use crate::policy::{Model, ModelError};
 use crate::trace::{self, Trace};
 use crate::verdict::{BurstResult, DropReason, Emit, PacketResult, VlanEdit};
 use arc_swap::ArcSwap;
+use model::Mac;
+use model::{Model, ModelError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

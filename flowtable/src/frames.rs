@@ -1,7 +1,7 @@
 //! Building test and benchmark frames (through etherparse's `PacketBuilder`).
 
-use crate::key::Mac;
 use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder};
+use model::Mac;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Layer 4 of a built frame.

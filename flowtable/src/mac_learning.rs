@@ -50,7 +50,7 @@
 //! [`lookup`]: MacTable::lookup
 //! [`age`]: MacTable::age
 
-use crate::key::Mac;
+use model::Mac;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering};

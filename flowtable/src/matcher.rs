@@ -1,7 +1,8 @@
 //! Building [`Match`]es field by field, and printing them the way `ovs-ofctl dump-flows` does.
 
 use crate::classifier::Match;
-use crate::key::{FlowKey, Mac, VLAN_PRESENT, VLAN_VID_MASK};
+use crate::key::{FlowKey, VLAN_PRESENT, VLAN_VID_MASK};
+use model::Mac;
 use std::net::IpAddr;
 
 /// Builds a match one field at a time: `MatchBuilder::new().in_port(3).vlan(100).build()`.

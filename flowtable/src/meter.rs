@@ -34,7 +34,7 @@
 //! than one second, e.g. jitter between TSCs) leaves the reference point where it was, so no time
 //! is credited twice; a larger backward jump (a clock reset) resynchronises on the new clock.
 
-use crate::policy::{Priority, Shaping};
+use model::{Priority, Shaping};
 
 /// Minimum depth of both buckets, in bytes: a few full-size Ethernet frames.
 pub const MIN_DEPTH_BYTES: u64 = 3 * 1518;

@@ -4,10 +4,11 @@
 //! every field that could be read filled in, so the pipeline can drop it with a reason and count it.
 //! The header walking is etherparse's (`SlicedPacket::from_ethernet`); this module only copies fields.
 
-use crate::key::{self, flags, FlowKey, Mac, VLAN_PRESENT};
+use crate::key::{self, flags, FlowKey, VLAN_PRESENT};
 use etherparse::{
     ArpHardwareId, EtherType, LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TransportSlice,
 };
+use model::Mac;
 
 /// Parses `frame`, received on `in_port`, into a flow key.
 ///
@@ -285,7 +286,7 @@ fn read_tags_lax(frame: &[u8], k: &mut FlowKey) {
 mod tests {
     use super::*;
     use crate::frames::{self, L4};
-    use crate::key::Mac;
+    use model::Mac;
     use proptest::prelude::*;
 
     fn frame_strategy() -> impl Strategy<Value = Vec<u8>> {

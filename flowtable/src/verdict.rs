@@ -136,7 +136,7 @@ pub struct BurstResult {
     pub emits: Vec<Emit>,
     /// Transmit priority class of the burst's input port (its port group's shaping; medium when
     /// unshaped), for the transmit side's priority classes under congestion.
-    pub priority: crate::policy::Priority,
+    pub priority: model::Priority,
 }
 
 impl BurstResult {

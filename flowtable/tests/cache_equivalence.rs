@@ -7,9 +7,9 @@
 
 use flowtable::datapath::{Switch, SwitchConfig, Worker};
 use flowtable::frames::{self, ACK, FIN, L4, RST, SYN};
-use flowtable::key::Mac;
-use flowtable::policy::Model;
 use flowtable::verdict::{BurstResult, DropReason, VlanEdit};
+use model::Mac;
+use model::Model;
 use proptest::prelude::*;
 use std::net::Ipv4Addr;
 
@@ -163,8 +163,8 @@ proptest! {
                         let rules = &mut m.security_groups[0].rules;
                         if rule_on {
                             let mut r = rules[0].clone();
-                            r.direction = flowtable::policy::Direction::Ingress;
-                            r.protocol = flowtable::policy::Protocol::Tcp;
+                            r.direction = model::Direction::Ingress;
+                            r.protocol = model::Protocol::Tcp;
                             r.port_min = Some(80);
                             r.port_max = Some(81);
                             rules.push(r);

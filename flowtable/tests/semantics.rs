@@ -3,9 +3,9 @@
 
 use flowtable::datapath::{Switch, SwitchConfig, Worker};
 use flowtable::frames::{self, ACK, L4, SYN};
-use flowtable::key::Mac;
-use flowtable::policy::*;
 use flowtable::verdict::{BurstResult, DropReason, VlanEdit};
+use model::Mac;
+use model::*;
 use std::net::Ipv4Addr;
 
 const MODEL: &str = r#"

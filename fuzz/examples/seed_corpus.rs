@@ -2,7 +2,7 @@
 //! (from the repository root) fills `fuzz/corpus/{parse_classify,trace}/seed-*`.
 
 use flowtable::frames::{self, ACK, L4, SYN};
-use flowtable::key::Mac;
+use model::Mac;
 use flowtable_fuzz::input;
 use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -6,7 +6,7 @@
 //! the top bit set, the low 15 bits are used as a raw port id (unknown ports, ids ≥ `MAX_PORTS`).
 
 use flowtable::datapath::{Switch, SwitchConfig, Worker};
-use flowtable::policy::Model;
+use model::Model;
 use flowtable::verdict::{BurstResult, VlanEdit};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};

@@ -6,7 +6,7 @@
 //! Every 100 ms it prints one JSON line with what it has received so far, in total and by outer
 //! VLAN id (0: untagged): `{"rx":1234,"vlans":{"100":1000,"200":234}}`. It runs until killed.
 
-use dataplane::dpdk::{self, Eal, EthPort, MbufBurst, Mempool};
+use evs_dpdk::{self as dpdk, Eal, EthPort, MbufBurst, Mempool};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 
 use crate::config::Attach;
 use crossbeam_channel::{Receiver, Sender};
-use flowtable::policy::Model;
+use model::Model;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};

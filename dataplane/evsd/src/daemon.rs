@@ -3,10 +3,10 @@
 
 use crate::config::Config;
 use crate::control::{self, Call, Request, Response};
-use crate::dpdk::{self, Eal};
 use crate::metrics;
 use crate::switchd::Dataplane;
 use crossbeam_channel::RecvTimeoutError;
+use evs_dpdk::{self as dpdk, Eal};
 use flowtable::datapath::Switch;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -2,10 +2,11 @@
 //! Everything here runs on the control thread; the forwarding threads only see [`Plan`]s.
 
 use crate::config::{Backend, DataplaneSection};
-use crate::dpdk::{self, DpdkError, Eal, EthPort, Mempool, TxLock};
 use crate::forwarding::{self, Command, LoopConfig, Plan, RxAssign, TxTarget};
 use crate::stats::{PortSnapshot, ThreadSnapshot, ThreadStats, MAX_PORTS};
 use crossbeam_channel::Sender;
+use evs_dpdk::{self as dpdk, DpdkError, Eal, EthPort, Mempool, TxLock};
+use evs_vhost::{Endpoint, LinkState, LinkTracker};
 use flowtable::datapath::Switch;
 use flowtable::verdict::DropReason;
 use serde::Serialize;
@@ -14,14 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vhost_user::{Endpoint, LinkState, LinkTracker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DpError {
     #[error(transparent)]
     Dpdk(#[from] DpdkError),
     #[error(transparent)]
-    Vhost(#[from] vhost_user::VhostError),
+    Vhost(#[from] evs_vhost::VhostError),
     #[error("{0}")]
     Other(String),
 }

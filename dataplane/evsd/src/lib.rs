@@ -1,6 +1,6 @@
 //! The DPDK dataplane of the EVS switch and the `evsd` daemon around it.
 //!
-//! - [`dpdk`]: safe wrappers over `dpdk-sys` (the only module with `unsafe`);
+//! - DPDK itself is behind `evs-dpdk` (the only crate with DPDK `unsafe`);
 //! - [`forwarding`]: the poll-mode loop (rx burst → flowtable → VLAN edits/copies → tx burst);
 //! - [`stats`]: per-thread counters the control thread reads without locks;
 //! - [`switchd`]: ports, threads and plans, driven from the control thread;
@@ -10,7 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod dpdk;
+
 pub mod forwarding;
 pub mod metrics;
 pub mod stats;

@@ -3,10 +3,10 @@
 use crate::config::{Attach, Config, EthdevConfig};
 use crate::control::{self, Request, Response};
 use clap::{Parser, Subcommand};
-use flowtable::policy::Model;
+use evs_vhost::{Role, VhostConfig};
+use model::Model;
 use serde_json::Value;
 use std::path::PathBuf;
-use vhost_user::{Role, VhostConfig};
 
 #[derive(Parser, Debug)]
 #[command(

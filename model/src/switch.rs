@@ -1,10 +1,10 @@
-//! The operator's model of one switch: uplinks, port groups, security groups and ports.
+//! The operator's model of one switch (one host's share of a DVS): uplinks, port groups, security groups and ports.
 //!
 //! These serde types are what `evsd` reads from its TOML config, what its control socket accepts, and
 //! what the controller sends each host. [`Model::validate`] turns every mistake into an error that
 //! names the object and the field.
 
-use crate::key::Mac;
+use crate::mac::Mac;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

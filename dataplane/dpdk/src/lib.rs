@@ -1,5 +1,5 @@
-//! The only place that touches DPDK: safe wrappers over `dpdk-sys` for the EAL, mempools, ethdev
-//! ports and mbufs. Every `unsafe` block of the dataplane lives in this module.
+//! `evs-dpdk`: the safe layer over `dpdk-sys` for the EAL, mempools, ethdev ports and mbufs, shared
+//! by `evsd`, `evs-pktgen` and `evs-sink`. Every `unsafe` block that touches DPDK lives here.
 //!
 //! Threading contract (DPDK's, made explicit): EAL init, port setup, hotplug and teardown happen on
 //! the control thread; rx/tx bursts on a (port, queue) happen on exactly one thread at a time, which

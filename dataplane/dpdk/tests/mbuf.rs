@@ -1,7 +1,7 @@
 //! Mbuf operations against a real EAL (no hugepages, no devices): VLAN push/pop/rewrite, buffer
 //! sharing and copies. One test function because the EAL can start once per process.
 
-use dataplane::dpdk::{Eal, Mempool, VlanError};
+use evs_dpdk::{Eal, Mempool, VlanError};
 
 fn frame(tagged: Option<u16>) -> Vec<u8> {
     let mut f = vec![];

@@ -6,12 +6,12 @@
 //! publishing the plan's generation, after which the control thread may tear down ports the new
 //! plan no longer names.
 
-use crate::dpdk::{self, EthPort, Mbuf, MbufBurst, TxBuffer, TxLock, MAX_BURST};
 use crate::stats::ThreadStats;
 use crossbeam_channel::{Receiver, TryRecvError};
+use evs_dpdk::{self as dpdk, EthPort, Mbuf, MbufBurst, TxBuffer, TxLock, MAX_BURST};
 use flowtable::datapath::Worker;
-use flowtable::policy::Priority;
 use flowtable::verdict::{BurstResult, DropReason, Emit, VlanEdit};
+use model::Priority;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

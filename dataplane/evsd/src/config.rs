@@ -1,11 +1,11 @@
 //! evsd's TOML configuration: EAL, switch and dataplane settings, port backends, and the
 //! operator's model (uplinks, port groups, security groups, ports) at the top level.
 
+use evs_vhost::VhostConfig;
 use flowtable::datapath::SwitchConfig;
-use flowtable::policy::{Model, Port, PortGroup, SecurityGroup, Uplink};
+use model::{Model, Port, PortGroup, SecurityGroup, Uplink};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use vhost_user::VhostConfig;
 
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -242,7 +242,7 @@ impl Config {
         if d.cores.is_empty() {
             return Err("dataplane.cores: at least one forwarding core is needed".into());
         }
-        let ncpu = crate::dpdk::num_cpus();
+        let ncpu = evs_dpdk::num_cpus();
         for (i, &c) in d.cores.iter().enumerate() {
             if c >= ncpu {
                 return Err(format!(

@@ -1,5 +1,5 @@
 //! `evsd`: the EVS switch daemon and its control client.
 
 fn main() {
-    dataplane::cli::main();
+    evsd::cli::main();
 }

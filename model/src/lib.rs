@@ -1,0 +1,11 @@
+//! `model`: the operator's desired state, as serde types with validation, and nothing else.
+//!
+//! What `evsd` reads from its config and its control socket, what the controller stores and sends
+//! each host. Every validation error names the object and the field ([`ModelError`]). No packet
+//! processing and no I/O here: `flowtable` compiles these types into tables, `api` carries them.
+
+mod mac;
+mod switch;
+
+pub use mac::{Mac, MacParseError};
+pub use switch::*;
