@@ -4,8 +4,10 @@
 //! each host. Every validation error names the object and the field ([`ModelError`]). No packet
 //! processing and no I/O here: `flowtable` compiles these types into tables, `api` carries them.
 
+mod attach;
 mod mac;
 mod switch;
 
+pub use attach::{Attach, Backend, EthdevConfig, Role, VhostConfig};
 pub use mac::{Mac, MacParseError};
 pub use switch::*;

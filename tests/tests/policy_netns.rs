@@ -939,11 +939,21 @@ fn inspect(t: &Topo) {
         "show connections lacks A→B:8080 in B's zone: {conns}"
     );
     let tables = t.evsd().ctl(json!({"cmd": "show_tables"}));
-    let text = tables["text"].as_str().unwrap_or("");
+    let sg = tables["tables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["id"] == json!(12) && t["name"] == json!("ingress_sg"));
     assert!(
-        text.contains("table 12 (ingress_sg)") && text.contains("rule missing in security group"),
+        sg.is_some_and(|t| t["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("rule missing in security group")))),
         "show tables lacks the ingress security-group table: {}",
-        &text[..text.len().min(2000)]
+        &tables.to_string()[..tables.to_string().len().min(2000)]
     );
 }
 

@@ -9,42 +9,12 @@
 //! - the devargs string that hands all this to net_vhost;
 //! - link tracking: a port only gets traffic once its guest has connected and set up its rings.
 
+pub use model::{Role, VhostConfig};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-
-/// Which side creates the Unix socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The switch listens; the VMM connects (QEMU `-chardev socket,path=...` without `server`).
-    #[default]
-    Server,
-    /// The VMM listens; the switch connects and reconnects, so the switch can restart under a
-    /// running guest.
-    Client,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Server => "server",
-            Role::Client => "client",
-        })
-    }
-}
-
-/// A vhost-user backend as written in configs: `vhost = { socket = "...", role = "server" }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VhostConfig {
-    pub socket: PathBuf,
-    #[serde(default)]
-    pub role: Role,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum VhostError {

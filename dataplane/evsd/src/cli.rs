@@ -1,11 +1,10 @@
 //! Command line of `evsd`: run the daemon, check a config, or talk to a running daemon (`ctl`).
 
-use crate::config::{Attach, Config, EthdevConfig};
-use crate::control::{self, Request, Response};
-use clap::{Parser, Subcommand};
-use evs_vhost::{Role, VhostConfig};
-use model::Model;
-use serde_json::Value;
+use crate::config::Config;
+use api::{text, Client};
+use clap::{Parser, Subcommand, ValueEnum};
+use model::{Attach, EthdevConfig};
+use model::{Model, Role, VhostConfig};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -33,10 +32,11 @@ pub enum Cmd {
     },
     /// Talk to a running evsd over its control socket.
     Ctl {
-        #[arg(short, long, default_value = "/run/evs/evsd.sock")]
+        #[arg(short, long, global = true, default_value = api::DEFAULT_SOCKET)]
         socket: PathBuf,
-        /// Print the raw JSON result instead of tables.
-        #[arg(long)]
+        /// Print the answer as JSON (the protocol's typed value) instead of a table; accepted
+        /// before or after the subcommand.
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         cmd: CtlCmd,
@@ -46,10 +46,7 @@ pub enum Cmd {
 #[derive(Subcommand, Debug)]
 pub enum CtlCmd {
     /// show ports | threads | model | tables | mac | connections
-    Show {
-        #[arg(value_parser = ["ports", "threads", "model", "tables", "mac", "connections"])]
-        what: String,
-    },
+    Show { what: ShowWhat },
     /// Replace the model with FILE (JSON or TOML with uplinks/port_groups/security_groups/ports).
     Apply { file: PathBuf },
     /// Give a model port a backend.
@@ -58,8 +55,8 @@ pub enum CtlCmd {
         /// vhost-user socket path.
         #[arg(long, conflicts_with = "ethdev")]
         vhost: Option<PathBuf>,
-        #[arg(long, default_value = "server")]
-        role: String,
+        #[arg(long, value_enum, default_value_t = RoleArg::Server)]
+        role: RoleArg,
         /// DPDK devargs (PCI address or vdev string).
         #[arg(long)]
         ethdev: Option<String>,
@@ -74,6 +71,40 @@ pub enum CtlCmd {
     Metrics,
     /// Stop the switch.
     Shutdown,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShowWhat {
+    /// Per-port state, counters, drops by reason.
+    Ports,
+    /// Per forwarding thread: busy cycles, cycles per packet, cache hit rate, ports.
+    Threads,
+    /// The port groups, security groups and ports in force (TOML; JSON with --json).
+    Model,
+    /// Every flow table, rule by rule, with why each rule exists.
+    Tables,
+    /// The MAC table.
+    Mac,
+    /// Tracked connections per port zone.
+    Connections,
+}
+
+/// Which side creates a vhost-user socket.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleArg {
+    /// evsd creates the socket; the VMM connects.
+    Server,
+    /// The VMM owns the socket; evsd connects and reconnects.
+    Client,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Server => Role::Server,
+            RoleArg::Client => Role::Client,
+        }
+    }
 }
 
 /// The whole `evsd` program, shared by the shipped binary and the test crate's copy of it.
@@ -119,248 +150,65 @@ fn load_model(file: &std::path::Path) -> Result<Model, String> {
     r.map_err(|e| format!("{}: {e}", file.display()))
 }
 
+/// `evsd ctl`: one typed request through [`api::Client`], its answer rendered as a table (or, with
+/// `--json`, the same typed value serialized).
 fn ctl(socket: &std::path::Path, json: bool, cmd: CtlCmd) -> Result<(), String> {
-    let (req, kind) = match cmd {
-        CtlCmd::Show { what } => match what.as_str() {
-            "ports" => (Request::ShowPorts, "ports"),
-            "threads" => (Request::ShowThreads, "threads"),
-            "tables" => (Request::ShowTables, "trace"),
-            "mac" => (Request::ShowMac, "mac"),
-            "connections" => (Request::ShowConnections { limit: 1000 }, "connections"),
-            _ => (Request::ShowModel, "json"),
+    let c = Client::new(socket);
+    let e = |e: api::ApiError| e.to_string();
+    // Prints the typed answer as JSON, or as the text `render` makes of it.
+    fn out<T: serde::Serialize>(json: bool, v: &T, render: impl Fn(&T) -> String) {
+        let text = if json {
+            serde_json::to_string_pretty(v).unwrap_or_default()
+        } else {
+            render(v)
+        };
+        println!("{}", text.trim_end());
+    }
+    match cmd {
+        CtlCmd::Show { what } => match what {
+            ShowWhat::Ports => out(json, &c.show_ports().map_err(e)?, |v| text::ports(v)),
+            ShowWhat::Threads => out(json, &c.show_threads().map_err(e)?, |v| text::threads(v)),
+            ShowWhat::Model => out(json, &c.show_model().map_err(e)?, |v| {
+                toml::to_string(v)
+                    .unwrap_or_else(|_| serde_json::to_string_pretty(v).unwrap_or_default())
+            }),
+            ShowWhat::Tables => out(json, &c.show_tables().map_err(e)?, text::tables),
+            ShowWhat::Mac => out(json, &c.show_mac().map_err(e)?, |v| text::mac(v)),
+            ShowWhat::Connections => out(
+                json,
+                &c.show_connections(api::DEFAULT_CONNECTION_LIMIT)
+                    .map_err(e)?,
+                |v| text::connections(v),
+            ),
         },
-        CtlCmd::Apply { file } => (
-            Request::Apply {
-                model: load_model(&file)?,
-            },
-            "msg",
-        ),
+        CtlCmd::Apply { file } => {
+            let applied = c.apply(load_model(&file)?).map_err(e)?;
+            out(json, &applied, |a| a.to_string())
+        }
         CtlCmd::Attach {
             port,
             vhost,
             role,
             ethdev,
         } => {
-            let role = match role.as_str() {
-                "server" => Role::Server,
-                "client" => Role::Client,
-                r => return Err(format!("--role: {r:?} is neither server nor client")),
-            };
-            (
-                Request::Attach(Attach {
-                    port,
-                    vhost: vhost.map(|socket| VhostConfig { socket, role }),
-                    ethdev: ethdev.map(|devargs| EthdevConfig { devargs }),
+            let a = Attach {
+                port,
+                vhost: vhost.map(|socket| VhostConfig {
+                    socket,
+                    role: role.into(),
                 }),
-                "msg",
-            )
+                ethdev: ethdev.map(|devargs| EthdevConfig { devargs }),
+            };
+            out(json, &c.attach(a).map_err(e)?, String::clone)
         }
-        CtlCmd::Detach { port } => (Request::Detach { port }, "msg"),
-        CtlCmd::StatsReset => (Request::StatsReset, "msg"),
-        CtlCmd::Trace { port, frame } => (Request::Trace { port, frame }, "trace"),
-        CtlCmd::Metrics => (Request::Metrics, "text"),
-        CtlCmd::Shutdown => (Request::Shutdown, "msg"),
-    };
-    let resp: Response = control::request(socket, &req)?;
-    if !resp.ok {
-        return Err(resp.error.unwrap_or_else(|| "request failed".into()));
-    }
-    let v = resp.result.unwrap_or(Value::Null);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
-    }
-    match kind {
-        "ports" => print_ports(&v),
-        "threads" => print_threads(&v),
-        "mac" => print_mac(&v),
-        "connections" => print_connections(&v),
-        "trace" => println!("{}", v["text"].as_str().unwrap_or_default().trim_end()),
-        "text" | "msg" => match v {
-            Value::String(s) => println!("{}", s.trim_end()),
-            v => println!("{v}"),
-        },
-        _ => println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default()),
+        CtlCmd::Detach { port } => out(json, &c.detach(&port).map_err(e)?, String::clone),
+        CtlCmd::StatsReset => out(json, &c.stats_reset().map_err(e)?, String::clone),
+        CtlCmd::Trace { port, frame } => {
+            api::parse_hex(&frame).map_err(|e| format!("FRAME: {e}"))?;
+            out(json, &c.trace(&port, &frame).map_err(e)?, |t| t.to_string())
+        }
+        CtlCmd::Metrics => out(json, &c.metrics().map_err(e)?, String::clone),
+        CtlCmd::Shutdown => out(json, &c.shutdown().map_err(e)?, String::clone),
     }
     Ok(())
-}
-
-fn s(v: &Value, k: &str) -> String {
-    match &v[k] {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        x => x.to_string(),
-    }
-}
-
-fn table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(c);
-            } else {
-                out.push_str(&format!("{c:<width$}  ", width = w[i]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        line(r);
-    }
-}
-
-fn print_ports(v: &Value) {
-    let rows = v
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|p| {
-            let backend = match &p["backend"] {
-                Value::Object(o) => {
-                    if let Some(vh) = o.get("vhost") {
-                        format!("vhost:{}({})", s(vh, "socket"), s(vh, "role"))
-                    } else if let Some(e) = o.get("ethdev") {
-                        format!("ethdev:{}", s(e, "devargs"))
-                    } else {
-                        "-".into()
-                    }
-                }
-                _ => "-".into(),
-            };
-            let mut d: Vec<String> = vec![];
-            for (field, prefix) in [("drops", ""), ("egress_drops", "egress:")] {
-                if let Value::Object(o) = &p[field] {
-                    d.extend(o.iter().map(|(k, n)| format!("{prefix}{k}={n}")));
-                }
-            }
-            let drops = if d.is_empty() {
-                "0".to_string()
-            } else {
-                d.join(",")
-            };
-            vec![
-                s(p, "name"),
-                s(p, "id"),
-                s(p, "kind"),
-                s(p, "state"),
-                s(p, "rx_packets"),
-                s(p, "rx_bytes"),
-                s(p, "tx_packets"),
-                s(p, "tx_bytes"),
-                drops,
-                backend,
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "PORT", "ID", "KIND", "STATE", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS",
-            "BACKEND",
-        ],
-        rows,
-    );
-}
-
-fn print_threads(v: &Value) {
-    let rows = v
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|t| {
-            let cpp = t["cycles_per_packet"]
-                .as_f64()
-                .map(|c| format!("{c:.0}"))
-                .unwrap_or_else(|| "-".into());
-            let busy = t["busy_pct"]
-                .as_f64()
-                .map(|c| format!("{c:.1}%"))
-                .unwrap_or_else(|| "-".into());
-            let ports = t["rx_ports"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
-            vec![
-                s(t, "thread"),
-                s(t, "core"),
-                s(t, "packets"),
-                s(t, "busy_cycles"),
-                busy,
-                cpp,
-                t["cache_hit_pct"]
-                    .as_f64()
-                    .map(|c| format!("{c:.1}%"))
-                    .unwrap_or_else(|| "-".into()),
-                ports,
-            ]
-        })
-        .collect();
-    table(
-        &[
-            "THREAD",
-            "CORE",
-            "PACKETS",
-            "BUSY_CYCLES",
-            "BUSY",
-            "CYC/PKT",
-            "CACHE_HIT",
-            "RX_PORTS",
-        ],
-        rows,
-    );
-}
-
-fn print_mac(v: &Value) {
-    println!(
-        "{:<6} {:<18} {:<16} {:>8}  KIND",
-        "VLAN", "MAC", "PORT", "AGE_S"
-    );
-    for e in v.as_array().into_iter().flatten() {
-        println!(
-            "{:<6} {:<18} {:<16} {:>8}  {}",
-            e["vlan"],
-            e["mac"].as_str().unwrap_or(""),
-            e["port"].as_str().unwrap_or(""),
-            e["age_secs"],
-            if e["static"].as_bool() == Some(true) {
-                "static"
-            } else {
-                "learned"
-            }
-        );
-    }
-}
-
-fn print_connections(v: &Value) {
-    println!(
-        "{:<12} {:<6} {:<24} {:<24} {:<12} {:>9}",
-        "ZONE(PORT)", "PROTO", "ORIGINAL SOURCE", "ORIGINAL DESTINATION", "STATE", "EXPIRES_S"
-    );
-    for r in v.as_array().into_iter().flatten() {
-        let c = &r["connection"];
-        let end = |ip: &Value, port: &Value| format!("{}:{}", ip.as_str().unwrap_or(""), port);
-        println!(
-            "{:<12} {:<6} {:<24} {:<24} {:<12} {:>9}",
-            r["port"].as_str().unwrap_or(""),
-            c["proto"],
-            end(&c["src"], &c["sport"]),
-            end(&c["dst"], &c["dport"]),
-            c["state"].as_str().unwrap_or(""),
-            c["expires_in_secs"]
-        );
-    }
 }

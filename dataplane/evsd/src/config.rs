@@ -1,8 +1,8 @@
 //! evsd's TOML configuration: EAL, switch and dataplane settings, port backends, and the
 //! operator's model (uplinks, port groups, security groups, ports) at the top level.
 
-use evs_vhost::VhostConfig;
 use flowtable::datapath::SwitchConfig;
+pub use model::{Attach, Backend, EthdevConfig};
 use model::{Model, Port, PortGroup, SecurityGroup, Uplink};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -124,59 +124,6 @@ impl Default for DataplaneSection {
             metrics_listen: None,
             control_socket: PathBuf::from("/run/evs/evsd.sock"),
             link_poll_ms: 100,
-        }
-    }
-}
-
-/// Which backend serves a model port or uplink.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum Backend {
-    /// A vhost-user socket towards a guest (DPDK net_vhost).
-    Vhost(VhostConfig),
-    /// Any DPDK ethdev: a PCI address or a vdev string (`net_af_packet0,iface=veth0`).
-    Ethdev { devargs: String },
-}
-
-impl Backend {
-    pub fn describe(&self) -> String {
-        match self {
-            Backend::Vhost(v) => format!("vhost {} ({})", v.socket.display(), v.role),
-            Backend::Ethdev { devargs } => format!("ethdev {devargs}"),
-        }
-    }
-}
-
-/// One `[[attach]]` entry: exactly one of `vhost` or `ethdev`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Attach {
-    /// A port or uplink name of the model.
-    pub port: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vhost: Option<VhostConfig>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ethdev: Option<EthdevConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct EthdevConfig {
-    pub devargs: String,
-}
-
-impl Attach {
-    pub fn backend(&self) -> Result<Backend, String> {
-        match (&self.vhost, &self.ethdev) {
-            (Some(v), None) => Ok(Backend::Vhost(v.clone())),
-            (None, Some(e)) => Ok(Backend::Ethdev {
-                devargs: e.devargs.clone(),
-            }),
-            (None, None) => Err(
-                "needs a backend: `vhost = { socket = ... }` or `ethdev = { devargs = ... }`"
-                    .into(),
-            ),
-            (Some(_), Some(_)) => Err("has both `vhost` and `ethdev`; choose one".into()),
         }
     }
 }

@@ -2,9 +2,11 @@
 //! a `shutdown` request, then an orderly teardown.
 
 use crate::config::Config;
-use crate::control::{self, Call, Request, Response};
+use crate::control::{self, Call};
 use crate::metrics;
+use crate::reports;
 use crate::switchd::Dataplane;
+use api::{Reply, Request, Response};
 use crossbeam_channel::RecvTimeoutError;
 use evs_dpdk::{self as dpdk, Eal};
 use flowtable::datapath::Switch;
@@ -79,10 +81,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
                 if matches!(req, Request::Shutdown) {
                     // Answer first: the process may be gone before a later answer is written.
                     // Callers wait for the exit (the control socket disappears with it).
-                    let _ = reply.send(Response::ok("stopping"));
+                    let _ = reply.send(Response::ok(&Reply::Text("stopping".into())));
                     break;
                 }
-                let _ = reply.send(handle(&mut dp, req));
+                let _ = reply.send(Response::from(handle(&mut dp, req)));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -103,71 +105,49 @@ pub fn run(cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
-fn handle(dp: &mut Dataplane, req: Request) -> Response {
-    match req {
-        Request::ShowPorts => Response::ok(dp.show_ports()),
-        Request::ShowThreads => Response::ok(dp.show_threads()),
-        Request::ShowModel => Response::ok(dp.switch().model()),
-        Request::ShowTables => Response::ok(serde_json::json!({"text": dp.switch().dump_tables()})),
-        Request::ShowMac => {
-            let now = dp.clock_ns();
-            let rows: Vec<_> = dp
-                .switch()
-                .mac_entries(now)
-                .into_iter()
-                .map(|(port, e)| {
-                    serde_json::json!({"vlan": e.domain, "mac": e.mac.to_string(), "port": port,
-                        "age_secs": e.age_ns / 1_000_000_000, "static": e.is_static})
-                })
-                .collect();
-            Response::ok(rows)
-        }
+fn handle(dp: &mut Dataplane, req: Request) -> Result<Reply, String> {
+    let now = dp.clock_ns();
+    let sw = dp.switch().clone();
+    Ok(match req {
+        Request::ShowPorts => Reply::Ports(dp.show_ports()),
+        Request::ShowThreads => Reply::Threads(dp.show_threads()),
+        Request::ShowModel => Reply::Model(sw.model()),
+        Request::ShowTables => Reply::Tables(reports::tables(&sw)),
+        Request::ShowMac => Reply::Mac(reports::mac(&sw, now)),
         Request::ShowConnections { limit } => {
-            let rows: Vec<_> = dp
-                .switch()
-                .connections(limit, dp.clock_ns())
-                .into_iter()
-                .map(|(port, e)| serde_json::json!({"port": port, "connection": e}))
-                .collect();
-            Response::ok(rows)
+            Reply::Connections(reports::connections(&sw, limit, now))
         }
-        Request::Apply { model } => match dp.switch().apply(model) {
-            Ok(r) => Response::ok(serde_json::json!({
-                "rules_added": r.rules_added,
-                "rules_removed": r.rules_removed,
-                "removed_ports": r.removed_ports,
-            })),
-            Err(e) => Response::err(e),
-        },
-        Request::Attach(a) => match a.backend() {
-            Err(e) => Response::err(format!("attach {:?}: {e}", a.port)),
-            Ok(b) => match dp.attach(&a.port, b) {
-                Ok(()) => Response::ok("attached"),
-                Err(e) => Response::err(e),
-            },
-        },
-        Request::Detach { port } => match dp.detach(&port) {
-            Ok(()) => Response::ok("detached"),
-            Err(e) => Response::err(e),
-        },
+        Request::Apply { model } => {
+            let before = sw.model();
+            let r = sw.apply(model).map_err(|e| e.to_string())?;
+            let applied = reports::applied(&sw, &before, &r);
+            log(format!("{applied}"));
+            Reply::Applied(applied)
+        }
+        Request::Attach(a) => {
+            let b = a
+                .backend()
+                .map_err(|e| format!("attach {:?}: {e}", a.port))?;
+            dp.attach(&a.port, b).map_err(|e| e.to_string())?;
+            Reply::Text("attached".into())
+        }
+        Request::Detach { port } => {
+            dp.detach(&port).map_err(|e| e.to_string())?;
+            Reply::Text("detached".into())
+        }
         Request::StatsReset => {
             dp.stats_reset();
-            Response::ok("reset")
+            Reply::Text("reset".into())
         }
         Request::Trace { port, frame } => {
-            let r = control::parse_hex(&frame)
-                .map_err(|e| format!("trace: frame: {e}"))
-                .and_then(|f| dp.switch().trace(&port, &f, dp.clock_ns()));
-            match r {
-                Ok(t) => Response::ok(serde_json::json!({"text": t.to_string(), "trace": t})),
-                Err(e) => Response::err(e),
-            }
+            let f = api::parse_hex(&frame).map_err(|e| format!("trace: frame: {e}"))?;
+            Reply::Trace(reports::trace(sw.trace(&port, &f, now)?))
         }
-        Request::Metrics => Response::ok(metrics::render(
+        Request::Metrics => Reply::Text(metrics::render(
             &dp.show_ports(),
             &dp.show_threads(),
-            dp.switch().shared().ct.len(),
+            sw.shared().ct.len(),
         )),
-        Request::Shutdown => Response::ok("stopping"),
-    }
+        Request::Shutdown => Reply::Text("stopping".into()),
+    })
 }

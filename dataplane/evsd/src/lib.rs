@@ -4,7 +4,8 @@
 //! - [`forwarding`]: the poll-mode loop (rx burst → flowtable → VLAN edits/copies → tx burst);
 //! - [`stats`]: per-thread counters the control thread reads without locks;
 //! - [`switchd`]: ports, threads and plans, driven from the control thread;
-//! - [`config`], [`control`], [`metrics`], [`daemon`], [`cli`]: the evsd process.
+//! - [`config`], [`control`] (the server side of `api`), [`reports`] (the switch's state as
+//!   `api` answers), [`metrics`], [`daemon`], [`cli`]: the evsd process.
 
 pub mod cli;
 pub mod config;
@@ -13,5 +14,6 @@ pub mod daemon;
 
 pub mod forwarding;
 pub mod metrics;
+pub mod reports;
 pub mod stats;
 pub mod switchd;

@@ -1,8 +1,8 @@
 //! Prometheus exposition: the text is rendered on the control loop from the same reports as
 //! `show ports` / `show threads`; a tiny HTTP server thread serves it.
 
-use crate::control::{self, Call, Request};
-use crate::switchd::{PortReport, ThreadReport};
+use crate::control::{self, Call};
+use api::{PortReport, PortState, Request, ThreadReport};
 use crossbeam_channel::Sender;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::io::{Read, Write};
@@ -57,7 +57,8 @@ pub fn render(ports: &[PortReport], threads: &[ThreadReport], connections: usize
         for (r, n) in &p.egress_drops {
             egress.with_label_values(&[p.name.as_str(), r]).inc_by(*n);
         }
-        up.with_label_values(&l).set((p.state == "up") as i64);
+        up.with_label_values(&l)
+            .set((p.state == PortState::Up) as i64);
     }
     let busy = counter(
         "evs_thread_busy_cycles_total",

@@ -4,12 +4,12 @@
 use crate::config::{Backend, DataplaneSection};
 use crate::forwarding::{self, Command, LoopConfig, Plan, RxAssign, TxTarget};
 use crate::stats::{PortSnapshot, ThreadSnapshot, ThreadStats, MAX_PORTS};
+use api::{PmdStats, PortKind, PortReport, PortState, ThreadReport};
 use crossbeam_channel::Sender;
 use evs_dpdk::{self as dpdk, DpdkError, Eal, EthPort, Mempool, TxLock};
 use evs_vhost::{Endpoint, LinkState, LinkTracker};
 use flowtable::datapath::Switch;
 use flowtable::verdict::DropReason;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,60 +50,6 @@ struct Attached {
     link_watch: Option<dpdk::LinkWatch>,
     txq: u16,
     tx_locks: Vec<Arc<TxLock>>,
-}
-
-/// What `show ports` reports for one model port or uplink.
-#[derive(Debug, Clone, Serialize)]
-pub struct PortReport {
-    pub name: String,
-    pub id: u32,
-    pub kind: &'static str,
-    /// "up", "down" (attached, guest not connected) or "detached" (no backend).
-    pub state: &'static str,
-    pub backend: Option<Backend>,
-    pub ethdev: Option<u16>,
-    pub driver: Option<String>,
-    pub connects: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub drops: BTreeMap<&'static str, u64>,
-    /// Copies towards this port dropped by its egress policy (e.g. its security group's ingress
-    /// rules), by reason; the sender's port counts the packet in `drops` when no copy went out.
-    pub egress_drops: BTreeMap<&'static str, u64>,
-    /// The PMD's own counters (e.g. what the guest ring could not take).
-    pub pmd: Option<PmdStats>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PmdStats {
-    pub ipackets: u64,
-    pub opackets: u64,
-    pub imissed: u64,
-    pub oerrors: u64,
-    pub rx_nombuf: u64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ThreadReport {
-    pub thread: usize,
-    pub core: usize,
-    pub busy_cycles: u64,
-    pub idle_cycles: u64,
-    pub packets: u64,
-    pub iterations: u64,
-    pub cycles_per_packet: Option<f64>,
-    /// Share of polling time spent on iterations that found packets.
-    pub busy_pct: f64,
-    /// Segment lookups (a packet makes one per pipeline stretch: ingress, egress per copy, after
-    /// conntrack) answered by the exact-match cache, by the megaflow cache, and by walking the
-    /// tables; published every 1024 loop iterations.
-    pub cache_exact_hits: u64,
-    pub cache_megaflow_hits: u64,
-    pub cache_misses: u64,
-    pub cache_hit_pct: Option<f64>,
-    pub rx_ports: Vec<String>,
 }
 
 pub struct Dataplane {
@@ -434,8 +380,8 @@ impl Dataplane {
         let names = model
             .uplinks
             .iter()
-            .map(|u| (u.name.clone(), "uplink"))
-            .chain(model.ports.iter().map(|p| (p.name.clone(), "port")));
+            .map(|u| (u.name.clone(), PortKind::Uplink))
+            .chain(model.ports.iter().map(|p| (p.name.clone(), PortKind::Port)));
         let mut out = vec![];
         let mut seen = std::collections::BTreeSet::new();
         for (name, kind) in names {
@@ -445,34 +391,34 @@ impl Dataplane {
         // Attached ports that a newer model dropped still forward (and count) until detached.
         for name in self.ports.keys() {
             if !seen.contains(name) {
-                out.push(self.report(name, "stale"));
+                out.push(self.report(name, PortKind::Stale));
             }
         }
         out
     }
 
-    fn report(&self, name: &str, kind: &'static str) -> PortReport {
+    fn report(&self, name: &str, kind: PortKind) -> PortReport {
         let id = self.switch.port_id(name).unwrap_or(0);
         let c = self.port_counters(id);
         let a = self.ports.get(name);
         let drops = DropReason::ALL
             .iter()
             .filter(|r| c.drops[**r as usize] > 0)
-            .map(|r| (r.name(), c.drops[*r as usize]))
+            .map(|r| (r.name().to_string(), c.drops[*r as usize]))
             .collect();
         let egress_drops = DropReason::ALL
             .iter()
             .filter(|r| c.egress_drops[**r as usize] > 0)
-            .map(|r| (r.name(), c.egress_drops[*r as usize]))
+            .map(|r| (r.name().to_string(), c.egress_drops[*r as usize]))
             .collect();
         PortReport {
             name: name.to_owned(),
             id,
             kind,
             state: match a {
-                None => "detached",
-                Some(a) if a.link.state() == LinkState::Up => "up",
-                Some(_) => "down",
+                None => PortState::Detached,
+                Some(a) if a.link.state() == LinkState::Up => PortState::Up,
+                Some(_) => PortState::Down,
             },
             backend: a.map(|a| a.backend.clone()),
             ethdev: a.map(|a| a.port.id()),
