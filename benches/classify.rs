@@ -143,7 +143,7 @@ fn masks() -> Vec<FlowKey> {
     }));
     v.push(mk(&|m| {
         m.set_in_port(!0);
-        m.set_eth_src(key::Mac::BROADCAST);
+        m.set_eth_src(model::Mac::BROADCAST);
         m.set_eth_type(!0)
     }));
     v.push(mk(&|m| {
@@ -191,7 +191,7 @@ fn random_key(r: &mut Rng) -> FlowKey {
     k.set_out_port((r.next() % 64) as u32);
     k.set_vlan_tci(0x1000 | (r.next() % 16) as u16);
     k.set_ct_state(0x03);
-    k.set_eth_src(key::Mac::from_u64(0x0200_0000_0000 | (r.next() % 64)));
+    k.set_eth_src(model::Mac::from_u64(0x0200_0000_0000 | (r.next() % 64)));
     k.set_eth_type(key::ETH_TYPE_IPV4);
     k.set_ip_proto(if r.next().is_multiple_of(2) { 6 } else { 17 });
     k.set_tp_dst((r.next() % 2048) as u16);
