@@ -11,6 +11,8 @@
 //! No DPDK and no packet processing here: a controller or a tool links this crate (and [`model`])
 //! alone.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod reply;
 pub mod request;

@@ -249,7 +249,7 @@ impl Table {
 
     fn sort_subtables(&mut self) {
         self.subtables
-            .sort_by(|a, b| b.max_priority.cmp(&a.max_priority));
+            .sort_by_key(|s| std::cmp::Reverse(s.max_priority));
     }
 
     /// The best rule matching `key`, by tuple-space search.

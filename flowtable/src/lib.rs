@@ -12,6 +12,8 @@
 //! The control side ([`policy`] → [`compiler`]) builds tables from the operator's model and publishes
 //! them atomically; [`trace`] explains any packet's fate step by step.
 
+#![forbid(unsafe_code)]
+
 pub mod checksum;
 pub mod classifier;
 pub mod compiler;

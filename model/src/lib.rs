@@ -4,6 +4,8 @@
 //! each host. Every validation error names the object and the field ([`ModelError`]). No packet
 //! processing and no I/O here: `flowtable` compiles these types into tables, `api` carries them.
 
+#![forbid(unsafe_code)]
+
 mod attach;
 mod mac;
 mod switch;

@@ -9,6 +9,8 @@
 //! - the devargs string that hands all this to net_vhost;
 //! - link tracking: a port only gets traffic once its guest has connected and set up its rings.
 
+#![forbid(unsafe_code)]
+
 pub use model::{Role, VhostConfig};
 use serde::{Deserialize, Serialize};
 use std::io;

@@ -7,6 +7,8 @@
 //! - [`config`], [`control`] (the server side of `api`), [`reports`] (the switch's state as
 //!   `api` answers), [`metrics`], [`daemon`], [`cli`]: the evsd process.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod config;
 pub mod control;
