@@ -304,7 +304,9 @@ impl Inner {
             kv: wtx.open_table(KV).map_err(self.err("open table kv"))?,
             log: wtx.open_table(LOG).map_err(self.err("open table log"))?,
             meta: wtx.open_table(META).map_err(self.err("open table meta"))?,
-            leases: wtx.open_table(LEASES).map_err(self.err("open table leases"))?,
+            leases: wtx
+                .open_table(LEASES)
+                .map_err(self.err("open table leases"))?,
             lease_keys: wtx
                 .open_table(LEASE_KEYS)
                 .map_err(self.err("open table lease_keys"))?,
@@ -468,7 +470,10 @@ impl Inner {
                 }
                 Op::DeletePrefix { prefix } => {
                     let mut keys = Vec::new();
-                    for entry in t.kv.range::<&str>(prefix.as_str()..).map_err(self.err("scan"))? {
+                    for entry in
+                        t.kv.range::<&str>(prefix.as_str()..)
+                            .map_err(self.err("scan"))?
+                    {
                         let (k, _) = entry.map_err(self.err("scan"))?;
                         if !k.value().starts_with(prefix.as_str()) {
                             break;
@@ -584,7 +589,10 @@ impl Inner {
             let log = rtx.open_table(LOG).map_err(self.err("open table log"))?;
             let mut events: Vec<Event> = Vec::new();
             let mut scanned_to = current.max(after);
-            for entry in log.range((after + 1, 0u32)..).map_err(self.err("read log"))? {
+            for entry in log
+                .range((after + 1, 0u32)..)
+                .map_err(self.err("read log"))?
+            {
                 let (k, v) = entry.map_err(self.err("read log"))?;
                 let (revision, _) = k.value();
                 if events.len() >= WATCH_BATCH_EVENTS
@@ -747,7 +755,9 @@ impl Inner {
             bytes
                 .get(i * 8..i * 8 + 8)
                 .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| self.corrupt(format!("record of key `{key}` ({} bytes)", bytes.len())))
+                .ok_or_else(|| {
+                    self.corrupt(format!("record of key `{key}` ({} bytes)", bytes.len()))
+                })
         };
         let lease = i64::from_le_bytes(word(3)?);
         Ok(RecordHead {

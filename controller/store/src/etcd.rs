@@ -384,7 +384,10 @@ impl Store for EtcdStore {
             .iter()
             .map(|c| TxnOp::get(c.key.as_bytes(), Some(GetOptions::new().with_keys_only())))
             .collect();
-        let request = EtcdTxn::new().when(compares).and_then(ops).or_else(on_failure);
+        let request = EtcdTxn::new()
+            .when(compares)
+            .and_then(ops)
+            .or_else(on_failure);
         let mut kv = self.client.kv_client();
         let resp = match self.call("txn", kv.txn(request)).await {
             Ok(resp) => resp,
@@ -438,7 +441,10 @@ impl Store for EtcdStore {
             .read("current revision", || {
                 let mut kv = self.client.kv_client();
                 // Any linearizable range answers with the current revision in its header.
-                async move { kv.get(vec![0], Some(GetOptions::new().with_count_only())).await }
+                async move {
+                    kv.get(vec![0], Some(GetOptions::new().with_count_only()))
+                        .await
+                }
             })
             .await?;
         Ok(to_revision(header_revision(resp.header())))
@@ -534,8 +540,7 @@ async fn run_watch(
     loop {
         let options = WatchOptions::new()
             .with_range(end.clone())
-            .with_start_revision(to_etcd_revision(after + 1))
-            .with_progress_notify();
+            .with_start_revision(to_etcd_revision(after + 1));
         let mut watch_client = client.watch_client();
         let opened = tokio::select! {
             _ = tx.closed() => return,
@@ -562,7 +567,9 @@ async fn run_watch(
             let resp = match message {
                 Ok(Some(resp)) => resp,
                 Ok(None) => {
-                    log::warn!("dvs-store: watch of `{prefix}`: etcd closed the stream; re-opening");
+                    log::warn!(
+                        "dvs-store: watch of `{prefix}`: etcd closed the stream; re-opening"
+                    );
                     break;
                 }
                 Err(e) => {
@@ -591,12 +598,11 @@ async fn run_watch(
             }
             pause = WATCH_RETRY_FIRST;
             if resp.events().is_empty() {
-                if !resp.created() {
-                    // A progress notification: every event up to its revision has been sent,
-                    // so resuming from there is safe and keeps a quiet watch clear of
-                    // compaction.
-                    after = after.max(to_revision(header_revision(resp.header())));
-                }
+                // The "created" answer (or an empty one). Progress notifications are not
+                // requested, and `after` only ever advances past delivered events: etcd 3.4
+                // before 3.4.24 could send a watcher still catching up a progress notification
+                // at the current revision ahead of its events (etcd #15220, fixed by #15237),
+                // and resuming from such a revision would skip those events.
                 continue;
             }
             let mut events = Vec::with_capacity(resp.events().len());
@@ -633,10 +639,7 @@ async fn run_watch(
 }
 
 /// Waits the current retry pause (doubling it for next time); false if the watcher left.
-async fn pause_or_closed(
-    tx: &mpsc::Sender<StoreResult<Vec<Event>>>,
-    pause: &mut Duration,
-) -> bool {
+async fn pause_or_closed(tx: &mpsc::Sender<StoreResult<Vec<Event>>>, pause: &mut Duration) -> bool {
     let wait = *pause;
     *pause = (*pause * 2).min(WATCH_RETRY_MAX);
     tokio::select! {

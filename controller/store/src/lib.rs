@@ -97,8 +97,8 @@ pub use etcd::{EtcdOptions, EtcdStore};
 pub use reflector::{Change, Reflector, Update};
 pub use store::{Store, Watch};
 pub use types::{
-    Compare, Condition, Event, KeyValue, Lease, LeaseId, ListResult, Op, Revision, Txn,
-    TxnResult, MAX_TXN_OPS,
+    Compare, Condition, Event, KeyValue, Lease, LeaseId, ListResult, Op, Revision, Txn, TxnResult,
+    MAX_TXN_OPS,
 };
 
 /// The operator's choice of backend.

@@ -300,7 +300,10 @@ mod tests {
         assert!(matches!(dup, Err(StoreError::InvalidRequest(m)) if m.contains("`a`")));
         let inside = Txn::new().delete_prefix("/d/").put("/d/x", "1").validate();
         assert!(matches!(inside, Err(StoreError::InvalidRequest(m)) if m.contains("/d/x")));
-        let overlap = Txn::new().delete_prefix("/d/").delete_prefix("/d/e").validate();
+        let overlap = Txn::new()
+            .delete_prefix("/d/")
+            .delete_prefix("/d/e")
+            .validate();
         assert!(matches!(overlap, Err(StoreError::InvalidRequest(_))));
         assert!(Txn::new().put("", "1").validate().is_err());
         assert!(Txn::new().delete_prefix("").validate().is_err());

@@ -39,9 +39,16 @@ async fn data_survives_reopen() {
     let path = dir.path().join("controller.redb");
 
     let store = EmbeddedStore::open(&path, fast_options()).await.unwrap();
-    store.put("/dvs/d1/portgroups/web", b"{\"vlan\":10}".to_vec()).await.unwrap();
     store
-        .txn(Txn::new().put("/dvs/d1/portgroups/db", "{}").put("/dvs/d1/uplinks/u1", "{}"))
+        .put("/dvs/d1/portgroups/web", b"{\"vlan\":10}".to_vec())
+        .await
+        .unwrap();
+    store
+        .txn(
+            Txn::new()
+                .put("/dvs/d1/portgroups/db", "{}")
+                .put("/dvs/d1/uplinks/u1", "{}"),
+        )
         .await
         .unwrap();
     store.delete("/dvs/d1/uplinks/u1").await.unwrap();
@@ -73,7 +80,10 @@ async fn data_survives_reopen() {
     assert_eq!(events_after, events_before);
 
     // Revisions continue; leases are still there, with a full TTL again.
-    let r = store.put("/dvs/d1/portgroups/web", b"{}".to_vec()).await.unwrap();
+    let r = store
+        .put("/dvs/d1/portgroups/web", b"{}".to_vec())
+        .await
+        .unwrap();
     assert_eq!(r, before.revision + 1);
     assert_eq!(store.keep_alive(long.id).await.unwrap(), long.ttl);
     let mut watch = store.watch("/hosts/", r).await.unwrap();
@@ -129,7 +139,13 @@ fn committed_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kill9.redb");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["kill9_child", "--exact", "--nocapture", "--test-threads", "1"])
+        .args([
+            "kill9_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -207,7 +223,10 @@ async fn change_log_is_bounded() {
         .await
         .unwrap();
     for i in 1..=100u32 {
-        store.put(&format!("/h/{}", i % 7), i.to_string().into_bytes()).await.unwrap();
+        store
+            .put(&format!("/h/{}", i % 7), i.to_string().into_bytes())
+            .await
+            .unwrap();
     }
     // Revisions 81..=100 are kept.
     assert_eq!(store.compact_revision().await.unwrap(), 81);
@@ -251,14 +270,20 @@ async fn second_open_is_refused_until_the_first_closes() {
     while let Some(item) = bounded("the old watch to end", watch.next()).await {
         rest.push(item.unwrap());
     }
-    assert!(rest.len() <= 1, "at most the batch already queued: {rest:?}");
+    assert!(
+        rest.len() <= 1,
+        "at most the batch already queued: {rest:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_selects_the_backend() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("from-config.redb");
-    let text = format!("backend = \"embedded\"\npath = {:?}\nhistory_revisions = 50\n", path);
+    let text = format!(
+        "backend = \"embedded\"\npath = {:?}\nhistory_revisions = 50\n",
+        path
+    );
     let config: StoreConfig = toml::from_str(&text).unwrap();
     match &config {
         StoreConfig::Embedded { options, .. } => assert_eq!(options.history_revisions, 50),

@@ -32,7 +32,11 @@ async fn replicas_agree_through_etcd() {
     assert_eq!(b.current_revision().await.unwrap(), r);
     // The create raced by the other replica conflicts.
     let err = b
-        .txn(Txn::new().when_absent("/dvs/d1").put("/dvs/d1", "{\"other\":1}"))
+        .txn(
+            Txn::new()
+                .when_absent("/dvs/d1")
+                .put("/dvs/d1", "{\"other\":1}"),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.conflict_key(), Some("/dvs/d1"));
@@ -40,15 +44,26 @@ async fn replicas_agree_through_etcd() {
     // Both update from the same read: one wins, whichever it is.
     let guard = seen.mod_revision;
     let (ra, rb) = tokio::join!(
-        a.txn(Txn::new().when_mod_revision("/dvs/d1", guard).put("/dvs/d1", "a")),
-        b.txn(Txn::new().when_mod_revision("/dvs/d1", guard).put("/dvs/d1", "b")),
+        a.txn(
+            Txn::new()
+                .when_mod_revision("/dvs/d1", guard)
+                .put("/dvs/d1", "a")
+        ),
+        b.txn(
+            Txn::new()
+                .when_mod_revision("/dvs/d1", guard)
+                .put("/dvs/d1", "b")
+        ),
     );
     assert!(
         ra.is_ok() != rb.is_ok(),
         "exactly one replica wins: {ra:?} / {rb:?}"
     );
     let winner = if ra.is_ok() { "a" } else { "b" };
-    assert_eq!(a.get("/dvs/d1").await.unwrap().unwrap().value, winner.as_bytes());
+    assert_eq!(
+        a.get("/dvs/d1").await.unwrap().unwrap().value,
+        winner.as_bytes()
+    );
 
     // A lease granted through one replica is kept alive through the other.
     let lease = a.grant_lease(Duration::from_secs(5)).await.unwrap();

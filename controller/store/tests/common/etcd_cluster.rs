@@ -212,7 +212,10 @@ impl EtcdCluster {
     /// Starts a killed member again on its data dir (etcd then ignores the initial-cluster
     /// flags and rejoins) and waits until it serves reads.
     pub async fn restart(&mut self, index: usize) {
-        assert!(self.members[index].child.is_none(), "member {index} is running");
+        assert!(
+            self.members[index].child.is_none(),
+            "member {index} is running"
+        );
         self.members[index].launch();
         let url = self.members[index].client_url.clone();
         for _ in 0..200 {

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dvs_store::{
-    Change, Condition, Event, LeaseId, Reflector, Revision, StoreError, Txn, Watch,
-    MAX_TXN_OPS,
+    Change, Condition, Event, LeaseId, Reflector, Revision, StoreError, Txn, Watch, MAX_TXN_OPS,
 };
 
 use super::{bounded, Fixture};
@@ -48,8 +47,13 @@ macro_rules! store_suite {
 /// Reads batches until one reaches `until`; returns every event read.
 pub async fn collect_until(watch: &mut Watch, until: Revision) -> Vec<Event> {
     let mut events = Vec::new();
-    while events.last().map_or(true, |e: &Event| e.revision() < until) {
-        match bounded(&format!("watch events up to revision {until}"), watch.next()).await {
+    while events.last().is_none_or(|e: &Event| e.revision() < until) {
+        match bounded(
+            &format!("watch events up to revision {until}"),
+            watch.next(),
+        )
+        .await
+        {
             Some(Ok(batch)) => {
                 assert!(!batch.is_empty(), "a watch batch is never empty");
                 events.extend(batch);
@@ -69,7 +73,12 @@ pub async fn revisions_advance_once_per_change(f: &Fixture) {
     assert_eq!(r1, r0 + 1, "a put advances the revision by one");
     let a = s.get("/rev/a").await.unwrap().expect("a was put");
     assert_eq!(
-        (a.create_revision, a.mod_revision, a.version, a.value.as_slice()),
+        (
+            a.create_revision,
+            a.mod_revision,
+            a.version,
+            a.value.as_slice()
+        ),
         (r1, r1, 1, &b"1"[..])
     );
 
@@ -166,7 +175,11 @@ pub async fn failed_condition_changes_nothing(f: &Fixture) {
 
     // And no watcher saw anything: the first event is the next successful write.
     let ok = s
-        .txn(Txn::new().when_mod_revision("/cas/x", base).put("/cas/x", "2"))
+        .txn(
+            Txn::new()
+                .when_mod_revision("/cas/x", base)
+                .put("/cas/x", "2"),
+        )
         .await
         .unwrap();
     assert_eq!(ok.revision, before + 1);
@@ -248,7 +261,9 @@ pub async fn list_is_a_snapshot_of_a_prefix(f: &Fixture) {
     let s = f.store.as_ref();
     // 25 records: more than the etcd fixture's page size (7), so listing pages.
     for i in 0..25 {
-        s.put(&format!("/list/a/{i:02}"), vec![i as u8]).await.unwrap();
+        s.put(&format!("/list/a/{i:02}"), vec![i as u8])
+            .await
+            .unwrap();
     }
     s.put("/list/ab", b"sibling".to_vec()).await.unwrap();
     s.put("/list/b/1", b"other".to_vec()).await.unwrap();
@@ -364,7 +379,8 @@ pub async fn compaction_forces_relist(f: &Fixture) {
     for k in 1..=5 {
         s.put(&format!("/cmp/k{k}"), b"old".to_vec()).await.unwrap();
     }
-    let mut reflector = Reflector::new(f.store.clone(), "/cmp/").with_relist_interval(Duration::ZERO);
+    let mut reflector =
+        Reflector::new(f.store.clone(), "/cmp/").with_relist_interval(Duration::ZERO);
     let first = bounded("initial list", reflector.next()).await.unwrap();
     assert!(first.resync);
     assert_eq!(first.changes.len(), 5);
@@ -521,7 +537,10 @@ pub async fn keep_alive_holds_and_revoke_removes(f: &Fixture) {
     for k in keys {
         assert!(s.get(k).await.unwrap().is_none(), "{k} survived the revoke");
     }
-    let batch = bounded("revoke deletes", watch.next()).await.unwrap().unwrap();
+    let batch = bounded("revoke deletes", watch.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(batch.len(), 3, "{batch:?}");
     assert!(batch.iter().all(|e| matches!(e, Event::Delete { .. })));
     assert!(batch.iter().all(|e| e.revision() == r + 1));
