@@ -166,8 +166,9 @@ impl EmbeddedStore {
         &self.inner.path
     }
 
-    /// The oldest revision still in the change log's reach: watches after
-    /// `compact_revision() - 1` or later work.
+    /// The compaction revision: history before it is gone, so watches after
+    /// `compact_revision() - 1` or later work and earlier ones get
+    /// [`StoreError::Compacted`] (0: nothing compacted yet).
     pub async fn compact_revision(&self) -> StoreResult<Revision> {
         self.blocking(|inner| inner.read_meta(META_COMPACT)).await
     }

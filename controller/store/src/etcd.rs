@@ -65,7 +65,8 @@ impl Default for EtcdOptions {
     }
 }
 
-/// The etcd store. Cheap to clone (one shared connection pool).
+/// The etcd store. Cheap to clone (one shared connection pool). A watch holds its own handle
+/// on the connection: it keeps running after the store is dropped, until it is dropped.
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,

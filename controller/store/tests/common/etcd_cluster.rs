@@ -1,6 +1,7 @@
 //! Real etcd members on loopback for the tests: random free ports, a temporary data dir,
 //! readiness by polling with a bounded number of tries, and SIGKILL of every member on drop.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -33,7 +34,10 @@ pub fn etcd_or_skip(test: &str) -> Option<PathBuf> {
             panic!("DVS_STORE_REQUIRE_ETCD is set but no etcd binary is on PATH (or ETCD_BIN)")
         }
         None => {
-            eprintln!(
+            // Straight to the stderr handle, not eprintln!: the test harness captures the
+            // macros' output of passing tests, and this must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
                 "*** SKIPPING etcd test `{test}`: no `etcd` on PATH and no ETCD_BIN; install \
                  Debian's etcd-server package to run it ***"
             );
