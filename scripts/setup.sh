@@ -34,6 +34,9 @@ PKGS="dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config iproute2 coreutils
 # The real Linux guests of tests/tests/qemu_guests.rs (scripts/guest-image.sh builds their kernel
 # and initramfs); without Recommends, which would pull in QEMU's GUI and firmware packages.
 GUEST_PKGS="qemu-system-x86 busybox-static"
+# The controller's distributed store: etcd (tests start their own members on loopback; the
+# packaged service is disabled) and protoc, which the etcd client's build script runs.
+PKGS="$PKGS etcd-server protobuf-compiler"
 missing_of() {
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo -n " $p"
@@ -49,6 +52,11 @@ if [ -n "$missing$guest_missing" ]; then
         apt-get install -y -q --no-install-recommends $guest_missing
 else
     echo "setup.sh: packages present"
+fi
+# Debian starts the packaged etcd on install; nothing of ours uses it (tests run their own).
+if [ -n "$missing" ] && echo "$missing" | grep -q etcd-server; then
+    systemctl disable --now etcd >/dev/null 2>&1 || true
+    pkill -x etcd 2>/dev/null || true
 fi
 pkg-config --modversion libdpdk >/dev/null || { echo "setup.sh: libdpdk not found by pkg-config" >&2; exit 1; }
 

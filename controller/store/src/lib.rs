@@ -79,6 +79,8 @@
 //! ([`Txn::validate`]: a key written twice, a write inside a deleted prefix, more than
 //! [`MAX_TXN_OPS`] operations).
 
+#![forbid(unsafe_code)]
+
 mod embedded;
 mod error;
 mod etcd;
