@@ -20,8 +20,7 @@
 
 use crate::classifier::{range_to_prefixes, Action, Match, Rule, Table, TableId};
 use crate::conntrack::CtEntryInfo;
-use crate::datapath::{ApplyReport, MAX_PORTS};
-use crate::key::{self, ct, flags};
+use crate::key::{self, ct, flags, MAX_PORTS};
 use crate::matcher::MatchBuilder;
 use crate::meter::MeterConfig;
 use crate::pipeline::{Pipeline, PortInfo, Terminal};
@@ -64,6 +63,18 @@ pub const TABLE_NAMES: [&str; TABLE_COUNT] = [
     "ingress_sg",
     "output",
 ];
+
+/// What an update changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub rules_added: usize,
+    pub rules_removed: usize,
+    pub owners_recompiled: usize,
+    pub removed_ports: Vec<u32>,
+    pub unbound_macs: Vec<(u32, Mac)>,
+    /// Conntrack zones whose security-group rules changed.
+    pub sg_changed_zones: Vec<u16>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Owner {

@@ -12,6 +12,7 @@
 //! The control side ([`policy`] → [`compiler`]) builds tables from the operator's model and publishes
 //! them atomically; [`trace`] explains any packet's fate step by step.
 
+mod cache;
 pub mod checksum;
 pub mod classifier;
 pub mod compiler;
@@ -24,6 +25,8 @@ pub mod matcher;
 pub mod meter;
 pub mod parse;
 pub mod pipeline;
-
+pub mod shared;
+pub mod switch;
 pub mod trace;
 pub mod verdict;
+pub mod worker;

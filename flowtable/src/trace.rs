@@ -1,13 +1,13 @@
 //! "Why can't VM A reach VM B?": the path of one packet through the switch, step by step.
 //!
-//! A trace replays what [`crate::datapath::Worker`] would do with a frame, from the same tables,
+//! A trace replays what [`crate::worker::Worker`] would do with a frame, from the same tables,
 //! without changing state: no MAC is learned, no connection committed, no meter charged.
 
-use crate::datapath::Shared;
 use crate::key::FlowKey;
 use crate::matcher::describe;
 use crate::parse::parse;
 use crate::pipeline::{Pipeline, Terminal, Visit};
+use crate::shared::Shared;
 use crate::verdict::{DropReason, VlanEdit};
 use serde::Serialize;
 use std::fmt;
