@@ -19,6 +19,7 @@ pub mod compiler;
 pub mod conntrack;
 pub mod datapath;
 pub mod frames;
+mod interp;
 pub mod key;
 pub mod mac_learning;
 pub mod matcher;

@@ -12,8 +12,8 @@
 //! learns the source before it looks the destination up), and meters running dry (rates are set
 //! far above the test's traffic).
 
-use flowtable::datapath::{Switch, SwitchConfig};
 use flowtable::frames::{self, L4};
+use flowtable::switch::{Switch, SwitchConfig};
 use flowtable::verdict::{BurstResult, DropReason, VlanEdit};
 use model::{
     Cidr, Direction, EtherType, Mac, Model, Port, PortGroup, Priority, Protocol, Remote,
