@@ -41,6 +41,15 @@ pub const IP_PROTO_TCP: u8 = 6;
 pub const IP_PROTO_UDP: u8 = 17;
 pub const IP_PROTO_ICMPV6: u8 = 58;
 
+/// ICMP (`v6` false) or ICMPv6 types of error messages, which quote the packet they are about.
+pub fn is_icmp_error(v6: bool, ty: u8) -> bool {
+    if v6 {
+        matches!(ty, 1..=4)
+    } else {
+        matches!(ty, 3 | 4 | 5 | 11 | 12)
+    }
+}
+
 /// Bits of the `flags` byte.
 pub mod flags {
     /// The frame could not be parsed completely (truncated or malformed); fields after the

@@ -20,9 +20,9 @@ use model::Mac;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Counters of one port as seen by one worker.
+/// Drops counted for one port by one worker.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PortCounters {
+pub struct PortDrops {
     /// Drops decided while the packet came in through this port.
     pub rx_drops: [u64; DropReason::COUNT],
     /// Copies for this port dropped by its egress policy.
@@ -38,7 +38,7 @@ pub struct WorkerStats {
     pub emc_misses: u64,
     /// Of `emc_misses`, those the megaflow cache answered.
     pub megaflow_hits: u64,
-    pub ports: Vec<PortCounters>,
+    pub ports: Vec<PortDrops>,
 }
 
 /// An exact-match cache entry is made for one megaflow hit in this many, so that a flood of
@@ -78,7 +78,7 @@ impl Worker {
             meters: BTreeMap::new(),
             meter_version: u64::MAX,
             stats: WorkerStats {
-                ports: vec![PortCounters::default(); MAX_PORTS],
+                ports: vec![PortDrops::default(); MAX_PORTS],
                 ..Default::default()
             },
         }

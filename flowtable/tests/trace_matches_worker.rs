@@ -424,7 +424,7 @@ impl FrameSpec {
 
 /// One step of the traffic.
 #[derive(Debug, Clone)]
-pub enum Step {
+pub enum Traffic {
     /// A frame in on port `port`, or (None) on the port whose MAC is the frame's source.
     Send {
         port: Option<usize>,
@@ -435,7 +435,7 @@ pub enum Step {
     Reply { back: usize, flags: u8 },
 }
 
-pub fn step() -> impl Strategy<Value = Step> {
+pub fn traffic() -> impl Strategy<Value = Traffic> {
     let flags = prop_oneof![
         Just(frames::SYN | frames::ACK),
         Just(frames::ACK),
@@ -443,13 +443,13 @@ pub fn step() -> impl Strategy<Value = Step> {
     ];
     prop_oneof![
         3 => (prop_oneof![2 => Just(None), 1 => (0usize..8).prop_map(Some)], frame_spec())
-            .prop_map(|(port, frame)| Step::Send { port, frame }),
-        2 => (1usize..4, flags).prop_map(|(back, flags)| Step::Reply { back, flags }),
+            .prop_map(|(port, frame)| Traffic::Send { port, frame }),
+        2 => (1usize..4, flags).prop_map(|(back, flags)| Traffic::Reply { back, flags }),
     ]
 }
 
 /// The frames of `steps`, each with its input port (an index into the ports then the uplink).
-pub fn resolve(steps: &[Step], n_ports: usize) -> Vec<(usize, FrameSpec)> {
+pub fn resolve(steps: &[Traffic], n_ports: usize) -> Vec<(usize, FrameSpec)> {
     let n = n_ports.max(1);
     let own = |f: &FrameSpec, fallback: usize| match f {
         FrameSpec::Built { src, .. } if (1..=n_ports as u8).contains(src) => *src as usize - 1,
@@ -458,12 +458,12 @@ pub fn resolve(steps: &[Step], n_ports: usize) -> Vec<(usize, FrameSpec)> {
     let mut out: Vec<(usize, FrameSpec)> = vec![];
     for (i, s) in steps.iter().enumerate() {
         let next = match s {
-            Step::Send {
+            Traffic::Send {
                 port: Some(p),
                 frame,
             } => (*p % n, frame.clone()),
-            Step::Send { port: None, frame } => (own(frame, i), frame.clone()),
-            Step::Reply { back, flags } => {
+            Traffic::Send { port: None, frame } => (own(frame, i), frame.clone()),
+            Traffic::Reply { back, flags } => {
                 let Some((_, f)) = out.len().checked_sub(*back).map(|j| &out[j]) else {
                     continue;
                 };
@@ -529,7 +529,7 @@ proptest! {
     #[test]
     fn trace_verdict_is_what_forwarding_does(
         spec in model_spec(),
-        steps in prop::collection::vec(step(), 1..60),
+        steps in prop::collection::vec(traffic(), 1..60),
     ) {
         let model = build(&spec);
         prop_assume!(model.validate().is_ok());

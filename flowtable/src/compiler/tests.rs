@@ -54,7 +54,7 @@ fn base() -> Model {
 }
 
 #[derive(Debug, Clone)]
-enum Op {
+enum ModelOp {
     AddPort {
         n: u8,
         pg: u8,
@@ -80,27 +80,27 @@ enum Op {
     TogglePg(u8),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn op() -> impl Strategy<Value = ModelOp> {
     prop_oneof![
-        (0u8..6, 0u8..3, 0u8..3).prop_map(|(n, pg, sg)| Op::AddPort { n, pg, sg }),
-        (0u8..6).prop_map(Op::RemovePort),
-        (0u8..6, 0u8..3).prop_map(|(n, pg)| Op::MovePort { n, pg }),
-        (0u8..6, 0u8..3).prop_map(|(n, sg)| Op::SetSg { n, sg }),
+        (0u8..6, 0u8..3, 0u8..3).prop_map(|(n, pg, sg)| ModelOp::AddPort { n, pg, sg }),
+        (0u8..6).prop_map(ModelOp::RemovePort),
+        (0u8..6, 0u8..3).prop_map(|(n, pg)| ModelOp::MovePort { n, pg }),
+        (0u8..6, 0u8..3).prop_map(|(n, sg)| ModelOp::SetSg { n, sg }),
         (1u16..2000, any::<bool>(), any::<bool>()).prop_map(|(port, remote_group, ingress)| {
-            Op::AddRule {
+            ModelOp::AddRule {
                 port,
                 remote_group,
                 ingress,
             }
         }),
-        (0u8..4).prop_map(Op::RemoveRule),
-        (1u16..20).prop_map(Op::SetVlan),
-        (0u8..3).prop_map(Op::Shape),
-        (0u8..3).prop_map(Op::TogglePg),
+        (0u8..4).prop_map(ModelOp::RemoveRule),
+        (1u16..20).prop_map(ModelOp::SetVlan),
+        (0u8..3).prop_map(ModelOp::Shape),
+        (0u8..3).prop_map(ModelOp::TogglePg),
     ]
 }
 
-fn apply_op(m: &mut Model, op: &Op) {
+fn apply_op(m: &mut Model, op: &ModelOp) {
     let pgs = ["a100", "b200", "t"];
     let sg = |i: u8| match i {
         0 => None,
@@ -109,7 +109,7 @@ fn apply_op(m: &mut Model, op: &Op) {
     };
     let name = |n: u8| format!("vm{n}");
     match op {
-        Op::AddPort { n, pg, sg: s } => {
+        ModelOp::AddPort { n, pg, sg: s } => {
             if !m.ports.iter().any(|p| p.name == name(*n)) {
                 m.ports.push(Port {
                     name: name(*n),
@@ -120,18 +120,18 @@ fn apply_op(m: &mut Model, op: &Op) {
                 })
             }
         }
-        Op::RemovePort(n) => m.ports.retain(|p| p.name != name(*n)),
-        Op::MovePort { n, pg } => m
+        ModelOp::RemovePort(n) => m.ports.retain(|p| p.name != name(*n)),
+        ModelOp::MovePort { n, pg } => m
             .ports
             .iter_mut()
             .filter(|p| p.name == name(*n))
             .for_each(|p| p.port_group = pgs[*pg as usize].into()),
-        Op::SetSg { n, sg: s } => m
+        ModelOp::SetSg { n, sg: s } => m
             .ports
             .iter_mut()
             .filter(|p| p.name == name(*n))
             .for_each(|p| p.security_group = sg(*s)),
-        Op::AddRule {
+        ModelOp::AddRule {
             port,
             remote_group,
             ingress,
@@ -149,14 +149,14 @@ fn apply_op(m: &mut Model, op: &Op) {
             icmp_code: None,
             remote: remote_group.then(|| Remote::Group("default".into())),
         }),
-        Op::RemoveRule(i) => {
+        ModelOp::RemoveRule(i) => {
             let rules = &mut m.security_groups[1].rules;
             if (*i as usize) < rules.len() {
                 rules.remove(*i as usize);
             }
         }
-        Op::SetVlan(v) => m.port_groups[0].vlan = Some(*v),
-        Op::Shape(i) => {
+        ModelOp::SetVlan(v) => m.port_groups[0].vlan = Some(*v),
+        ModelOp::Shape(i) => {
             let pg = &mut m.port_groups[*i as usize];
             pg.shaping = match pg.shaping {
                 Some(_) => None,
@@ -168,7 +168,7 @@ fn apply_op(m: &mut Model, op: &Op) {
                 }),
             }
         }
-        Op::TogglePg(i) => {
+        ModelOp::TogglePg(i) => {
             let pg = &mut m.port_groups[*i as usize];
             pg.ip_mac_binding = !pg.ip_mac_binding;
             pg.tcp_checksum_fill = !pg.tcp_checksum_fill;
@@ -273,10 +273,10 @@ fn one_port_change_recompiles_one_owner() {
     let mut c = Compiler::new();
     let mut m = base();
     for n in 0..5 {
-        apply_op(&mut m, &Op::AddPort { n, pg: 0, sg: 0 });
+        apply_op(&mut m, &ModelOp::AddPort { n, pg: 0, sg: 0 });
     }
     c.update(&m).unwrap();
-    apply_op(&mut m, &Op::MovePort { n: 3, pg: 1 });
+    apply_op(&mut m, &ModelOp::MovePort { n: 3, pg: 1 });
     let r = c.update(&m).unwrap();
     assert_eq!(r.owners_recompiled, 1, "{r:?}");
     // Unchanged model: nothing recompiled, nothing touched.
@@ -288,7 +288,7 @@ fn one_port_change_recompiles_one_owner() {
     // A rule in a group used by nobody changes nothing in the tables.
     apply_op(
         &mut m,
-        &Op::AddRule {
+        &ModelOp::AddRule {
             port: 80,
             remote_group: false,
             ingress: true,
