@@ -1,7 +1,8 @@
 //! Shared helpers for the benchmarks: models (built through the real policy types, so the tables
 //! are what `evsd` would compile), frame generators and a small driver around a [`Worker`].
 
-use flowtable::datapath::{Switch, SwitchConfig, Worker};
+use flowtable::switch::{Switch, SwitchConfig};
+use flowtable::worker::Worker;
 use flowtable::frames::{self, L4};
 use flowtable::verdict::{BurstResult, DropReason};
 use model::Mac;

@@ -1,7 +1,7 @@
 //! "Why can't VM A reach VM B?": the path of one packet through the switch, step by step.
 //!
-//! A trace runs the worker's own interpreter ([`crate::interp`]) on a frame, from the same tables
-//! and state, in a [`Mode`] that narrates each decision and changes nothing: no MAC is learned, no
+//! A trace runs the worker's own interpreter (`interp.rs`) on a frame, from the same tables
+//! and state, in a `Mode` that narrates each decision and changes nothing: no MAC is learned, no
 //! connection committed, no meter charged.
 
 use crate::cache::emc::EmcSlot;

@@ -1,7 +1,7 @@
 //! One [`Worker`] per forwarding thread: decides the fate of every frame of a burst.
 //!
 //! Per packet, [`Worker::process_burst`] does: parse → the pipeline interpreter
-//! ([`crate::interp`]), with this worker as its [`Mode`]: segments come from the exact-match cache,
+//! (`interp.rs`), with this worker as its `Mode`: segments come from the exact-match cache,
 //! else the megaflow cache, else a walk of the tables (whose result is cached); meters are
 //! charged, connections committed, MACs learned.
 

@@ -18,8 +18,8 @@
 //! fingerprinted; an update recompiles only the owners whose fingerprint changed and applies the
 //! difference to the tables by rule id, so the outcome equals a compilation from scratch.
 //!
-//! One module per table family writes its part of an owner's rules: [`vlan`] (tables 0, 10, 13),
-//! [`port_security`] (1), [`security_group`] (2–3, 11–12), [`shaping`] (4); [`tables`] holds the
+//! One module per table family writes its part of an owner's rules: `vlan` (tables 0, 10, 13),
+//! `port_security` (1), `security_group` (2–3, 11–12), `shaping` (4); `tables` holds the
 //! layout they share. This module is the incremental driver.
 
 mod port_security;
