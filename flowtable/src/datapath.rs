@@ -4,5 +4,4 @@
 pub use crate::compiler::CT_EST_OR_REL;
 pub use crate::key::MAX_PORTS;
 pub use crate::switch::{ApplyReport, Shared, Switch, SwitchConfig};
-pub use crate::verdict::BurstResult;
-pub use crate::worker::{PortDrops, Worker, WorkerStats, RELEARN_NS};
+pub use crate::worker::{Worker, WorkerStats, RELEARN_NS};

@@ -7,10 +7,10 @@
 //! established connections.
 //!
 //! The one designed difference is that a trace changes nothing: it learns no MAC, commits no
-//! connection and charges no meter. The generators keep clear of what only those effects could
-//! change within one frame: a frame whose source MAC is its own unicast destination (forwarding
-//! learns the source before it looks the destination up), and meters running dry (rates are set
-//! far above the test's traffic).
+//! connection and charges no meter. The test keeps clear of what only those effects could change
+//! within one frame: a frame whose source MAC is its own unicast destination (forwarding learns
+//! the source before it looks the destination up) is forwarded but not compared; meters never run
+//! dry (rates far above the test's traffic), nor do the MAC limit and the connection table.
 
 use flowtable::frames::{self, L4};
 use flowtable::switch::{Switch, SwitchConfig};
@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 const VLANS: [u16; 3] = [10, 20, 30];
 
 #[derive(Debug, Clone)]
-pub struct GroupSpec {
+struct GroupSpec {
     trunk: bool,
     /// Bit i: VLANS[i] (trunks; at least one is set).
     vlans: u8,
@@ -39,7 +39,7 @@ pub struct GroupSpec {
 }
 
 #[derive(Debug, Clone)]
-pub enum RemoteSpec {
+enum RemoteSpec {
     Any,
     /// 10.0.0.0/30 or 2001:db8::/126: some ports are in it, some are not.
     Cidr,
@@ -47,7 +47,7 @@ pub enum RemoteSpec {
 }
 
 #[derive(Debug, Clone)]
-pub struct RuleSpec {
+struct RuleSpec {
     ingress: bool,
     v6: bool,
     /// 0 any, 1 tcp, 2 udp, 3 icmp.
@@ -58,14 +58,14 @@ pub struct RuleSpec {
 }
 
 #[derive(Debug, Clone)]
-pub struct PortSpec {
+struct PortSpec {
     group: usize,
     sg: Option<usize>,
     v6: bool,
 }
 
 #[derive(Debug, Clone)]
-pub struct ModelSpec {
+struct ModelSpec {
     groups: Vec<GroupSpec>,
     sgs: Vec<Vec<RuleSpec>>,
     ports: Vec<PortSpec>,
@@ -126,7 +126,7 @@ fn rule() -> impl Strategy<Value = RuleSpec> {
         })
 }
 
-pub fn model_spec() -> impl Strategy<Value = ModelSpec> {
+fn model_spec() -> impl Strategy<Value = ModelSpec> {
     (
         prop::collection::vec(group(), 1..4),
         prop::collection::vec(
@@ -185,20 +185,20 @@ fn vlan_ranges(bits: u8) -> Vec<VlanRange> {
         .collect()
 }
 
-pub fn port_name(i: usize) -> String {
+fn port_name(i: usize) -> String {
     format!("vm{i}")
 }
-pub fn mac(n: u8) -> Mac {
+fn mac(n: u8) -> Mac {
     Mac([2, 0, 0, 0, 0, n])
 }
-pub fn ip4(n: u8) -> Ipv4Addr {
+fn ip4(n: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, n)
 }
-pub fn ip6(n: u8) -> Ipv6Addr {
+fn ip6(n: u8) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, n as u16)
 }
 
-pub fn build(s: &ModelSpec) -> Model {
+fn build(s: &ModelSpec) -> Model {
     let mut m = Model::default();
     for (i, g) in s.groups.iter().enumerate() {
         let name = format!("pg{i}");
@@ -291,7 +291,7 @@ pub fn build(s: &ModelSpec) -> Model {
 }
 
 #[derive(Debug, Clone)]
-pub enum Payload {
+enum Payload {
     Udp(u16, u16),
     Tcp(u16, u16, u8),
     Echo(u16, bool),
@@ -299,7 +299,7 @@ pub enum Payload {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum Tag {
+enum Tag {
     /// What the input port expects: untagged on access ports and native VLANs, else tagged with
     /// one of its VLANs.
     Auto,
@@ -308,7 +308,7 @@ pub enum Tag {
 }
 
 #[derive(Debug, Clone)]
-pub enum FrameSpec {
+enum FrameSpec {
     Built {
         /// MAC/IP host number: 1..=6 are (or may be) ports, 7 is unknown, 0 is broadcast.
         src: u8,
@@ -322,7 +322,7 @@ pub enum FrameSpec {
     Bytes(Vec<u8>),
 }
 
-pub fn frame_spec() -> impl Strategy<Value = FrameSpec> {
+fn frame_spec() -> impl Strategy<Value = FrameSpec> {
     let port = prop_oneof![
         Just(53u16),
         Just(67),
@@ -365,52 +365,48 @@ pub fn frame_spec() -> impl Strategy<Value = FrameSpec> {
 
 impl FrameSpec {
     /// The frame; `auto` is the tag [`Tag::Auto`] stands for.
-    pub fn bytes(&self, auto: Option<u16>) -> Vec<u8> {
-        let FrameSpec::Built {
-            src,
-            dst,
-            vlan,
-            v6,
-            payload,
-            cut,
-        } = self
-        else {
-            let FrameSpec::Bytes(b) = self else {
-                unreachable!()
-            };
-            return b.clone();
+    fn bytes(&self, auto: Option<u16>) -> Vec<u8> {
+        let (src, dst, vlan, v6, payload, cut) = match self {
+            FrameSpec::Bytes(b) => return b.clone(),
+            FrameSpec::Built {
+                src,
+                dst,
+                vlan,
+                v6,
+                payload,
+                cut,
+            } => (*src, *dst, *vlan, *v6, payload, *cut),
         };
         let m = |n: u8| if n == 0 { Mac::BROADCAST } else { mac(n) };
-        let vlan = &match vlan {
+        let vlan = match vlan {
             Tag::Auto => auto,
             Tag::Untagged => None,
-            Tag::Vlan(v) => Some(*v),
+            Tag::Vlan(v) => Some(v),
         };
-        let l4 = match *payload {
-            Payload::Udp(src, dst) => L4::Udp { src, dst },
-            Payload::Tcp(src, dst, flags) => L4::Tcp { src, dst, flags },
-            Payload::Echo(id, reply) => L4::Echo { id, reply },
-            Payload::Arp(op) => {
-                let f = frames::arp(
-                    m(*src),
-                    m(*dst),
-                    *vlan,
-                    op,
-                    mac(*src),
-                    ip4(*src),
-                    m(*dst),
-                    ip4(*dst),
-                );
-                return f;
+        let ip = |l4: L4| {
+            if v6 {
+                frames::ipv6(m(src), m(dst), vlan, ip6(src), ip6(dst), l4, 4)
+            } else {
+                frames::ipv4(m(src), m(dst), vlan, ip4(src), ip4(dst), l4, 4)
             }
         };
-        let mut f = if *v6 {
-            frames::ipv6(m(*src), m(*dst), *vlan, ip6(*src), ip6(*dst), l4, 4)
-        } else {
-            frames::ipv4(m(*src), m(*dst), *vlan, ip4(*src), ip4(*dst), l4, 4)
+        let mut f = match *payload {
+            Payload::Udp(src, dst) => ip(L4::Udp { src, dst }),
+            Payload::Tcp(src, dst, flags) => ip(L4::Tcp { src, dst, flags }),
+            Payload::Echo(id, reply) => ip(L4::Echo { id, reply }),
+            Payload::Arp(op) => frames::arp(
+                m(src),
+                m(dst),
+                vlan,
+                op,
+                mac(src),
+                ip4(src),
+                m(dst),
+                ip4(dst),
+            ),
         };
         if let Some(n) = cut {
-            f.truncate(*n);
+            f.truncate(n);
         }
         f
     }
@@ -424,7 +420,7 @@ impl FrameSpec {
 
 /// One step of the traffic.
 #[derive(Debug, Clone)]
-pub enum Traffic {
+enum Traffic {
     /// A frame in on port `port`, or (None) on the port whose MAC is the frame's source.
     Send {
         port: Option<usize>,
@@ -435,7 +431,7 @@ pub enum Traffic {
     Reply { back: usize, flags: u8 },
 }
 
-pub fn traffic() -> impl Strategy<Value = Traffic> {
+fn traffic() -> impl Strategy<Value = Traffic> {
     let flags = prop_oneof![
         Just(frames::SYN | frames::ACK),
         Just(frames::ACK),
@@ -449,7 +445,7 @@ pub fn traffic() -> impl Strategy<Value = Traffic> {
 }
 
 /// The frames of `steps`, each with its input port (an index into the ports then the uplink).
-pub fn resolve(steps: &[Traffic], n_ports: usize) -> Vec<(usize, FrameSpec)> {
+fn resolve(steps: &[Traffic], n_ports: usize) -> Vec<(usize, FrameSpec)> {
     let n = n_ports.max(1);
     let own = |f: &FrameSpec, fallback: usize| match f {
         FrameSpec::Built { src, .. } if (1..=n_ports as u8).contains(src) => *src as usize - 1,
@@ -501,7 +497,7 @@ pub fn resolve(steps: &[Traffic], n_ports: usize) -> Vec<(usize, FrameSpec)> {
 }
 
 /// The tag a frame from port `name` carries when it is well-formed for that port.
-pub fn auto_vlan(m: &Model, name: &str) -> Option<u16> {
+fn auto_vlan(m: &Model, name: &str) -> Option<u16> {
     if let Some(u) = m.uplinks.iter().find(|u| u.name == name) {
         let first = u.vlans.first().map(|r| r.first);
         return first.or_else(|| {
