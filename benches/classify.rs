@@ -10,7 +10,7 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use evs_benches::*;
 use flowtable::classifier::{Action, Match, Rule, Table};
-use flowtable::datapath::SwitchConfig;
+use flowtable::switch::SwitchConfig;
 use flowtable::frames::{ACK, SYN};
 use flowtable::key::{self, FlowKey};
 use flowtable::verdict::DropReason;

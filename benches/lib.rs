@@ -3,7 +3,8 @@
 
 #![forbid(unsafe_code)]
 
-use flowtable::datapath::{Switch, SwitchConfig, Worker};
+use flowtable::switch::{Switch, SwitchConfig};
+use flowtable::worker::Worker;
 use flowtable::frames::{self, L4};
 use flowtable::verdict::{BurstResult, DropReason};
 use model::Mac;

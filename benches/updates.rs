@@ -8,7 +8,7 @@
 //! (a plain `main`, not criterion: the figures of interest are the tail latencies).
 
 use evs_benches::*;
-use flowtable::datapath::SwitchConfig;
+use flowtable::switch::SwitchConfig;
 use flowtable::verdict::BurstResult;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 //! every packet). Only `measured` is counted.
 
 use evs_benches::{bursts, ports_model, sg_model, tcp_frame, udp_frame, Driver};
-use flowtable::datapath::SwitchConfig;
+use flowtable::switch::SwitchConfig;
 use flowtable::frames::{ACK, SYN};
 use std::hint::black_box;
 

@@ -121,12 +121,6 @@ impl Match {
     }
 }
 
-impl fmt::Debug for Match {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", crate::matcher::describe(self))
-    }
-}
-
 /// One prioritized rule.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Rule {

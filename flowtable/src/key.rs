@@ -22,6 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const KEY_WORDS: usize = 10;
 
+/// Port ids (`in_port`, `out_port`) are below this bound, so per-port counters are plain arrays.
+pub const MAX_PORTS: usize = 4096;
+
 /// Bit of `vlan_tci` that says a tag is present (as in OpenFlow's `OFPVID_PRESENT` idea, but in the
 /// CFI/DEI position so VLAN 0 priority tags stay distinguishable from untagged frames).
 pub const VLAN_PRESENT: u16 = 0x1000;
@@ -37,6 +40,15 @@ pub const IP_PROTO_ICMP: u8 = 1;
 pub const IP_PROTO_TCP: u8 = 6;
 pub const IP_PROTO_UDP: u8 = 17;
 pub const IP_PROTO_ICMPV6: u8 = 58;
+
+/// ICMP (`v6` false) or ICMPv6 types of error messages, which quote the packet they are about.
+pub fn is_icmp_error(v6: bool, ty: u8) -> bool {
+    if v6 {
+        matches!(ty, 1..=4)
+    } else {
+        matches!(ty, 3 | 4 | 5 | 11 | 12)
+    }
+}
 
 /// Bits of the `flags` byte.
 pub mod flags {
@@ -218,6 +230,16 @@ impl FlowKey {
             diff |= (self.0[i] ^ value.0[i]) & mask.0[i];
         }
         diff == 0
+    }
+    /// `self == other`, without an early exit: the caches compare a whole key on every hit, where
+    /// one OR of the word differences beats a compare that branches on each word.
+    #[inline(always)]
+    pub fn same_as(&self, other: &FlowKey) -> bool {
+        let mut d = 0;
+        for i in 0..KEY_WORDS {
+            d |= self.0[i] ^ other.0[i];
+        }
+        d == 0
     }
     /// A 64-bit hash of the key; quality good enough for open addressing, cost a few cycles a word.
     #[inline(always)]

@@ -136,17 +136,17 @@ pub struct MacStats {
     pub aged_out: u64,
 }
 
-struct Slot {
+struct MacSlot {
     key: AtomicU64,
     dp: AtomicU64,
     seen: AtomicU64,
 }
 
 #[repr(align(64))]
-struct Bucket {
+struct MacBucket {
     /// Seqlock: odd while a writer holds the bucket.
     seq: AtomicU64,
-    slots: [Slot; WAYS],
+    slots: [MacSlot; WAYS],
 }
 
 /// A consistent copy of one slot.
@@ -175,7 +175,7 @@ impl Snap {
     }
 }
 
-impl Slot {
+impl MacSlot {
     fn snap(&self) -> Snap {
         Snap {
             key: self.key.load(Ordering::Relaxed),
@@ -187,7 +187,7 @@ impl Slot {
 
 /// Holds a bucket's seqlock; releases it on drop.
 struct Locked<'a> {
-    b: &'a Bucket,
+    b: &'a MacBucket,
     seq: u64,
 }
 
@@ -201,7 +201,7 @@ impl Drop for Locked<'_> {
 
 #[repr(align(64))]
 #[derive(Default)]
-struct Counters {
+struct MacCounters {
     entries: AtomicUsize,
     learned: AtomicU64,
     moves: AtomicU64,
@@ -212,7 +212,7 @@ struct Counters {
 
 /// The shared MAC table. See the module documentation.
 pub struct MacTable {
-    buckets: Box<[Bucket]>,
+    buckets: Box<[MacBucket]>,
     bucket_mask: usize,
     seed: u64,
     shift: u32,
@@ -220,7 +220,7 @@ pub struct MacTable {
     aging_units: u64,
     limit: u32,
     counts: Box<[AtomicU32]>,
-    c: Counters,
+    c: MacCounters,
 }
 
 fn pause(i: u32) {
@@ -244,9 +244,9 @@ impl MacTable {
         let slots = cfg.capacity.max(WAYS).next_power_of_two();
         let nb = slots / WAYS;
         let buckets = (0..nb)
-            .map(|_| Bucket {
+            .map(|_| MacBucket {
                 seq: AtomicU64::new(0),
-                slots: std::array::from_fn(|_| Slot {
+                slots: std::array::from_fn(|_| MacSlot {
                     key: AtomicU64::new(0),
                     dp: AtomicU64::new(0),
                     seen: AtomicU64::new(0),
@@ -266,11 +266,11 @@ impl MacTable {
             aging_units: cfg.aging_ns.div_ceil(1 << shift),
             limit: cfg.per_port_limit,
             counts: (0..MAX_PORTS).map(|_| AtomicU32::new(0)).collect(),
-            c: Counters::default(),
+            c: MacCounters::default(),
         }
     }
 
-    fn bucket(&self, domain: u32, mac: u64) -> &Bucket {
+    fn bucket(&self, domain: u32, mac: u64) -> &MacBucket {
         let h = mix(mac ^ (domain as u64).rotate_left(48) ^ self.seed);
         &self.buckets[h as usize & self.bucket_mask]
     }
@@ -284,7 +284,7 @@ impl MacTable {
     }
 
     /// Runs `f` on a stable view of `b`; `None` if none was obtained in `tries` attempts.
-    fn read<R>(b: &Bucket, tries: u32, f: impl Fn(&Bucket) -> R) -> Option<R> {
+    fn read<R>(b: &MacBucket, tries: u32, f: impl Fn(&MacBucket) -> R) -> Option<R> {
         for i in 0..tries {
             let s1 = b.seq.load(Ordering::Acquire);
             if s1 & 1 == 0 {
@@ -300,12 +300,12 @@ impl MacTable {
     }
 
     /// A stable copy of a whole bucket (control path: retries until it gets one).
-    fn read_all(b: &Bucket) -> [Snap; WAYS] {
+    fn read_all(b: &MacBucket) -> [Snap; WAYS] {
         Self::read(b, u32::MAX, |b| std::array::from_fn(|i| b.slots[i].snap()))
             .expect("bucket never stable")
     }
 
-    fn lock(b: &Bucket) -> Locked<'_> {
+    fn lock(b: &MacBucket) -> Locked<'_> {
         let mut i = 0;
         loop {
             let s = b.seq.load(Ordering::Relaxed);
@@ -377,7 +377,14 @@ impl MacTable {
         self.learn_locked(b, domain, m, port, now_u)
     }
 
-    fn learn_locked(&self, b: &Bucket, domain: u32, m: u64, port: u32, now_u: u64) -> LearnOutcome {
+    fn learn_locked(
+        &self,
+        b: &MacBucket,
+        domain: u32,
+        m: u64,
+        port: u32,
+        now_u: u64,
+    ) -> LearnOutcome {
         let _g = Self::lock(b);
         let snaps: [Snap; WAYS] = std::array::from_fn(|i| b.slots[i].snap());
         let dp = ((domain as u64) << 32) | port as u64;
@@ -447,7 +454,7 @@ impl MacTable {
         let m = mac.to_u64() & MAC_MASK;
         let b = self.bucket(domain, m);
         let s = Self::read(b, READ_TRIES, |b| {
-            b.slots.iter().map(Slot::snap).find(|s| s.is(domain, m))
+            b.slots.iter().map(MacSlot::snap).find(|s| s.is(domain, m))
         })??;
         (!self.expired(&s, self.units(now_ns))).then_some(s.port())
     }
@@ -501,7 +508,7 @@ impl MacTable {
 
     /// Removes the learned entries of bucket `b` matching `pred` (under the lock); returns how
     /// many were removed. Static entries are only removed if `pred` accepts them.
-    fn remove_in(&self, b: &Bucket, pred: impl Fn(&Snap) -> bool) -> usize {
+    fn remove_in(&self, b: &MacBucket, pred: impl Fn(&Snap) -> bool) -> usize {
         // Unlocked look first, so sweeps do not disturb readers of buckets with nothing to do.
         if !b.slots.iter().any(|s| {
             let s = s.snap();

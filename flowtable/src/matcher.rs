@@ -3,6 +3,7 @@
 use crate::classifier::Match;
 use crate::key::{FlowKey, VLAN_PRESENT, VLAN_VID_MASK};
 use model::Mac;
+use std::fmt;
 use std::net::IpAddr;
 
 /// Builds a match one field at a time: `MatchBuilder::new().in_port(3).vlan(100).build()`.
@@ -123,6 +124,13 @@ fn prefix(addr: IpAddr, len: u8) -> (u128, u128) {
             };
             (u128::from(a), m)
         }
+    }
+}
+
+// Here rather than next to `Match` so that the classifier does not depend on its own printer.
+impl fmt::Debug for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", describe(self))
     }
 }
 

@@ -45,6 +45,16 @@ pub struct Segment {
     pub terminal: Terminal,
 }
 
+impl Segment {
+    /// What a walk that matches no rule gives; also the filler of empty cache slots.
+    pub const NO_MATCH: Segment = Segment {
+        set_reg0: None,
+        meters: [0; 2],
+        n_meters: 0,
+        terminal: Terminal::Drop(DropReason::NoMatch),
+    };
+}
+
 /// One table visit, for traces.
 #[derive(Debug, Clone)]
 pub struct Visit {
@@ -110,12 +120,7 @@ impl Pipeline {
             w.set_stage(u8::MAX);
         }
         let mut k = *key;
-        let mut seg = Segment {
-            set_reg0: None,
-            meters: [0; 2],
-            n_meters: 0,
-            terminal: Terminal::Drop(DropReason::NoMatch),
-        };
+        let mut seg = Segment::NO_MATCH;
         let mut table = k.stage();
         for _ in 0..MAX_GOTOS {
             let rule = self.table(table).and_then(|t| match wc.as_deref_mut() {

@@ -1,14 +1,20 @@
 //! "Why can't VM A reach VM B?": the path of one packet through the switch, step by step.
 //!
-//! A trace replays what [`crate::datapath::Worker`] would do with a frame, from the same tables,
-//! without changing state: no MAC is learned, no connection committed, no meter charged.
+//! A trace runs the worker's own interpreter (`interp.rs`) on a frame, from the same tables
+//! and state, in a `Mode` that narrates each decision and changes nothing: no MAC is learned, no
+//! connection committed, no meter charged.
 
-use crate::datapath::Shared;
+use crate::cache::emc::EmcSlot;
+use crate::conntrack::CtResult;
+use crate::interp::{self, Cause, Ctx, Mode};
 use crate::key::FlowKey;
 use crate::matcher::describe;
+use crate::meter::Verdict;
 use crate::parse::parse;
-use crate::pipeline::{Pipeline, Terminal, Visit};
-use crate::verdict::{DropReason, VlanEdit};
+use crate::pipeline::{Pipeline, Segment, Visit};
+use crate::shared::Shared;
+use crate::verdict::{DropReason, Emit, VlanEdit};
+use model::Mac;
 use serde::Serialize;
 use std::fmt;
 
@@ -47,15 +53,15 @@ impl fmt::Display for Trace {
     }
 }
 
+/// Tracing: walks instead of caches, narration, and no side effect.
 struct Tracer<'a> {
     sh: &'a Shared,
-    pl: &'a Pipeline,
-    frame: &'a [u8],
-    now: u64,
-    in_port: u32,
     steps: Vec<Step>,
-    emits: Vec<TraceEmit>,
-    drops: Vec<(DropReason, String)>,
+    /// Why the first drop happened (the drop the verdict reports when no copy goes out).
+    first_why: Option<String>,
+    /// The note of the last rule visited (or "no rule matched"): why a segment ending in a drop
+    /// drops.
+    last_note: String,
 }
 
 pub(crate) fn trace(sh: &Shared, in_port: u32, frame: &[u8], now: u64) -> Trace {
@@ -63,221 +69,186 @@ pub(crate) fn trace(sh: &Shared, in_port: u32, frame: &[u8], now: u64) -> Trace 
     let key = parse(in_port, frame);
     let mut t = Tracer {
         sh,
+        steps: vec![],
+        first_why: None,
+        last_note: String::new(),
+    };
+    let mut cx = Ctx {
         pl: &pl,
         frame,
         now,
         in_port,
-        steps: vec![],
-        emits: vec![],
-        drops: vec![],
+        first_drop: None,
+        excess: false,
     };
+    let mut emits = vec![];
     if key.is_invalid() {
-        t.drops.push((
-            DropReason::Malformed,
-            "the frame is truncated or malformed".into(),
-        ));
+        cx.first_drop = Some(DropReason::Malformed);
+        t.first_why = Some("the frame is truncated or malformed".into());
     } else {
-        t.run(key, 0);
+        interp::run(&mut t, &mut cx, key, false, &mut emits);
     }
-    let (drop, verdict) = if !t.emits.is_empty() {
-        let to: Vec<String> = t.emits.iter().map(|e| e.port.clone()).collect();
+    let emits: Vec<TraceEmit> = emits
+        .iter()
+        .map(|e| TraceEmit {
+            port: pl.port_name(e.port),
+            vlan: e.vlan,
+        })
+        .collect();
+    let (drop, verdict) = if !emits.is_empty() {
+        let to: Vec<&str> = emits.iter().map(|e| e.port.as_str()).collect();
         (None, format!("delivered to {}", to.join(", ")))
-    } else if let Some((r, why)) = t.drops.first() {
-        (Some(*r), format!("dropped: {why}"))
     } else {
+        let why = t.first_why.as_deref();
         (
-            Some(DropReason::Loop),
-            "dropped: no other port in this VLAN".into(),
+            Some(cx.first_drop.unwrap_or(DropReason::Loop)),
+            format!("dropped: {}", why.unwrap_or("no other port in this VLAN")),
         )
     };
     Trace {
         in_port: pl.port_name(in_port),
         flow: format!("{key:?}"),
         steps: t.steps,
-        emits: t.emits,
+        emits,
         drop,
         verdict,
     }
 }
 
 impl Tracer<'_> {
-    fn say(&mut self, depth: usize, text: String) {
-        self.steps.push(Step { depth, text });
+    fn say(&mut self, egress: bool, text: String) {
+        self.steps.push(Step {
+            depth: egress as usize,
+            text,
+        });
+    }
+}
+
+impl Mode for Tracer<'_> {
+    fn shared(&self) -> &Shared {
+        self.sh
     }
 
-    fn drop(&mut self, depth: usize, r: DropReason, why: String) {
-        self.say(depth, format!("=> drop ({}): {why}", r.name()));
-        self.drops.push((r, why));
-    }
-
-    fn run(&mut self, mut key: FlowKey, depth: usize) {
-        for _ in 0..8 {
-            let mut visits: Vec<Visit> = vec![];
-            let seg = self.pl.walk(&key, Some(&mut visits));
-            let mut last_note = String::new();
-            for v in &visits {
-                let tname = self
-                    .pl
-                    .table_names
-                    .get(v.table as usize)
-                    .copied()
-                    .unwrap_or("");
-                match &v.rule {
-                    Some(r) => {
-                        let acts: Vec<String> = r.actions.iter().map(|a| a.to_string()).collect();
-                        self.say(
-                            depth,
-                            format!(
-                                "table {} ({tname}): priority {} [{}] -> {}",
-                                v.table,
-                                r.priority,
-                                describe(&r.m),
-                                acts.join(",")
-                            ),
-                        );
-                        self.say(depth, format!("  # {}", r.note));
-                        last_note = r.note.to_string();
-                    }
-                    None => {
-                        self.say(
-                            depth,
-                            format!("table {} ({tname}): no rule matched", v.table),
-                        );
-                        last_note = format!("no rule matched in table {} ({tname})", v.table);
-                    }
-                }
-            }
-            if let Some(r) = seg.set_reg0 {
-                key.set_reg0(r);
-            }
-            for m in &seg.meters[..seg.n_meters as usize] {
-                self.say(
-                    depth,
-                    format!(
-                        "meter {m} (transmit shaping of {}): not charged by a trace",
-                        self.pl.port_name(*m)
-                    ),
-                );
-            }
-            match seg.terminal {
-                Terminal::Drop(r) => {
-                    let why = match (r, key.vlan()) {
-                        (DropReason::VlanNotAllowed, Some(v)) => format!("VLAN {v}: {last_note}"),
-                        _ => last_note,
-                    };
-                    return self.drop(depth, r, why);
-                }
-                Terminal::Ct {
-                    zone,
-                    commit,
-                    table,
-                } => {
-                    let r = self.sh.ct.peek(zone, &key, self.frame, self.now);
-                    let st = ct_bits(r.state);
+    /// A walk of the tables (a trace explains rules; the worker's caches would hide them),
+    /// told rule by rule.
+    fn segment(&mut self, pl: &Pipeline, key: &FlowKey, egress: bool) -> (Segment, EmcSlot) {
+        let mut visits: Vec<Visit> = vec![];
+        let seg = pl.walk(key, Some(&mut visits));
+        for v in &visits {
+            let tname = pl.table_names.get(v.table as usize).copied().unwrap_or("");
+            match &v.rule {
+                Some(r) => {
+                    let acts: Vec<String> = r.actions.iter().map(|a| a.to_string()).collect();
                     self.say(
-                        depth,
+                        egress,
                         format!(
-                            "conntrack zone {zone}: {st}{}",
-                            if commit { " (would commit)" } else { "" }
+                            "table {} ({tname}): priority {} [{}] -> {}",
+                            v.table,
+                            r.priority,
+                            describe(&r.m),
+                            acts.join(",")
                         ),
                     );
-                    if commit {
-                        return self.egress_or_continue(key, table, depth);
-                    }
-                    key.set_ct_state(r.state);
-                    key.set_stage(table);
+                    self.say(egress, format!("  # {}", r.note));
+                    self.last_note = r.note.to_string();
                 }
-                Terminal::Emit { tagged, .. } if depth > 0 => {
-                    let vlan = if tagged {
-                        VlanEdit::Set(key.reg0() as u16)
-                    } else {
-                        VlanEdit::Strip
-                    };
-                    let port = self.pl.port_name(key.out_port());
+                None => {
                     self.say(
-                        depth,
-                        format!(
-                            "=> output to {port} ({})",
-                            if tagged {
-                                format!("tagged VLAN {}", key.reg0())
-                            } else {
-                                "untagged".into()
-                            }
-                        ),
+                        egress,
+                        format!("table {} ({tname}): no rule matched", v.table),
                     );
-                    self.emits.push(TraceEmit { port, vlan });
-                    return;
-                }
-                Terminal::Output(p) if depth == 0 => return self.egress(key, p),
-                Terminal::Normal if depth == 0 => {
-                    let dst = key.eth_dst();
-                    if !dst.is_multicast() {
-                        if let Some(p) = self.sh.mac.lookup(key.reg0(), dst, self.now) {
-                            self.say(
-                                0,
-                                format!(
-                                    "MAC table: {dst} in VLAN {} is on port {}",
-                                    key.reg0(),
-                                    self.pl.port_name(p)
-                                ),
-                            );
-                            return self.egress(key, p);
-                        }
-                        self.say(
-                            0,
-                            format!("MAC table: {dst} unknown in VLAN {}: flood", key.reg0()),
-                        );
-                    } else {
-                        self.say(
-                            0,
-                            format!("{dst} is broadcast/multicast: flood in VLAN {}", key.reg0()),
-                        );
-                    }
-                    return self.flood(key);
-                }
-                Terminal::Flood if depth == 0 => return self.flood(key),
-                _ => {
-                    return self.drop(
-                        depth,
-                        DropReason::Policy,
-                        "action not allowed at this stage (table bug)".into(),
-                    )
+                    self.last_note = format!("no rule matched in table {} ({tname})", v.table);
                 }
             }
         }
+        (seg, None)
     }
 
-    /// After a committing `ct`: continue in `table` (the packet is allowed).
-    fn egress_or_continue(&mut self, mut key: FlowKey, table: u8, depth: usize) {
-        key.set_stage(table);
-        self.run(key, depth);
+    /// Not charged: the packet passes as if the meter had tokens.
+    fn meter(&mut self, pl: &Pipeline, id: u32, _len: u32, _now: u64, egress: bool) -> Verdict {
+        self.say(
+            egress,
+            format!(
+                "meter {id} (transmit shaping of {}): not charged by a trace",
+                pl.port_name(id)
+            ),
+        );
+        Verdict::Within
     }
 
-    fn egress(&mut self, key: FlowKey, port: u32) {
-        if port == self.in_port {
-            return self.drop(0, DropReason::Loop, "destination is the input port".into());
-        }
-        self.say(0, format!("-> towards port {}", self.pl.port_name(port)));
-        let mut k = key;
-        k.set_out_port(port);
-        k.set_stage(self.pl.egress_table);
-        k.set_ct_state(0);
-        self.run(k, 1);
+    /// What conntrack would say, committing nothing.
+    fn ct(
+        &mut self,
+        zone: u16,
+        key: &FlowKey,
+        frame: &[u8],
+        commit: bool,
+        now: u64,
+        egress: bool,
+    ) -> CtResult {
+        let r = self.sh.ct.peek(zone, key, frame, now);
+        let st = ct_bits(r.state);
+        self.say(
+            egress,
+            format!(
+                "conntrack zone {zone}: {st}{}",
+                if commit { " (would commit)" } else { "" }
+            ),
+        );
+        r
     }
 
-    fn flood(&mut self, key: FlowKey) {
-        let ports: Vec<u32> = self.pl.flood.get(&key.reg0()).cloned().unwrap_or_default();
-        let others: Vec<u32> = ports.into_iter().filter(|p| *p != self.in_port).collect();
-        if others.is_empty() {
-            return self.drop(
-                0,
-                DropReason::Loop,
-                format!("no other port in VLAN {}", key.reg0()),
-            );
-        }
-        for p in others {
-            self.egress(key, p);
-        }
+    /// Learns nothing: the lookup that follows sees the MAC table as it is.
+    fn learn(&mut self, _domain: u32, _src: Mac, _port: u32, _now: u64) -> bool {
+        true
+    }
+
+    fn mac(&mut self, pl: &Pipeline, domain: u32, dst: Mac, port: Option<u32>) {
+        let text = match port {
+            Some(p) => format!(
+                "MAC table: {dst} in VLAN {domain} is on port {}",
+                pl.port_name(p)
+            ),
+            None if dst.is_multicast() => {
+                format!("{dst} is broadcast/multicast: flood in VLAN {domain}")
+            }
+            None => format!("MAC table: {dst} unknown in VLAN {domain}: flood"),
+        };
+        self.say(false, text);
+    }
+
+    fn towards(&mut self, pl: &Pipeline, port: u32) {
+        self.say(false, format!("-> towards port {}", pl.port_name(port)));
+    }
+
+    fn emitted(&mut self, pl: &Pipeline, e: &Emit) {
+        let how = match e.vlan {
+            VlanEdit::Set(v) => format!("tagged VLAN {v}"),
+            _ => "untagged".into(),
+        };
+        self.say(
+            true,
+            format!("=> output to {} ({how})", pl.port_name(e.port)),
+        );
+    }
+
+    fn dropped(&mut self, key: &FlowKey, egress: bool, r: DropReason, why: Cause) {
+        let why = match why {
+            Cause::Rule => match (r, key.vlan()) {
+                (DropReason::VlanNotAllowed, Some(v)) => format!("VLAN {v}: {}", self.last_note),
+                _ => self.last_note.clone(),
+            },
+            Cause::InputPort => "destination is the input port".into(),
+            Cause::NoOtherPort => format!("no other port in VLAN {}", key.reg0()),
+            Cause::TableBug => "action not allowed at this stage (table bug)".into(),
+            // A trace charges no meter, commits no connection and learns no MAC, so these do
+            // not happen in one; worded for completeness.
+            Cause::Meter(id) => format!("meter {id} is out of tokens"),
+            Cause::CtFull => "the connection table is full".into(),
+            Cause::MacLimit => "the input port has learned as many MACs as it may".into(),
+        };
+        self.say(egress, format!("=> drop ({}): {why}", r.name()));
+        self.first_why.get_or_insert(why);
     }
 }
 

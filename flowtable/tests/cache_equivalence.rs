@@ -5,9 +5,10 @@
 //! same copies, tags and drop reasons from both, through MAC learning and moves, TCP connections
 //! opening and closing through stateful security groups, floods, and a rule change in the middle.
 
-use flowtable::datapath::{Switch, SwitchConfig, Worker};
 use flowtable::frames::{self, ACK, FIN, L4, RST, SYN};
+use flowtable::switch::{Switch, SwitchConfig};
 use flowtable::verdict::{BurstResult, DropReason, VlanEdit};
+use flowtable::worker::Worker;
 use model::Mac;
 use model::Model;
 use proptest::prelude::*;

@@ -1,9 +1,10 @@
 //! The port-group and security-group semantics of SPEC.md, checked through the same entry point
 //! the dataplane uses (`Worker::process_burst`), with frames built byte by byte.
 
-use flowtable::datapath::{Switch, SwitchConfig, Worker};
 use flowtable::frames::{self, ACK, L4, SYN};
+use flowtable::switch::{Switch, SwitchConfig};
 use flowtable::verdict::{BurstResult, DropReason, VlanEdit};
+use flowtable::worker::Worker;
 use model::Mac;
 use model::*;
 use std::net::Ipv4Addr;

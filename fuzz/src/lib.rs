@@ -5,7 +5,8 @@
 //! is the Ethernet frame. A selector below 0x8000 picks one of [`PORTS`] (modulo their number); with
 //! the top bit set, the low 15 bits are used as a raw port id (unknown ports, ids ≥ `MAX_PORTS`).
 
-use flowtable::datapath::{Switch, SwitchConfig, Worker};
+use flowtable::switch::{Switch, SwitchConfig};
+use flowtable::worker::Worker;
 use model::Model;
 use flowtable::verdict::{BurstResult, VlanEdit};
 use std::sync::atomic::{AtomicU64, Ordering};

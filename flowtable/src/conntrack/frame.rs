@@ -160,7 +160,7 @@ pub(super) fn embedded(frame: &[u8], icmp: usize, v6: bool) -> Option<Embedded> 
             match frame[ip.l4] {
                 8 => EmbeddedL4::EchoRequest(id),
                 0 => EmbeddedL4::EchoReply(id),
-                t if super::is_icmp_error(false, t) => return None,
+                t if crate::key::is_icmp_error(false, t) => return None,
                 _ => EmbeddedL4::Bare,
             }
         }
@@ -169,7 +169,7 @@ pub(super) fn embedded(frame: &[u8], icmp: usize, v6: bool) -> Option<Embedded> 
             match frame[ip.l4] {
                 128 => EmbeddedL4::EchoRequest(id),
                 129 => EmbeddedL4::EchoReply(id),
-                t if super::is_icmp_error(true, t) => return None,
+                t if crate::key::is_icmp_error(true, t) => return None,
                 _ => EmbeddedL4::Bare,
             }
         }

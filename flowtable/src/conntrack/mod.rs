@@ -57,8 +57,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::key::{self, ct, flags, FlowKey};
-use table::{KeyWords, Slot, Table, KF_USED};
+use crate::key::{self, ct, flags, is_icmp_error, FlowKey};
+use table::{KeyWords, ShardTable, Slot, KF_USED};
 
 /// Number of shards (a power of two).
 pub const SHARDS: usize = 1 << SHARD_BITS;
@@ -324,7 +324,7 @@ struct Tuple {
 
 /// Transport part of a packet, as conntrack sees it.
 #[derive(Clone, Copy)]
-enum L4 {
+enum Transport {
     Ports(u16, u16),
     EchoRequest(u16),
     EchoReply(u16),
@@ -354,7 +354,7 @@ struct ShardState {
 #[repr(align(128))]
 struct Shard {
     st: Mutex<ShardState>,
-    table: Table,
+    table: ShardTable,
 }
 
 /// The connection table. `Send + Sync`: forwarding threads share it through `&ConnTrack`.
@@ -373,14 +373,6 @@ fn lock(m: &Mutex<ShardState>) -> MutexGuard<'_, ShardState> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-pub(crate) fn is_icmp_error(v6: bool, ty: u8) -> bool {
-    if v6 {
-        matches!(ty, 1..=4)
-    } else {
-        matches!(ty, 3 | 4 | 5 | 11 | 12)
-    }
-}
-
 impl ConnTrack {
     pub fn new(cfg: CtConfig) -> Self {
         let per_shard = (cfg.max_entries.saturating_mul(3) / 2).div_ceil(SHARDS) + 16;
@@ -391,7 +383,7 @@ impl ConnTrack {
                     now: 0,
                     c: Counters::default(),
                 }),
-                table: Table::with_slots(per_shard),
+                table: ShardTable::with_slots(per_shard),
             })
             .collect();
         ConnTrack {
@@ -459,29 +451,37 @@ impl ConnTrack {
 
     /// The normalised tuple of a packet, and whether the packet's source is the tuple's "hi" side.
     #[inline(always)]
-    fn tuple(&self, zone: u16, v6: bool, proto: u8, src: u128, dst: u128, l4: L4) -> (Tuple, bool) {
+    fn tuple(
+        &self,
+        zone: u16,
+        v6: bool,
+        proto: u8,
+        src: u128,
+        dst: u128,
+        l4: Transport,
+    ) -> (Tuple, bool) {
         let mut kf = KF_USED | if v6 { KF_V6 } else { 0 };
         // (lo endpoint, hi endpoint, packet source is hi)
         let ((la, lp), (ha, hp), side_hi) = match l4 {
-            L4::Ports(sp, dp) => {
+            Transport::Ports(sp, dp) => {
                 if (src, sp) <= (dst, dp) {
                     ((src, sp), (dst, dp), false)
                 } else {
                     ((dst, dp), (src, sp), true)
                 }
             }
-            L4::Bare => {
+            Transport::Bare => {
                 if src <= dst {
                     ((src, 0), (dst, 0), false)
                 } else {
                     ((dst, 0), (src, 0), true)
                 }
             }
-            L4::EchoRequest(id) => {
+            Transport::EchoRequest(id) => {
                 kf |= KF_ECHO;
                 ((src, id), (dst, id), false)
             }
-            L4::EchoReply(id) => {
+            Transport::EchoReply(id) => {
                 kf |= KF_ECHO;
                 ((dst, id), (src, id), true)
             }
@@ -562,7 +562,7 @@ impl ConnTrack {
         }
         let proto = key.ip_proto();
         let l4 = match proto {
-            key::IP_PROTO_TCP | key::IP_PROTO_UDP => L4::Ports(key.tp_src(), key.tp_dst()),
+            key::IP_PROTO_TCP | key::IP_PROTO_UDP => Transport::Ports(key.tp_src(), key.tp_dst()),
             key::IP_PROTO_ICMP | key::IP_PROTO_ICMPV6 if v6 == (proto == key::IP_PROTO_ICMPV6) => {
                 let ty = key.tp_src() as u8;
                 let (req, rep) = if v6 { (128, 129) } else { (8, 0) };
@@ -573,17 +573,17 @@ impl ConnTrack {
                         return self.early_invalid();
                     };
                     if ty == req {
-                        L4::EchoRequest(id)
+                        Transport::EchoRequest(id)
                     } else {
-                        L4::EchoReply(id)
+                        Transport::EchoReply(id)
                     }
                 } else if is_icmp_error(v6, ty) {
                     return self.related(zone, v6, frame, now_ns);
                 } else {
-                    L4::Bare
+                    Transport::Bare
                 }
             }
-            _ => L4::Bare,
+            _ => Transport::Bare,
         };
         let (t, side_hi) = self.tuple(zone, v6, proto, key.ip_src(), key.ip_dst(), l4);
         self.track(&t, side_hi, proto, l4, key.tcp_flags(), commit, now_ns, dry)
@@ -602,9 +602,9 @@ impl ConnTrack {
         };
         let proto = key.ip_proto();
         let l4 = match proto {
-            key::IP_PROTO_TCP | key::IP_PROTO_UDP => L4::Ports(key.tp_src(), key.tp_dst()),
+            key::IP_PROTO_TCP | key::IP_PROTO_UDP => Transport::Ports(key.tp_src(), key.tp_dst()),
             key::IP_PROTO_ICMP | key::IP_PROTO_ICMPV6 => return,
-            _ => L4::Bare,
+            _ => Transport::Bare,
         };
         let (t, _) = self.tuple(zone, v6, proto, key.ip_src(), key.ip_dst(), l4);
         std::hint::black_box(self.shard(&t).table.touch(t.hash as u32));
@@ -617,7 +617,7 @@ impl ConnTrack {
         t: &Tuple,
         side_hi: bool,
         proto: u8,
-        l4: L4,
+        l4: Transport,
         tcpf: u16,
         commit: bool,
         now: u64,
@@ -710,7 +710,7 @@ impl ConnTrack {
         // No live connection: the packet may start one.
         let starts = match l4 {
             _ if proto == key::IP_PROTO_TCP => tcpf & (SYN | ACK | RST | FIN) == SYN,
-            L4::EchoReply(_) => false,
+            Transport::EchoReply(_) => false,
             _ => true,
         };
         if !starts || !commit {
@@ -782,10 +782,10 @@ impl ConnTrack {
             return self.early_invalid();
         };
         let l4 = match e.l4 {
-            frame::EmbeddedL4::Ports(s, d) => L4::Ports(s, d),
-            frame::EmbeddedL4::EchoRequest(id) => L4::EchoRequest(id),
-            frame::EmbeddedL4::EchoReply(id) => L4::EchoReply(id),
-            frame::EmbeddedL4::Bare => L4::Bare,
+            frame::EmbeddedL4::Ports(s, d) => Transport::Ports(s, d),
+            frame::EmbeddedL4::EchoRequest(id) => Transport::EchoRequest(id),
+            frame::EmbeddedL4::EchoReply(id) => Transport::EchoReply(id),
+            frame::EmbeddedL4::Bare => Transport::Bare,
         };
         let (t, side_hi) = self.tuple(zone, v6, e.proto, e.src, e.dst, l4);
         let shard = self.shard(&t);

@@ -35,24 +35,24 @@ pub(super) fn slot_hash(s: &Slot) -> u32 {
     (s[5] >> 32) as u32
 }
 
-/// The slots of one shard. The words are atomics so that [`Table::touch`] may read them without the
+/// The slots of one shard. The words are atomics so that [`ShardTable::touch`] may read them without the
 /// shard's lock (a prefetch whose value is ignored); every other method must only be called with the
 /// shard's lock held, which orders all accesses (relaxed loads and stores compile to plain moves).
 /// The capacity is fixed at creation.
-pub(super) struct Table {
+pub(super) struct ShardTable {
     words: Box<[AtomicU64]>,
     /// Index in `words` of slot 0 (so that slot 0 starts on a 64-byte boundary).
     base: usize,
     cap: usize,
 }
 
-impl Table {
-    pub(super) fn with_slots(cap: usize) -> Table {
+impl ShardTable {
+    pub(super) fn with_slots(cap: usize) -> ShardTable {
         let cap = cap.max(8);
         let words: Box<[AtomicU64]> = (0..cap * W + W).map(|_| AtomicU64::new(0)).collect();
         let misalign = words.as_ptr() as usize % 64;
         let base = ((64 - misalign) % 64) / 8;
-        Table { words, base, cap }
+        ShardTable { words, base, cap }
     }
 
     #[inline(always)]
@@ -180,7 +180,7 @@ mod tests {
         /// Random inserts and removals (with deliberately colliding hashes) agree with a HashMap.
         #[test]
         fn conntrack_table_matches_hashmap(ops in proptest::collection::vec((0u64..64, any::<bool>()), 1..400)) {
-            let t = Table::with_slots(80);
+            let t = ShardTable::with_slots(80);
             let hash = |k: u64| u32::MAX - (k as u32 % 3) * 0x0100_0000;
             let mut m: HashMap<u64, ()> = HashMap::new();
             for (k, ins) in ops {
@@ -214,7 +214,7 @@ mod tests {
     #[test]
     fn conntrack_table_slots_are_cache_line_aligned() {
         for n in [8, 100, 5000] {
-            let t = Table::with_slots(n);
+            let t = ShardTable::with_slots(n);
             assert_eq!(t.words(0).as_ptr() as usize % 64, 0);
             assert_eq!(t.words(t.cap() - 1).as_ptr() as usize % 64, 0);
         }

@@ -1,0 +1,362 @@
+//! The pipeline interpreter: what happens to one packet between its flow key and its emits, written
+//! once and compiled twice, for forwarding ([`crate::worker::Worker`]) and for explaining
+//! ([`crate::trace`]), as VPP compiles one node function with and without tracing.
+//!
+//! A packet's path is a sequence of segments (see [`crate::pipeline`]): the interpreter takes each
+//! segment's meters and its terminal (conntrack, the MAC table, flood, output, emit, drop) and goes
+//! on to the next segment until every copy is emitted or dropped. Everything forwarding and tracing
+//! do differently is a method of [`Mode`]:
+//!
+//! | | worker | trace |
+//! |---|---|---|
+//! | segments | exact-match cache and its chains, megaflow cache, walk | walk, rule by rule |
+//! | meters | charged | not charged (they pass) |
+//! | conntrack | `process`: commits, moves TCP states | `peek`: changes nothing |
+//! | MAC learning | learns (the limit may drop) | learns nothing |
+//! | narration | none | the steps of the trace |
+//!
+//! The narration hooks are empty by default: in the worker's copy they compile to nothing.
+
+use crate::cache::emc::{Cursor, EmcSlot};
+use crate::conntrack::CtResult;
+use crate::key::FlowKey;
+use crate::meter::Verdict;
+use crate::pipeline::{Pipeline, Segment, Terminal};
+use crate::shared::Shared;
+use crate::verdict::{DropReason, Emit, VlanEdit};
+use model::Mac;
+
+/// Why the interpreter dropped a packet, beyond its [`DropReason`]: what a trace explains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    /// The segment's last table decided (its rule's note, or that no rule matched, says why).
+    Rule,
+    /// The MAC table or a static output names the input port.
+    InputPort,
+    /// A flood has no port to go to besides the input port.
+    NoOtherPort,
+    /// A segment ends in an action its stage may not take (output from an egress table, emit
+    /// from an ingress one), or recirculates without end: a table bug.
+    TableBug,
+    /// This meter is out of tokens.
+    Meter(u32),
+    /// A new connection found the connection table full.
+    CtFull,
+    /// The input port has learned as many MACs as it may.
+    MacLimit,
+}
+
+/// What forwarding and tracing do differently; see the module documentation.
+pub(crate) trait Mode {
+    fn shared(&self) -> &Shared;
+
+    /// The segment that starts at `key`, and where the exact-match cache holds it.
+    fn segment(&mut self, pl: &Pipeline, key: &FlowKey, egress: bool) -> (Segment, EmcSlot);
+
+    /// The segment a packet whose path is at `cur` goes on to after `outcome` (a `ct_state`, an
+    /// output port), when the path's cache chain knows it; advances `cur`. A mode without caches
+    /// keeps the defaults: no chain, every segment from [`Mode::segment`].
+    #[inline(always)]
+    fn chain_hit(&mut self, _version: u64, _cur: &mut Cursor, _outcome: u32) -> Option<Segment> {
+        None
+    }
+
+    /// After a [`Mode::chain_hit`] miss: the segment for `key`, which `outcome` led to.
+    #[inline(always)]
+    fn chain_miss(
+        &mut self,
+        pl: &Pipeline,
+        _cur: &mut Cursor,
+        _outcome: u32,
+        key: &FlowKey,
+        egress: bool,
+    ) -> Segment {
+        self.segment(pl, key, egress).0
+    }
+
+    /// Meter `id`'s verdict on a packet of `len` bytes.
+    fn meter(&mut self, pl: &Pipeline, id: u32, len: u32, now: u64, egress: bool) -> Verdict;
+
+    /// Conntrack's verdict on the packet in `zone`; `commit` asks for a new connection to be
+    /// created.
+    fn ct(
+        &mut self,
+        zone: u16,
+        key: &FlowKey,
+        frame: &[u8],
+        commit: bool,
+        now: u64,
+        egress: bool,
+    ) -> CtResult;
+
+    /// `src` (a unicast source) was seen on `port` in `domain`; false when the port may learn
+    /// no more MACs.
+    fn learn(&mut self, domain: u32, src: Mac, port: u32, now: u64) -> bool;
+
+    /// What the MAC table said of `dst`: its port, or `None`: unknown, or a group address (never
+    /// looked up: flooded).
+    #[inline(always)]
+    fn mac(&mut self, _pl: &Pipeline, _domain: u32, _dst: Mac, _port: Option<u32>) {}
+
+    /// A copy of the packet goes towards `port`: its egress path starts.
+    #[inline(always)]
+    fn towards(&mut self, _pl: &Pipeline, _port: u32) {}
+
+    /// A copy goes out.
+    #[inline(always)]
+    fn emitted(&mut self, _pl: &Pipeline, _e: &Emit) {}
+
+    /// The packet (on the ingress path) or one copy of it (`egress`) is dropped.
+    #[inline(always)]
+    fn dropped(&mut self, _key: &FlowKey, _egress: bool, _r: DropReason, _why: Cause) {}
+}
+
+/// Everything one packet's processing needs besides the mode.
+pub(crate) struct Ctx<'a> {
+    pub pl: &'a Pipeline,
+    pub frame: &'a [u8],
+    pub now: u64,
+    pub in_port: u32,
+    /// The first drop of the packet or of one of its copies: what the packet's result says when
+    /// no copy goes out.
+    pub first_drop: Option<DropReason>,
+    /// A meter passed the packet above its port's average rate.
+    pub excess: bool,
+}
+
+/// The key the egress tables see for a copy of `key` towards `port`.
+#[inline(always)]
+fn egress_key(pl: &Pipeline, key: &FlowKey, port: u32) -> FlowKey {
+    let mut k = *key;
+    k.set_out_port(port);
+    k.set_stage(pl.egress_table);
+    k.set_ct_state(0);
+    k
+}
+
+/// Runs segments from `key` until the packet is emitted or dropped, pushing its copies to `out`.
+/// `egress` is true once an output port is chosen (key.out_port set).
+#[inline]
+pub(crate) fn run<M: Mode>(
+    m: &mut M,
+    cx: &mut Ctx,
+    key: FlowKey,
+    egress: bool,
+    out: &mut Vec<Emit>,
+) {
+    run_from(m, cx, key, egress, out, None, &mut Cursor::default())
+}
+
+/// Runs the segments from `key` until the packet is emitted or dropped; `first` is the first
+/// one when it is already known (else it is looked up, and the path's chain starts at its
+/// cache entry). `egress` is true once an output port is chosen (key.out_port set).
+fn run_from<M: Mode>(
+    m: &mut M,
+    cx: &mut Ctx,
+    mut key: FlowKey,
+    egress: bool,
+    out: &mut Vec<Emit>,
+    mut first: Option<Segment>,
+    cur: &mut Cursor,
+) {
+    // Each round is one segment; conntrack recirculations are bounded by the table count.
+    for _ in 0..8 {
+        let seg = match first.take() {
+            Some(s) => s,
+            None => {
+                let (s, slot) = m.segment(cx.pl, &key, egress);
+                *cur = Cursor::at(slot);
+                s
+            }
+        };
+        if let Some(r) = seg.set_reg0 {
+            key.set_reg0(r);
+        }
+        for &id in &seg.meters[..seg.n_meters as usize] {
+            match m.meter(cx.pl, id, cx.frame.len() as u32, cx.now, egress) {
+                Verdict::Over => {
+                    return discard(m, cx, &key, egress, DropReason::Meter, Cause::Meter(id))
+                }
+                Verdict::Excess => cx.excess = true,
+                Verdict::Within => {}
+            }
+        }
+        match seg.terminal {
+            Terminal::Drop(r) => return discard(m, cx, &key, egress, r, Cause::Rule),
+            Terminal::Ct {
+                zone,
+                commit,
+                table,
+            } => {
+                let r = m.ct(zone, &key, cx.frame, commit, cx.now, egress);
+                if commit && r.full {
+                    return discard(m, cx, &key, egress, DropReason::CtFull, Cause::CtFull);
+                }
+                key.set_ct_state(r.state);
+                key.set_stage(table);
+                let outcome = r.state as u32;
+                first = Some(match m.chain_hit(cx.pl.version, cur, outcome) {
+                    Some(s) => s,
+                    None => m.chain_miss(cx.pl, cur, outcome, &key, egress),
+                });
+            }
+            Terminal::Emit {
+                tagged,
+                fill_tcp_csum,
+            } if egress => {
+                let vlan = if tagged {
+                    VlanEdit::Set(key.reg0() as u16)
+                } else {
+                    VlanEdit::Strip
+                };
+                let e = Emit {
+                    port: key.out_port(),
+                    vlan,
+                    fill_tcp_csum,
+                };
+                m.emitted(cx.pl, &e);
+                out.push(e);
+                return;
+            }
+            Terminal::Output(p) if !egress => return unicast(m, cx, &key, p, out, cur),
+            Terminal::Normal if !egress => return normal(m, cx, &key, out, cur),
+            Terminal::Flood if !egress => return flood(m, cx, &key, out),
+            // Output from egress tables, or emit from ingress: a table bug, not a guest's.
+            _ => return discard(m, cx, &key, egress, DropReason::Policy, Cause::TableBug),
+        }
+    }
+    discard(m, cx, &key, egress, DropReason::Policy, Cause::TableBug)
+}
+
+/// Drops the packet (`egress` false) or one copy of it.
+fn discard<M: Mode>(
+    m: &mut M,
+    cx: &mut Ctx,
+    key: &FlowKey,
+    egress: bool,
+    r: DropReason,
+    why: Cause,
+) {
+    m.dropped(key, egress, r, why);
+    cx.first_drop.get_or_insert(r);
+}
+
+fn egress<M: Mode>(m: &mut M, cx: &mut Ctx, key: &FlowKey, port: u32, out: &mut Vec<Emit>) {
+    if port == cx.in_port {
+        return discard(m, cx, key, false, DropReason::Loop, Cause::InputPort);
+    }
+    m.towards(cx.pl, port);
+    run(m, cx, egress_key(cx.pl, key, port), true, out);
+}
+
+/// One copy to `port` (a port the MAC table named, or a static output), continuing the
+/// packet's chain: when the previous packets of this path went to the same port, the first
+/// egress segment comes from the chain, with no lookup at all; when that segment has no meter
+/// and no conntrack, the copy is emitted at once.
+#[inline]
+fn unicast<M: Mode>(
+    m: &mut M,
+    cx: &mut Ctx,
+    key: &FlowKey,
+    port: u32,
+    out: &mut Vec<Emit>,
+    cur: &mut Cursor,
+) {
+    if port == cx.in_port {
+        return discard(m, cx, key, false, DropReason::Loop, Cause::InputPort);
+    }
+    m.towards(cx.pl, port);
+    if let Some(seg) = m.chain_hit(cx.pl.version, cur, port) {
+        if let Some(e) = plain_emit(key, port, &seg) {
+            m.emitted(cx.pl, &e);
+            return out.push(e);
+        }
+        return run_from(
+            m,
+            cx,
+            egress_key(cx.pl, key, port),
+            true,
+            out,
+            Some(seg),
+            cur,
+        );
+    }
+    let k = egress_key(cx.pl, key, port);
+    let seg = m.chain_miss(cx.pl, cur, port, &k, true);
+    run_from(m, cx, k, true, out, Some(seg), cur)
+}
+
+/// The most common egress of all: a segment with no meter and no conntrack that emits the
+/// copy straight away. The copy, or `None` to leave it to the general path.
+#[inline(always)]
+fn plain_emit(key: &FlowKey, port: u32, seg: &Segment) -> Option<Emit> {
+    let (
+        0,
+        Terminal::Emit {
+            tagged,
+            fill_tcp_csum,
+        },
+    ) = (seg.n_meters, seg.terminal)
+    else {
+        return None;
+    };
+    Some(Emit {
+        port,
+        vlan: if tagged {
+            VlanEdit::Set(seg.set_reg0.unwrap_or(key.reg0()) as u16)
+        } else {
+            VlanEdit::Strip
+        },
+        fill_tcp_csum,
+    })
+}
+
+/// MAC learning of the source, then the destination's port from the MAC table, else a flood.
+#[inline]
+fn normal<M: Mode>(m: &mut M, cx: &mut Ctx, key: &FlowKey, out: &mut Vec<Emit>, cur: &mut Cursor) {
+    let domain = key.reg0();
+    let src = key.eth_src();
+    if !src.is_multicast() && !m.learn(domain, src, cx.in_port, cx.now) {
+        return discard(m, cx, key, false, DropReason::MacLimit, Cause::MacLimit);
+    }
+    let dst = key.eth_dst();
+    if !dst.is_multicast() {
+        let found = m.shared().mac.lookup(domain, dst, cx.now);
+        m.mac(cx.pl, domain, dst, found);
+        if let Some(p) = found {
+            // Inline here (unicast() is recursive, so it is not): a repeat of the last
+            // packet's path to a plain egress.
+            if p != cx.in_port {
+                let mut probe = *cur;
+                if let Some(e) = m
+                    .chain_hit(cx.pl.version, &mut probe, p)
+                    .and_then(|seg| plain_emit(key, p, &seg))
+                {
+                    m.towards(cx.pl, p);
+                    m.emitted(cx.pl, &e);
+                    return out.push(e);
+                }
+            }
+            return unicast(m, cx, key, p, out, cur);
+        }
+    } else {
+        m.mac(cx.pl, domain, dst, None);
+    }
+    flood(m, cx, key, out)
+}
+
+fn flood<M: Mode>(m: &mut M, cx: &mut Ctx, key: &FlowKey, out: &mut Vec<Emit>) {
+    let pl = cx.pl;
+    let Some(ports) = pl.flood.get(&key.reg0()) else {
+        return discard(m, cx, key, false, DropReason::Loop, Cause::NoOtherPort);
+    };
+    let before = out.len();
+    for &p in ports {
+        if p != cx.in_port {
+            egress(m, cx, key, p, out);
+        }
+    }
+    if out.len() == before && cx.first_drop.is_none() {
+        discard(m, cx, key, false, DropReason::Loop, Cause::NoOtherPort);
+    }
+}

@@ -1,0 +1,71 @@
+//! What the control side and every forwarding thread share: the switch-wide settings, the
+//! published tables, the MAC table and the connection table.
+//!
+//! Below both [`crate::switch`] (which writes it) and [`crate::worker`] (which reads it), so that
+//! neither has to know the other.
+
+use crate::conntrack::{ConnTrack, CtConfig};
+use crate::mac_learning::{MacConfig, MacTable};
+use crate::pipeline::Pipeline;
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+/// Switch-wide settings that are not part of the operator's port model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwitchConfig {
+    /// Seconds a learned MAC stays without traffic.
+    pub mac_aging_secs: u64,
+    /// Most MACs one port may have learned (0: no limit).
+    pub mac_limit_per_port: u32,
+    /// Capacity of the MAC table.
+    pub mac_capacity: usize,
+    /// Most tracked connections (all zones together).
+    pub ct_max_entries: usize,
+    /// Entries of each worker's exact-match cache (rounded up to a power of two).
+    pub emc_entries: usize,
+    /// Entries of each worker's wildcarded cache (rounded up to a power of two; 0 disables it).
+    pub megaflow_entries: usize,
+}
+
+impl Default for SwitchConfig {
+    fn default() -> Self {
+        SwitchConfig {
+            mac_aging_secs: 300,
+            mac_limit_per_port: 1024,
+            mac_capacity: 65536,
+            ct_max_entries: 1 << 20,
+            emc_entries: 32768,
+            megaflow_entries: 32768,
+        }
+    }
+}
+
+/// State shared by the control side and all workers.
+pub struct Shared {
+    pub cfg: SwitchConfig,
+    pub pipeline: ArcSwap<Pipeline>,
+    pub mac: MacTable,
+    pub ct: ConnTrack,
+}
+
+impl Shared {
+    /// Empty tables (no rule, no MAC, no connection) sized by `cfg`.
+    pub fn new(cfg: SwitchConfig) -> Shared {
+        let mac = MacTable::new(MacConfig {
+            capacity: cfg.mac_capacity,
+            aging_ns: cfg.mac_aging_secs.saturating_mul(1_000_000_000),
+            per_port_limit: cfg.mac_limit_per_port,
+        });
+        let ct = ConnTrack::new(CtConfig {
+            max_entries: cfg.ct_max_entries,
+            ..CtConfig::default()
+        });
+        Shared {
+            cfg,
+            pipeline: ArcSwap::from_pointee(Pipeline::default()),
+            mac,
+            ct,
+        }
+    }
+}
