@@ -66,7 +66,6 @@ struct Attached {
     /// Keeps `link_up` current between polls (PMDs with link-change events).
     /// Ended (dropped) before the port is removed.
     link_watch: Option<dpdk::LinkWatch>,
-    txq: u16,
     /// The port's queue tokens that no forwarding thread holds.
     home: Home,
     /// Being detached: in no plan any more.
@@ -401,7 +400,6 @@ impl Dataplane {
                 link,
                 link_up,
                 link_watch: watch,
-                txq,
                 // Fewer tx queues than threads: every queue is shared, under its lock.
                 home: Home::new(queues, (txq as usize) < threads),
                 detaching: false,
@@ -466,31 +464,27 @@ impl Dataplane {
         drop(active);
 
         // Phase 1: every thread keeps only the rx queues it keeps in the new plan.
-        let mut kept: Vec<Vec<String>> = vec![vec![]; n];
         let mut phase1 = vec![];
+        let mut tx_held = vec![];
         for t in 0..n {
             let rx = new_rx[t]
                 .iter()
                 .filter(|(name, _)| self.assignment[t].contains(name))
-                .map(|(name, id)| {
-                    kept[t].push(name.clone());
-                    RxSlot::Keep(*id)
-                })
+                .map(|(_, id)| RxSlot::Keep(*id))
                 .collect();
             let held = &self.threads[t].tx_held;
             let tx_take: Vec<u32> = held.difference(&ids).copied().collect();
+            let mut now_held: BTreeSet<u32> = held.intersection(&ids).copied().collect();
             let mut tx_give = vec![];
             for a in self.ports.values_mut() {
                 if a.detaching || held.contains(&a.flow_id) {
                     continue;
                 }
-                let queue = a.home.lend_tx(t).ok_or_else(|| {
-                    other(format!(
-                        "tx queue {} of {} for thread {t} is not on the control thread",
-                        t % a.txq.max(1) as usize,
-                        a.dev_name
-                    ))
-                })?;
+                // Home whenever the thread does not hold it.
+                let Some(queue) = a.home.lend_tx(t) else {
+                    continue;
+                };
+                now_held.insert(a.flow_id);
                 tx_give.push((
                     a.flow_id,
                     TxTarget {
@@ -506,35 +500,28 @@ impl Dataplane {
                 tx_take,
                 tx_len,
             });
+            tx_held.push(now_held);
+        }
+        // What the threads hold once they have applied the update (even a late one).
+        for (t, held) in self.threads.iter_mut().zip(tx_held) {
+            t.tx_held = held;
         }
         self.publish(phase1)?;
-        for t in &mut self.threads {
-            t.tx_held = ids.clone();
-        }
-        self.assignment = kept;
 
-        // Phase 2: the full plan; the queues that moved are home now.
+        // Phase 2: the full plan. The rx queues that moved (and those of new ports) are home
+        // now; the others stay where they are.
         let mut phase2 = vec![];
-        for (t, rx) in new_rx.iter().enumerate() {
+        for rx in &new_rx {
             let mut slots = vec![];
             for (name, id) in rx {
-                if self.assignment[t].contains(name) {
-                    slots.push(RxSlot::Keep(*id));
-                    continue;
-                }
-                let queue = self
-                    .ports
-                    .get_mut(name)
-                    .and_then(|a| a.home.rx.take())
-                    .ok_or_else(|| {
-                        other(format!(
-                            "the rx queue of {name} did not come back from its thread"
-                        ))
-                    })?;
-                slots.push(RxSlot::Give(RxAssign {
-                    queue,
-                    flow_id: *id,
-                }));
+                let home = self.ports.get_mut(name).and_then(|a| a.home.rx.take());
+                slots.push(match home {
+                    Some(queue) => RxSlot::Give(RxAssign {
+                        queue,
+                        flow_id: *id,
+                    }),
+                    None => RxSlot::Keep(*id),
+                });
             }
             phase2.push(Update {
                 gen: 0,
