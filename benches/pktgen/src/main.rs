@@ -434,7 +434,9 @@ fn run(g: GenArgs) -> Result<(), String> {
     };
     stop_all(ports, qs);
     drop(pool);
-    eal.cleanup();
+    if let Err(e) = eal.cleanup() {
+        eprintln!("evs-pktgen: {e}");
+    }
     let mut v = result?;
     v["eal_args"] = json!(args.join(" "));
     if g.json {

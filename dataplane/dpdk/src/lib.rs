@@ -67,7 +67,7 @@ impl Eal {
         Eal::init_as("evsd", args)
     }
 
-    /// [`Eal::init`] with `program` as argv[0] (the EAL's log identity).
+    /// [`Eal::init`] with `program` as `argv[0]` (the EAL's log identity).
     pub fn init_as(program: &str, args: &[String]) -> Result<Eal, DpdkError> {
         if EAL_UP.swap(true, Ordering::SeqCst) {
             return Err(DpdkError {
@@ -99,13 +99,24 @@ impl Eal {
     }
 
     /// Releases hugepages and driver resources; every port must be closed and every forwarding
-    /// thread joined first.
-    pub fn cleanup(self) {
-        // SAFETY: called once, after all users of DPDK objects are gone (enforced by ownership of
-        // `self` and the caller's shutdown order).
+    /// thread joined first. Refused (`EBUSY`, the EAL stays up) while a port still has its
+    /// handle, i.e. may still have queue tokens in use.
+    pub fn cleanup(self) -> Result<(), DpdkError> {
+        let open = claims().len();
+        if open > 0 {
+            return Err(DpdkError {
+                what: "rte_eal_cleanup".into(),
+                code: libc::EBUSY,
+                msg: format!("{open} port(s) not stopped; the EAL was left up"),
+            });
+        }
+        // SAFETY: called once (it consumes the only `Eal`), with no port left whose queues could
+        // be in use (checked above); the other DPDK objects are gone by the caller's shutdown
+        // order (pool after ports, threads joined).
         unsafe {
             sys::rte_eal_cleanup();
         }
+        Ok(())
     }
 }
 

@@ -150,5 +150,9 @@ fn mbufs_and_queue_tokens() {
     assert_eq!(pool.available(), free0, "sent mbufs went back to the pool");
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
     drop(pool);
-    eal.cleanup();
+    assert_eq!(
+        eal.cleanup().unwrap_err().code,
+        libc::EBUSY,
+        "net_null0 was never stopped"
+    );
 }

@@ -3,7 +3,7 @@
 //! The loop is generic over the [`crate::port`] seam: it receives from [`RxQueue`]s and transmits
 //! to [`TxQueue`]s (statically dispatched; DPDK ethdev queues in evsd, plain-Rust fakes in the
 //! tests). A queue value is the right to use that queue: the thread holds the queues of its
-//! [`Plan`] and nobody else has them.
+//! `Plan` and nobody else has them.
 //!
 //! The control thread changes a thread's plan with an [`Update`], which the loop checks for once
 //! per iteration without blocking: it names the rx queues to keep (the thread has them), hands

@@ -3,7 +3,7 @@
 //! [`Update`]s.
 //!
 //! Queue tokens: attaching a port starts it, which creates its rx and tx queue tokens; they wait
-//! in the port's [`Home`] until a plan update moves them to a forwarding thread (a tx queue that
+//! in the port's `Home` until a plan update moves them to a forwarding thread (a tx queue that
 //! several threads share is lent as clones of a [`SharedTxQueueToken`]). A thread hands back what
 //! an update takes from it ([`Returned`], on its return channel), and everything when it stops;
 //! a port is stopped and removed only once all its tokens are home again.
@@ -747,7 +747,9 @@ impl Dataplane {
         }
         self.pool.take();
         if let Some(eal) = self.eal.take() {
-            eal.cleanup();
+            if let Err(e) = eal.cleanup() {
+                eprintln!("evsd: {e}");
+            }
         }
     }
 

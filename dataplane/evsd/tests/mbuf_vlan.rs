@@ -90,5 +90,5 @@ fn mbuf_vlan_and_sharing() {
     assert_eq!(pool.available(), free0, "every mbuf went back to the pool");
     drop(pool);
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
-    eal.cleanup();
+    eal.cleanup().unwrap();
 }
