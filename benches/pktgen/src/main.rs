@@ -10,15 +10,15 @@
 //!         --lcores 0 --huge-dir /mnt/h --size 64 --flows 10000 --duration 10 --json
 //!     evs-pktgen pingpong --cpus 0,1        # core-to-core round trip, ns
 
-mod dpdk;
 mod packet;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dpdk::RawMbuf;
+use evs_dpdk::{self as dpdk, Eal, EthPort, Mbuf, Mempool, Queues, RxQueueToken, TxQueueToken};
 use packet::{Flow, Layout, Proto};
 use serde_json::json;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const BURST: usize = 32;
@@ -164,9 +164,16 @@ struct Counters {
     rx_bytes: u64,
 }
 
+/// The two queues of a generator port (one rx, one tx).
+struct PortQueues {
+    rx: RxQueueToken,
+    tx: TxQueueToken,
+}
+
 /// One transmitting side: its templates and pacing state.
 struct Stream {
-    port: u16,
+    /// Index of its port in the port list.
+    port: usize,
     /// templates[size_class * nflows + flow]
     templates: Vec<Vec<u8>>,
     nflows: usize,
@@ -177,7 +184,9 @@ struct Stream {
     seq: u32,
     made: u64,
     /// Built but not yet accepted by the tx queue (kept, not freed, under backpressure).
-    pending: [RawMbuf; BURST],
+    pending: [Option<Mbuf>; BURST],
+    /// Their lengths (a sent mbuf belongs to the queue and may be gone already).
+    lens: [u32; BURST],
     npending: usize,
 }
 
@@ -316,7 +325,7 @@ fn sizes(g: &GenArgs) -> Vec<usize> {
     }
 }
 
-fn make_stream(port: u16, fl: &[Flow], g: &GenArgs, proto: Proto) -> Stream {
+fn make_stream(port: usize, fl: &[Flow], g: &GenArgs, proto: Proto) -> Stream {
     let sz = sizes(g);
     let lay = packet::layout(g.vlan, proto);
     let mut templates = Vec::with_capacity(sz.len() * fl.len());
@@ -338,7 +347,8 @@ fn make_stream(port: u16, fl: &[Flow], g: &GenArgs, proto: Proto) -> Stream {
         imix_pos: 0,
         seq: 0,
         made: 0,
-        pending: [std::ptr::null_mut(); BURST],
+        pending: Default::default(),
+        lens: [0; BURST],
         npending: 0,
     }
 }
@@ -356,11 +366,8 @@ fn rate_pps(g: &GenArgs) -> u64 {
     }
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: i32) {
-    STOP.store(true, Ordering::Relaxed);
-}
+/// Set by SIGINT/SIGTERM.
+static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(Default::default);
 
 fn run(g: GenArgs) -> Result<(), String> {
     if g.ports.is_empty() || g.ports.len() > 2 {
@@ -376,28 +383,41 @@ fn run(g: GenArgs) -> Result<(), String> {
     let fl = flows(&g)?;
     let args = eal_args(&g);
     let t_exec = Instant::now();
-    dpdk::eal_init(&args)?;
-    // SAFETY: async-signal-safe handler storing an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as extern "C" fn(i32) as usize);
-        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(i32) as usize);
+    let eal = Eal::init_as("evs-pktgen", &args).map_err(|e| e.to_string())?;
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, STOP.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
     let hz = dpdk::tsc_hz();
-    let pool = dpdk::Pool::create("pktgen", 32767)?;
-    let mut ids = vec![];
+    let pool = Mempool::create("pktgen", 32767, 256).map_err(|e| e.to_string())?;
+    let mut ports = vec![];
+    let mut qs = vec![];
     for p in &g.ports {
         let name = p.split(',').next().unwrap();
-        let id = dpdk::port_by_name(name).ok_or_else(|| format!("no ethdev named {name:?}"))?;
-        dpdk::port_start(id, &pool)?;
-        ids.push(id);
+        let mut port = EthPort::by_name(name).map_err(|_| format!("no ethdev named {name:?}"))?;
+        // One rx and one tx queue, default settings, promiscuous, link polled.
+        let Queues { mut rx, mut tx } = port
+            .setup_and_start_polled(1, 1, &pool)
+            .map_err(|e| e.to_string())?;
+        ports.push(port);
+        qs.push(PortQueues {
+            rx: rx.pop().expect("one rx queue"),
+            tx: tx.pop().expect("one tx queue"),
+        });
     }
-    let (pa, pb) = (ids[0], *ids.last().unwrap());
+    let stop_all = |ports: Vec<EthPort>, qs: Vec<PortQueues>| {
+        for (p, q) in ports.into_iter().zip(qs) {
+            let _ = p.stop_and_close(Queues {
+                rx: vec![q.rx],
+                tx: vec![q.tx],
+            });
+        }
+    };
+    let (pa, pb) = (0, ports.len() - 1);
     let deadline = Instant::now() + Duration::from_secs_f64(g.link_timeout);
-    while !ids.iter().all(|&p| dpdk::link_up(p)) {
+    while !ports.iter().all(|p| p.link().up) {
         if Instant::now() > deadline || STOP.load(Ordering::Relaxed) {
-            for &p in &ids {
-                dpdk::port_stop(p);
-            }
+            stop_all(ports, qs);
             return Err("links did not come up (is the switch running?)".into());
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -409,13 +429,14 @@ fn run(g: GenArgs) -> Result<(), String> {
         g.mode
     );
     let result = match g.mode {
-        Mode::Throughput => throughput(&g, &pool, pa, pb, &fl, proto, hz),
-        Mode::Handshake => handshake(&g, &pool, pa, pb, &fl, hz),
+        Mode::Throughput => throughput(&g, &pool, &mut qs, pa, pb, &fl, proto, hz),
+        Mode::Handshake => handshake(&g, &pool, &mut qs, pa, pb, &fl, hz),
     };
-    for &p in &ids {
-        dpdk::port_stop(p);
+    stop_all(ports, qs);
+    drop(pool);
+    if let Err(e) = eal.cleanup() {
+        eprintln!("evs-pktgen: {e}");
     }
-    dpdk::eal_cleanup();
     let mut v = result?;
     v["eal_args"] = json!(args.join(" "));
     if g.json {
@@ -443,14 +464,7 @@ fn now_unix_ns() -> u64 {
 
 /// Builds up to BURST packets of `s` into its pending array.
 #[inline]
-fn refill(
-    s: &mut Stream,
-    pool: &dpdk::Pool,
-    want: usize,
-    proto: Proto,
-    sample_every: u32,
-    now: u64,
-) {
+fn refill(s: &mut Stream, pool: &Mempool, want: usize, proto: Proto, sample_every: u32, now: u64) {
     let n = want.min(BURST - s.npending);
     if n == 0 {
         return;
@@ -460,7 +474,8 @@ fn refill(
         return;
     }
     let nclasses = s.templates.len() / s.nflows;
-    for &m in slot.iter() {
+    let lens = &mut s.lens[s.npending..s.npending + n];
+    for (m, len) in slot.iter_mut().flatten().zip(lens) {
         let class = if nclasses > 1 {
             let c = IMIX_PATTERN[s.imix_pos] as usize;
             s.imix_pos = if s.imix_pos + 1 == IMIX_PATTERN.len() {
@@ -478,8 +493,9 @@ fn refill(
         } else {
             s.flow + 1
         };
-        let d = dpdk::set_len(m, t.len());
+        let d = m.set_len(t.len()).expect("frames fit in an mbuf");
         d.copy_from_slice(t);
+        *len = t.len() as u32;
         s.made += 1;
         if sample_every != 0 && s.made % sample_every as u64 == 0 && s.stamp_ok[class] {
             s.seq = s.seq.wrapping_add(1);
@@ -490,26 +506,28 @@ fn refill(
 }
 
 #[inline]
-fn send(s: &mut Stream, c: &mut Counters) {
+fn send(s: &mut Stream, q: &mut TxQueueToken, c: &mut Counters) {
     if s.npending == 0 {
         return;
     }
-    let sent = dpdk::tx_burst(s.port, &mut s.pending[..s.npending]);
-    for &m in &s.pending[..sent] {
-        c.tx_bytes += dpdk::pkt_len(m) as u64 + packet::FCS_LEN as u64;
+    let sent = q.tx_burst(&mut s.pending[..s.npending]);
+    for &l in &s.lens[..sent] {
+        c.tx_bytes += l as u64 + packet::FCS_LEN as u64;
     }
-    // pkt_len read after tx is racy in principle but the PMD (virtio_user/vhost) copies and frees
-    // only on a later call; for exactness count bytes before sending next time: cheap enough here.
     c.tx += sent as u64;
-    s.pending.copy_within(sent..s.npending, 0);
+    if sent > 0 && sent < s.npending {
+        // The sent slots are empty: behind the packets still waiting.
+        s.pending[..s.npending].rotate_left(sent);
+        s.lens.copy_within(sent..s.npending, 0);
+    }
     s.npending -= sent;
 }
 
-/// Receives one burst on `port`; counts and samples latency.
+/// Receives one burst on `q`; counts and samples latency.
 #[inline]
-fn receive(port: u16, c: &mut Counters, lat: &mut Latency, first_rx: &mut u64) -> usize {
-    let mut b = [std::ptr::null_mut(); BURST];
-    let n = dpdk::rx_burst(port, &mut b);
+fn receive(q: &mut RxQueueToken, c: &mut Counters, lat: &mut Latency, first_rx: &mut u64) -> usize {
+    let mut b: [Option<Mbuf>; BURST] = Default::default();
+    let n = q.rx_burst(&mut b);
     if n == 0 {
         return 0;
     }
@@ -517,10 +535,11 @@ fn receive(port: u16, c: &mut Counters, lat: &mut Latency, first_rx: &mut u64) -
         *first_rx = now_unix_ns();
     }
     let now = dpdk::rdtsc();
-    for &m in &b[..n] {
-        c.rx_bytes += dpdk::pkt_len(m) as u64 + packet::FCS_LEN as u64;
-        let d = dpdk::data(m);
+    for m in b[..n].iter().flatten() {
+        c.rx_bytes += m.pkt_len() as u64 + packet::FCS_LEN as u64;
+        let d = m.data();
         // Cheap pre-check before parsing: the IP id of an untagged or single-tagged frame.
+        // wire: IPv4 identification at 18..20 (untagged) or 22..24 (one tag)
         if (d.len() > 20 && d[18] == 0xe5 && d[19] == 0xe5)
             || (d.len() > 24 && d[22] == 0xe5 && d[23] == 0xe5)
         {
@@ -530,15 +549,17 @@ fn receive(port: u16, c: &mut Counters, lat: &mut Latency, first_rx: &mut u64) -
         }
     }
     c.rx += n as u64;
-    dpdk::free_bulk(&mut b[..n]);
+    Mbuf::free_bulk(&mut b[..n]);
     n
 }
 
+#[allow(clippy::too_many_arguments)]
 fn throughput(
     g: &GenArgs,
-    pool: &dpdk::Pool,
-    pa: u16,
-    pb: u16,
+    pool: &Mempool,
+    qs: &mut [PortQueues],
+    pa: usize,
+    pb: usize,
     fl: &[Flow],
     proto: Proto,
     hz: u64,
@@ -589,11 +610,11 @@ fn throughput(
                 due.saturating_sub(s.made).min(BURST as u64) as usize
             };
             refill(s, pool, want, proto, g.sample_every, now);
-            send(s, &mut cnt[i]);
+            send(s, &mut qs[s.port].tx, &mut cnt[i]);
         }
-        receive(pb, &mut cnt[0], &mut lat, &mut first_rx);
+        receive(&mut qs[pb].rx, &mut cnt[0], &mut lat, &mut first_rx);
         if pa != pb {
-            receive(pa, &mut cnt[1], &mut lat, &mut first_rx);
+            receive(&mut qs[pa].rx, &mut cnt[1], &mut lat, &mut first_rx);
         }
     }
     let t_stop = dpdk::rdtsc();
@@ -607,14 +628,14 @@ fn throughput(
     let win_end = cnt;
     // Drain what is still in flight (loss counts the whole run).
     for s in streams.iter_mut() {
-        dpdk::free_bulk(&mut s.pending[..s.npending]);
+        Mbuf::free_bulk(&mut s.pending[..s.npending]);
         s.npending = 0;
     }
     let drain_end = dpdk::rdtsc() + hz / 5;
     while dpdk::rdtsc() < drain_end {
-        receive(pb, &mut cnt[0], &mut lat, &mut first_rx);
+        receive(&mut qs[pb].rx, &mut cnt[0], &mut lat, &mut first_rx);
         if pa != pb {
-            receive(pa, &mut cnt[1], &mut lat, &mut first_rx);
+            receive(&mut qs[pa].rx, &mut cnt[1], &mut lat, &mut first_rx);
         }
     }
     let dir = |i: usize| {
@@ -656,9 +677,10 @@ fn throughput(
 
 fn handshake(
     g: &GenArgs,
-    pool: &dpdk::Pool,
-    pa: u16,
-    pb: u16,
+    pool: &Mempool,
+    qs: &mut [PortQueues],
+    pa: usize,
+    pb: usize,
     fl: &[Flow],
     hz: u64,
 ) -> Result<serde_json::Value, String> {
@@ -684,9 +706,9 @@ fn handshake(
     let mut in_window = false;
     let mut win_tsc = 0;
     let mut cpu0 = 0u64;
-    let mut b = [std::ptr::null_mut(); BURST];
-    let mut out = [std::ptr::null_mut(); BURST];
-    let mut pending: [RawMbuf; BURST] = [std::ptr::null_mut(); BURST];
+    let mut b: [Option<Mbuf>; BURST] = Default::default();
+    let mut out: [Option<Mbuf>; BURST] = Default::default();
+    let mut pending: [Option<Mbuf>; BURST] = Default::default();
     let mut npend = 0usize;
     let src0 = u32::from(base.src_ip);
     loop {
@@ -710,8 +732,8 @@ fn handshake(
         };
         let n = want.min(BURST - npend);
         if n > 0 && pool.alloc_bulk(&mut pending[npend..npend + n]) {
-            for &m in &pending[npend..npend + n] {
-                let d = dpdk::set_len(m, syn.len());
+            for m in pending[npend..npend + n].iter_mut().flatten() {
+                let d = m.set_len(syn.len()).expect("frames fit in an mbuf");
                 d.copy_from_slice(&syn);
                 // Unique 4-tuple per connection: 64512 source ports per source IP.
                 let sport = 1024 + (conn % 64512) as u16;
@@ -727,16 +749,22 @@ fn handshake(
             npend += n;
         }
         if npend > 0 {
-            let sent = dpdk::tx_burst(pa, &mut pending[..npend]);
+            let sent = qs[pa].tx.tx_burst(&mut pending[..npend]);
             syn_tx += sent as u64;
-            pending.copy_within(sent..npend, 0);
+            if sent > 0 && sent < npend {
+                pending[..npend].rotate_left(sent);
+            }
             npend -= sent;
         }
         // B: answer SYNs with SYN-ACK, count ACKs.
-        let n = dpdk::rx_burst(pb, &mut b);
+        let n = qs[pb].rx.rx_burst(&mut b);
         let mut k = 0;
-        for &m in &b[..n] {
-            let d = dpdk::data(m);
+        for slot in &mut b[..n] {
+            let Some(mut m) = slot.take() else { continue };
+            let Some(d) = m.data_mut() else {
+                other_rx += 1;
+                continue;
+            };
             match packet::tcp_fields(d) {
                 Some((f, seq, _)) if f & packet::TCP_SYN != 0 && f & packet::TCP_ACK == 0 => {
                     let isn = seq.rotate_left(13) ^ 0x5eed_5eed;
@@ -746,48 +774,49 @@ fn handshake(
                         isn,
                         seq.wrapping_add(1),
                     );
-                    out[k] = m;
+                    out[k] = Some(m);
                     k += 1;
                 }
                 Some((f, _, _)) if f & packet::TCP_ACK != 0 && f & packet::TCP_SYN == 0 => {
                     ack_rx += 1;
-                    dpdk::free_bulk(&mut [m]);
                 }
                 _ => {
                     other_rx += 1;
-                    dpdk::free_bulk(&mut [m]);
                 }
             }
         }
         if k > 0 {
-            let s = dpdk::tx_burst(pb, &mut out[..k]);
+            let s = qs[pb].tx.tx_burst(&mut out[..k]);
             synack_tx += s as u64;
             gen_drop += (k - s) as u64;
-            dpdk::free_bulk(&mut out[s..k]);
+            Mbuf::free_bulk(&mut out[s..k]);
         }
         // A: answer SYN-ACKs with ACK.
-        let n = dpdk::rx_burst(pa, &mut b);
+        let n = qs[pa].rx.rx_burst(&mut b);
         let mut k = 0;
-        for &m in &b[..n] {
-            let d = dpdk::data(m);
+        for slot in &mut b[..n] {
+            let Some(mut m) = slot.take() else { continue };
+            let Some(d) = m.data_mut() else {
+                other_rx += 1;
+                continue;
+            };
             match packet::tcp_fields(d) {
                 Some((f, seq, ack)) if f == packet::TCP_SYN | packet::TCP_ACK => {
                     synack_rx += 1;
                     packet::tcp_answer(d, packet::TCP_ACK, ack, seq.wrapping_add(1));
-                    out[k] = m;
+                    out[k] = Some(m);
                     k += 1;
                 }
                 _ => {
                     other_rx += 1;
-                    dpdk::free_bulk(&mut [m]);
                 }
             }
         }
         if k > 0 {
-            let s = dpdk::tx_burst(pa, &mut out[..k]);
+            let s = qs[pa].tx.tx_burst(&mut out[..k]);
             ack_tx += s as u64;
             gen_drop += (k - s) as u64;
-            dpdk::free_bulk(&mut out[s..k]);
+            Mbuf::free_bulk(&mut out[s..k]);
         }
     }
     let secs = if in_window {
@@ -798,7 +827,7 @@ fn handshake(
     let cpu_share = (thread_cpu_ns() - cpu0) as f64 / 1e9 / secs.max(1e-9);
     eprintln!("evs-pktgen: window end");
     let wv = [syn_tx - w[0], synack_rx - w[1], ack_rx - w[2]];
-    dpdk::free_bulk(&mut pending[..npend]);
+    Mbuf::free_bulk(&mut pending[..npend]);
     let s = secs.max(1e-9);
     Ok(json!({
         "mode": "handshake", "window_s": secs, "offered_syn_pps": rate,
@@ -859,12 +888,7 @@ fn print_text(v: &serde_json::Value) {
 }
 
 fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity on the calling thread.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    let _ = dpdk::set_affinity(&[cpu]);
 }
 
 /// Core-to-core round trip: two threads bounce a counter through one cache line.

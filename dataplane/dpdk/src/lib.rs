@@ -1,24 +1,23 @@
 //! `evs-dpdk`: the safe layer over `dpdk-sys` for the EAL, mempools, ethdev ports and mbufs, shared
 //! by `evsd`, `evs-pktgen` and `evs-sink`. Every `unsafe` block that touches DPDK lives here.
 //!
-//! Threading contract (DPDK's, made explicit): EAL init, port setup, hotplug and teardown happen on
-//! the control thread; rx/tx bursts on a (port, queue) happen on exactly one thread at a time, which
-//! the forwarding module guarantees by construction (and with a [`TxLock`] where a tx queue must be
-//! shared).
+//! Threading contract (DPDK's, made explicit by types): EAL init, port setup, hotplug and teardown
+//! happen on the control thread, which owns each port's one [`EthPort`] handle; rx/tx bursts on
+//! a (port, queue) need that queue's token ([`RxQueueToken`], [`TxQueueToken`], created once by
+//! [`EthPort::setup_and_start`] and not `Clone`), so exactly one thread at a time uses a queue, or
+//! several under a lock with a [`SharedTxQueueToken`]; a port is stopped only with every token
+//! handed back.
 
 use dpdk_sys as sys;
+use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_void};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Most packets handled per burst; fixed so bursts live on the stack.
 pub const MAX_BURST: usize = 32;
-/// Size of the 802.1Q tag.
-const VLAN_TAG_LEN: usize = 4;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: {msg} (errno {code})")]
@@ -65,6 +64,11 @@ pub struct Eal {
 impl Eal {
     /// `args` are EAL arguments without the program name.
     pub fn init(args: &[String]) -> Result<Eal, DpdkError> {
+        Eal::init_as("evsd", args)
+    }
+
+    /// [`Eal::init`] with `program` as `argv[0]` (the EAL's log identity).
+    pub fn init_as(program: &str, args: &[String]) -> Result<Eal, DpdkError> {
         if EAL_UP.swap(true, Ordering::SeqCst) {
             return Err(DpdkError {
                 what: "rte_eal_init".into(),
@@ -72,7 +76,7 @@ impl Eal {
                 msg: "the EAL is already initialised in this process".into(),
             });
         }
-        let mut owned = vec![cstring("eal args", "evsd")?];
+        let mut owned = vec![cstring("eal args", program)?];
         for a in args {
             owned.push(cstring("eal args", a)?);
         }
@@ -95,13 +99,24 @@ impl Eal {
     }
 
     /// Releases hugepages and driver resources; every port must be closed and every forwarding
-    /// thread joined first.
-    pub fn cleanup(self) {
-        // SAFETY: called once, after all users of DPDK objects are gone (enforced by ownership of
-        // `self` and the caller's shutdown order).
+    /// thread joined first. Refused (`EBUSY`, the EAL stays up) while a port still has its
+    /// handle, i.e. may still have queue tokens in use.
+    pub fn cleanup(self) -> Result<(), DpdkError> {
+        let open = claims().len();
+        if open > 0 {
+            return Err(DpdkError {
+                what: "rte_eal_cleanup".into(),
+                code: libc::EBUSY,
+                msg: format!("{open} port(s) not stopped; the EAL was left up"),
+            });
+        }
+        // SAFETY: called once (it consumes the only `Eal`), with no port left whose queues could
+        // be in use (checked above); the other DPDK objects are gone by the caller's shutdown
+        // order (pool after ports, threads joined).
         unsafe {
             sys::rte_eal_cleanup();
         }
+        Ok(())
     }
 }
 
@@ -214,6 +229,26 @@ impl Mempool {
         Some(m)
     }
 
+    /// Fills every slot of `out` (which must be empty) with a fresh mbuf, or none of them when the
+    /// pool has fewer free; returns whether it did.
+    #[inline]
+    pub fn alloc_bulk(&self, out: &mut [Option<Mbuf>]) -> bool {
+        debug_assert!(out.iter().all(Option::is_none));
+        // SAFETY: `out` has room for out.len() mbuf pointers (`Option<Mbuf>` is one); the pool
+        // is live. On success every slot holds an mbuf we now own.
+        let r = unsafe {
+            sys::rte_pktmbuf_alloc_bulk(self.as_ptr(), out.as_mut_ptr().cast(), out.len() as u32)
+        };
+        if r != 0 {
+            // On failure the mempool may have left pointers it took back into its cache in the
+            // array: they are not ours.
+            // SAFETY: writing NULL (`None`) over every slot, without dropping what is there.
+            unsafe { std::ptr::write_bytes(out.as_mut_ptr(), 0, out.len()) };
+            return false;
+        }
+        true
+    }
+
     fn as_ptr(&self) -> *mut sys::rte_mempool {
         self.ptr.as_ptr()
     }
@@ -227,7 +262,8 @@ impl Drop for Mempool {
     }
 }
 
-/// Hot-plugs a device: a PCI address (`0000:03:00.0`) or a vdev (`net_tap0,iface=tap0`).
+/// Hot-plugs a device: a PCI address (`0000:03:00.0`) or a vdev (`net_tap0,iface=tap0`). The
+/// ethdev it creates is then taken with [`EthPort::by_name`].
 pub fn dev_probe(devargs: &str) -> Result<(), DpdkError> {
     let c = cstring("devargs", devargs)?;
     // SAFETY: valid C string; control thread only.
@@ -238,13 +274,14 @@ pub fn dev_probe(devargs: &str) -> Result<(), DpdkError> {
     Ok(())
 }
 
-/// The ethdev port created for a device name (the devargs up to the first comma).
-pub fn port_by_name(name: &str) -> Option<u16> {
-    let c = CString::new(name).ok()?;
-    let mut id = 0u16;
-    // SAFETY: valid C string and out-pointer.
-    let r = unsafe { sys::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
-    (r == 0).then_some(id)
+/// Port ids that have an [`EthPort`]: at most one handle per port, so that a port's queue tokens
+/// exist once. A claim ends when the port is removed or closed (never when a handle is merely
+/// dropped: its tokens may still be in use).
+static CLAIMED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+fn claims() -> std::sync::MutexGuard<'static, BTreeSet<u16>> {
+    // A panic while holding the lock leaves the set itself consistent.
+    CLAIMED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// `RTE_ETH_DEV_INTR_LSC` (a static-inline-free macro bindgen does not carry over).
@@ -269,7 +306,7 @@ unsafe extern "C" fn link_event(
 
 /// An active [`EthPort::watch_link`]; unregisters the callback when dropped.
 pub struct LinkWatch {
-    port: EthPort,
+    port: u16,
     arg: *mut c_void,
 }
 
@@ -282,7 +319,7 @@ impl Drop for LinkWatch {
             // SAFETY: the same (port, event, callback, arg) as registered.
             let r = unsafe {
                 sys::rte_eth_dev_callback_unregister(
-                    self.port.0,
+                    self.port,
                     sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_LSC,
                     Some(link_event),
                     self.arg,
@@ -333,27 +370,196 @@ pub struct PortInfo {
     pub lsc_interrupt: bool,
 }
 
-/// An ethdev port id. Control-thread operations take `&self`; the type is `Copy` so forwarding
-/// threads can name the port in bursts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct EthPort(pub u16);
+/// The one handle of an ethdev port, owned by the control thread: taken with [`EthPort::by_name`]
+/// (after [`dev_probe`] or for a `--vdev` of the EAL), never forged from a number. Configuration,
+/// link and counters go through it; packets go through the queue tokens that
+/// [`EthPort::setup_and_start`] returns, and the port is stopped only with all of them given back
+/// ([`EthPort::stop_and_remove`], [`EthPort::stop_and_close`]).
+#[derive(Debug)]
+pub struct EthPort {
+    id: u16,
+    /// (rx, tx) queues whose tokens were handed out by `setup_and_start`.
+    issued: Option<(u16, u16)>,
+}
 
-impl EthPort {
-    pub fn id(self) -> u16 {
-        self.0
+/// Receive queue `queue` of a port: the right to poll it. Exactly one exists per configured rx
+/// queue (created by [`EthPort::setup_and_start`]); it is not `Clone`, so at most one thread
+/// polls a queue at any time.
+#[derive(Debug)]
+pub struct RxQueueToken {
+    port: u16,
+    queue: u16,
+}
+
+/// Transmit queue `queue` of a port, for one thread at a time (not `Clone`); see
+/// [`SharedTxQueueToken`] for a queue several threads transmit on.
+#[derive(Debug)]
+pub struct TxQueueToken {
+    port: u16,
+    queue: u16,
+}
+
+/// A transmit queue shared by several threads (a port with fewer tx queues than forwarding
+/// threads, e.g. a single-queue vhost port): clones go to the threads, and every burst takes the
+/// queue's spin lock. Made from a [`TxQueueToken`] with [`TxQueueToken::share`]; turned back into
+/// it once every clone has been dropped ([`SharedTxQueueToken::into_exclusive`]).
+#[derive(Debug, Clone)]
+pub struct SharedTxQueueToken(Arc<SharedTx>);
+
+#[derive(Debug)]
+struct SharedTx {
+    q: TxQueueToken,
+    lock: TxLock,
+}
+
+/// The tokens of a started port: rx queue `i` at `rx[i]`, tx queue `i` at `tx[i]`.
+#[derive(Debug, Default)]
+pub struct Queues {
+    pub rx: Vec<RxQueueToken>,
+    pub tx: Vec<TxQueueToken>,
+}
+
+impl RxQueueToken {
+    pub fn port_id(&self) -> u16 {
+        self.port
+    }
+    pub fn queue(&self) -> u16 {
+        self.queue
     }
 
-    fn raw_info(self) -> Result<sys::rte_eth_dev_info, DpdkError> {
+    /// Receives up to `out.len()` packets into the first slots of `out`, which must be empty
+    /// (a packet left in a slot that gets filled would leak); returns how many arrived.
+    #[inline]
+    pub fn rx_burst(&mut self, out: &mut [Option<Mbuf>]) -> usize {
+        debug_assert!(out.iter().all(Option::is_none));
+        let max = out.len().min(u16::MAX as usize) as u16;
+        // SAFETY: `out` has room for `max` mbuf pointers (`Option<Mbuf>` is a nullable mbuf
+        // pointer, see `Mbuf`); this token is the only one for (port, queue) and `&mut self`
+        // makes this the only burst on it; the port is started while tokens exist (it is stopped
+        // only with all of them handed back). The PMD writes `n` owned mbufs into the slots.
+        unsafe {
+            sys::rte_eth_rx_burst(self.port, self.queue, out.as_mut_ptr().cast(), max) as usize
+        }
+    }
+}
+
+impl TxQueueToken {
+    pub fn port_id(&self) -> u16 {
+        self.port
+    }
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+
+    /// Transmits `pkts` oldest first, up to the first empty slot; returns how many the queue
+    /// took (those slots are now empty). What it refused stays in place, in order.
+    #[inline]
+    pub fn tx_burst(&mut self, pkts: &mut [Option<Mbuf>]) -> usize {
+        tx_burst(self.port, self.queue, pkts)
+    }
+
+    /// Makes this queue shareable between threads, each burst under a lock.
+    pub fn share(self) -> SharedTxQueueToken {
+        SharedTxQueueToken(Arc::new(SharedTx {
+            q: self,
+            lock: TxLock::default(),
+        }))
+    }
+}
+
+impl SharedTxQueueToken {
+    pub fn port_id(&self) -> u16 {
+        self.0.q.port
+    }
+    pub fn queue(&self) -> u16 {
+        self.0.q.queue
+    }
+
+    /// [`TxQueueToken::tx_burst`] under the queue's lock (uncontended with one thread).
+    #[inline]
+    pub fn tx_burst(&self, pkts: &mut [Option<Mbuf>]) -> usize {
+        self.0.lock.lock();
+        let sent = tx_burst(self.0.q.port, self.0.q.queue, pkts);
+        self.0.lock.unlock();
+        sent
+    }
+
+    /// The exclusive token back, if this is the last clone; otherwise `self` again.
+    pub fn into_exclusive(self) -> Result<TxQueueToken, SharedTxQueueToken> {
+        Arc::try_unwrap(self.0)
+            .map(|s| s.q)
+            .map_err(SharedTxQueueToken)
+    }
+}
+
+/// Transmits the dense prefix of `pkts` on (port, queue); the caller holds the queue's token
+/// exclusively, or its lock.
+#[inline]
+fn tx_burst(port: u16, queue: u16, pkts: &mut [Option<Mbuf>]) -> usize {
+    let n = pkts
+        .iter()
+        .position(Option::is_none)
+        .unwrap_or(pkts.len())
+        .min(u16::MAX as usize);
+    if n == 0 {
+        return 0;
+    }
+    // SAFETY: the first `n` slots hold live mbufs we own (checked just above), laid out as mbuf
+    // pointers; this thread is the only one transmitting on (port, queue) (exclusive token or
+    // its lock, see the callers); the port is started while tokens exist. tx_burst takes
+    // ownership of the first `sent` mbufs and leaves the rest of the array as it was.
+    let sent =
+        unsafe { sys::rte_eth_tx_burst(port, queue, pkts.as_mut_ptr().cast(), n as u16) } as usize;
+    for s in &mut pkts[..sent] {
+        // The PMD owns these now: empty the slots without freeing.
+        std::mem::forget(s.take());
+    }
+    sent
+}
+
+impl EthPort {
+    /// The port DPDK created for device `name` (the devargs up to the first comma). Fails with
+    /// `ENODEV` if there is none and `EBUSY` if that port already has a handle.
+    pub fn by_name(name: &str) -> Result<EthPort, DpdkError> {
+        let c = cstring("device name", name)?;
+        let mut id = 0u16;
+        // SAFETY: valid C string and out-pointer.
+        let r = unsafe { sys::rte_eth_dev_get_port_by_name(c.as_ptr(), &mut id) };
+        if r != 0 {
+            return Err(DpdkError {
+                what: format!("rte_eth_dev_get_port_by_name({name})"),
+                code: libc::ENODEV,
+                msg: format!("no ethdev named {name}"),
+            });
+        }
+        if !claims().insert(id) {
+            return Err(DpdkError {
+                what: format!("port {id} ({name})"),
+                code: libc::EBUSY,
+                msg: "the port is already in use".into(),
+            });
+        }
+        Ok(EthPort { id, issued: None })
+    }
+
+    pub fn id(&self) -> u16 {
+        self.id
+    }
+
+    fn raw_info(&self) -> Result<sys::rte_eth_dev_info, DpdkError> {
         let mut info = sys::rte_eth_dev_info::default();
         // SAFETY: valid out-pointer to a zeroed struct.
-        let r = unsafe { sys::rte_eth_dev_info_get(self.0, &mut info) };
+        let r = unsafe { sys::rte_eth_dev_info_get(self.id, &mut info) };
         if r < 0 {
-            return Err(rte_err(format!("rte_eth_dev_info_get(port {})", self.0), r));
+            return Err(rte_err(
+                format!("rte_eth_dev_info_get(port {})", self.id),
+                r,
+            ));
         }
         Ok(info)
     }
 
-    pub fn info(self) -> Result<PortInfo, DpdkError> {
+    pub fn info(&self) -> Result<PortInfo, DpdkError> {
         let i = self.raw_info()?;
         let driver = if i.driver_name.is_null() {
             String::new()
@@ -379,13 +585,13 @@ impl EthPort {
     /// link-state-change event (vhost: a guest connects or goes away), instead of waiting for the
     /// next poll. Only for ports started with LSC interrupts ([`PortInfo::lsc_interrupt`]); the
     /// watch ends when the returned guard is dropped.
-    pub fn watch_link(self, up: Arc<AtomicBool>) -> Result<LinkWatch, DpdkError> {
+    pub fn watch_link(&self, up: Arc<AtomicBool>) -> Result<LinkWatch, DpdkError> {
         let arg = Arc::into_raw(up) as *mut c_void;
         // SAFETY: `arg` stays valid until the guard unregisters the callback (then it is freed);
         // the callback only reads the link and stores into the flag.
         let r = unsafe {
             sys::rte_eth_dev_callback_register(
-                self.0,
+                self.id,
                 sys::rte_eth_event_type_RTE_ETH_EVENT_INTR_LSC,
                 Some(link_event),
                 arg,
@@ -395,39 +601,77 @@ impl EthPort {
             // SAFETY: not registered: the reference is still ours.
             drop(unsafe { Arc::from_raw(arg as *const AtomicBool) });
             return Err(rte_err(
-                format!("rte_eth_dev_callback_register(port {}, LSC)", self.0),
+                format!("rte_eth_dev_callback_register(port {}, LSC)", self.id),
                 r,
             ));
         }
-        Ok(LinkWatch { port: self, arg })
+        Ok(LinkWatch { port: self.id, arg })
     }
 
-    /// Configures `rxq` rx and `txq` tx queues with default settings and starts the port.
-    pub fn setup_and_start(self, rxq: u16, txq: u16, pool: &Mempool) -> Result<(), DpdkError> {
+    /// Configures `rxq` rx and `txq` tx queues with default settings, link-change events when
+    /// the PMD has them, and starts the port; returns the queues' tokens. Once per port.
+    pub fn setup_and_start(
+        &mut self,
+        rxq: u16,
+        txq: u16,
+        pool: &Mempool,
+    ) -> Result<Queues, DpdkError> {
+        let lsc = self.info()?.lsc_interrupt;
+        self.setup(rxq, txq, pool, lsc)
+    }
+
+    /// [`EthPort::setup_and_start`] without link-change events (the link is polled).
+    pub fn setup_and_start_polled(
+        &mut self,
+        rxq: u16,
+        txq: u16,
+        pool: &Mempool,
+    ) -> Result<Queues, DpdkError> {
+        self.setup(rxq, txq, pool, false)
+    }
+
+    fn setup(
+        &mut self,
+        rxq: u16,
+        txq: u16,
+        pool: &Mempool,
+        lsc: bool,
+    ) -> Result<Queues, DpdkError> {
+        if self.issued.is_some() {
+            return Err(DpdkError {
+                what: format!("setup of port {}", self.id),
+                code: libc::EBUSY,
+                msg: "the port is already started".into(),
+            });
+        }
         let info = self.info()?;
         let mut conf = sys::rte_eth_conf::default();
-        if info.lsc_interrupt {
+        if lsc {
             // Link changes as events (see `watch_link`); PMDs without them are polled.
             conf.intr_conf.set_lsc(1);
         }
         // SAFETY: zeroed rte_eth_conf means "no offloads, no RSS", valid for every PMD; LSC is
-        // requested only from PMDs that announce it.
-        let r = unsafe { sys::rte_eth_dev_configure(self.0, rxq, txq, &conf) };
+        // requested only from PMDs that announce it. No queue token of this port exists yet, so
+        // no thread bursts on it.
+        let r = unsafe { sys::rte_eth_dev_configure(self.id, rxq, txq, &conf) };
         if r < 0 {
             return Err(rte_err(
-                format!("rte_eth_dev_configure(port {}, {rxq} rx, {txq} tx)", self.0),
+                format!(
+                    "rte_eth_dev_configure(port {}, {rxq} rx, {txq} tx)",
+                    self.id
+                ),
                 r,
             ));
         }
         let clamp = |max: u16| if max == 0 { 1024 } else { max.min(1024) };
         // SAFETY: plain getter on a valid port id.
-        let socket = unsafe { sys::rte_eth_dev_socket_id(self.0) };
+        let socket = unsafe { sys::rte_eth_dev_socket_id(self.id) };
         let socket = if socket < 0 { 0 } else { socket as u32 };
         for q in 0..rxq {
             // SAFETY: NULL rxconf selects the PMD default; the pool outlives the port.
             let r = unsafe {
                 sys::rte_eth_rx_queue_setup(
-                    self.0,
+                    self.id,
                     q,
                     clamp(info.rx_desc_max),
                     socket,
@@ -437,7 +681,7 @@ impl EthPort {
             };
             if r < 0 {
                 return Err(rte_err(
-                    format!("rte_eth_rx_queue_setup(port {}, q {q})", self.0),
+                    format!("rte_eth_rx_queue_setup(port {}, q {q})", self.id),
                     r,
                 ));
             }
@@ -446,7 +690,7 @@ impl EthPort {
             // SAFETY: NULL txconf selects the PMD default.
             let r = unsafe {
                 sys::rte_eth_tx_queue_setup(
-                    self.0,
+                    self.id,
                     q,
                     clamp(info.tx_desc_max),
                     socket,
@@ -455,28 +699,33 @@ impl EthPort {
             };
             if r < 0 {
                 return Err(rte_err(
-                    format!("rte_eth_tx_queue_setup(port {}, q {q})", self.0),
+                    format!("rte_eth_tx_queue_setup(port {}, q {q})", self.id),
                     r,
                 ));
             }
         }
         // SAFETY: configured port.
-        let r = unsafe { sys::rte_eth_dev_start(self.0) };
+        let r = unsafe { sys::rte_eth_dev_start(self.id) };
         if r < 0 {
-            return Err(rte_err(format!("rte_eth_dev_start(port {})", self.0), r));
+            return Err(rte_err(format!("rte_eth_dev_start(port {})", self.id), r));
         }
         // A switch port must see frames for every MAC; PMDs that cannot (vhost) just refuse.
         // SAFETY: started port.
         unsafe {
-            sys::rte_eth_promiscuous_enable(self.0);
+            sys::rte_eth_promiscuous_enable(self.id);
         }
-        Ok(())
+        self.issued = Some((rxq, txq));
+        let port = self.id;
+        Ok(Queues {
+            rx: (0..rxq).map(|queue| RxQueueToken { port, queue }).collect(),
+            tx: (0..txq).map(|queue| TxQueueToken { port, queue }).collect(),
+        })
     }
 
-    pub fn link(self) -> LinkStatus {
+    pub fn link(&self) -> LinkStatus {
         let mut l = sys::rte_eth_link::default();
         // SAFETY: valid out-pointer; nowait never blocks the control thread.
-        let r = unsafe { sys::rte_eth_link_get_nowait(self.0, &mut l) };
+        let r = unsafe { sys::rte_eth_link_get_nowait(self.id, &mut l) };
         if r < 0 {
             return LinkStatus::default();
         }
@@ -486,10 +735,10 @@ impl EthPort {
         }
     }
 
-    pub fn stats(self) -> EthStats {
+    pub fn stats(&self) -> EthStats {
         let mut s = sys::rte_eth_stats::default();
         // SAFETY: valid out-pointer.
-        let r = unsafe { sys::rte_eth_stats_get(self.0, &mut s) };
+        let r = unsafe { sys::rte_eth_stats_get(self.id, &mut s) };
         if r < 0 {
             return EthStats::default();
         }
@@ -505,20 +754,58 @@ impl EthPort {
         }
     }
 
-    pub fn stats_reset(self) {
+    pub fn stats_reset(&self) {
         // SAFETY: valid port id.
         unsafe {
-            sys::rte_eth_stats_reset(self.0);
+            sys::rte_eth_stats_reset(self.id);
+        }
+    }
+
+    /// Whether `q` is every token this port handed out: then no thread can burst on it.
+    fn check_all_back(&self, q: &Queues) -> Result<(), DpdkError> {
+        let (rxq, txq) = self.issued.unwrap_or((0, 0));
+        let complete = |ids: &mut dyn Iterator<Item = (u16, u16)>, n: u16| {
+            let mut seen = vec![false; n as usize];
+            let mut count = 0u16;
+            for (port, queue) in ids {
+                if port != self.id
+                    || queue >= n
+                    || std::mem::replace(&mut seen[queue as usize], true)
+                {
+                    return false;
+                }
+                count += 1;
+            }
+            count == n
+        };
+        if complete(&mut q.rx.iter().map(|t| (t.port, t.queue)), rxq)
+            && complete(&mut q.tx.iter().map(|t| (t.port, t.queue)), txq)
+        {
+            Ok(())
+        } else {
+            Err(DpdkError {
+                what: format!("stopping port {}", self.id),
+                code: libc::EBUSY,
+                msg: format!(
+                    "{} of {rxq} rx and {} of {txq} tx queue tokens given back; the port was left \
+                     running",
+                    q.rx.len(),
+                    q.tx.len()
+                ),
+            })
         }
     }
 
     /// Stops the port and removes its device (for a vdev this destroys it, for net_vhost it
-    /// unregisters the socket). No thread may use the port any more.
-    pub fn stop_and_remove(self) -> Result<(), DpdkError> {
+    /// unregisters the socket). `queues` must be every token the port handed out (then no thread
+    /// can use it any more); otherwise the port is left running and this fails with `EBUSY`.
+    pub fn stop_and_remove(self, queues: Queues) -> Result<(), DpdkError> {
+        self.check_all_back(&queues)?;
+        drop(queues);
         let info = self.raw_info()?;
-        // SAFETY: no forwarding thread polls this port any more (caller's contract).
+        // SAFETY: every queue token is back (checked above), so no thread bursts on this port.
         unsafe {
-            sys::rte_eth_dev_stop(self.0);
+            sys::rte_eth_dev_stop(self.id);
         }
         // SAFETY: info.device is the live rte_device of this port; removal also closes the port.
         let r = unsafe { sys::rte_dev_remove(info.device) };
@@ -526,18 +813,34 @@ impl EthPort {
             // SAFETY: the device could not be unplugged (e.g. a bus without hotplug): at least
             // release the port.
             unsafe {
-                sys::rte_eth_dev_close(self.0);
+                sys::rte_eth_dev_close(self.id);
             }
-            return Err(rte_err(format!("rte_dev_remove(port {})", self.0), r));
+            claims().remove(&self.id);
+            return Err(rte_err(format!("rte_dev_remove(port {})", self.id), r));
         }
+        claims().remove(&self.id);
+        Ok(())
+    }
+
+    /// Stops and closes the port, leaving its device (e.g. an EAL `--vdev` at exit). The same
+    /// contract on `queues` as [`EthPort::stop_and_remove`].
+    pub fn stop_and_close(self, queues: Queues) -> Result<(), DpdkError> {
+        self.check_all_back(&queues)?;
+        drop(queues);
+        // SAFETY: every queue token is back (checked above), so no thread bursts on this port.
+        unsafe {
+            sys::rte_eth_dev_stop(self.id);
+            sys::rte_eth_dev_close(self.id);
+        }
+        claims().remove(&self.id);
         Ok(())
     }
 }
 
-/// Serialises tx on a queue that several forwarding threads must share (a port with fewer tx
-/// queues than threads, e.g. a single-queue vhost port). Uncontended with one thread.
+/// Serialises tx on a queue that several threads share ([`SharedTxQueueToken`]). Uncontended
+/// with one thread.
 #[derive(Debug, Default)]
-pub struct TxLock(AtomicBool);
+struct TxLock(AtomicBool);
 
 impl TxLock {
     #[inline]
@@ -559,18 +862,25 @@ impl TxLock {
 type RawMbuf = *mut sys::rte_mbuf;
 
 /// One owned packet buffer. Dropping it frees it (or drops one reference of a shared buffer).
+///
+/// `repr(transparent)` over a non-null pointer: `Option<Mbuf>` is an mbuf pointer with NULL for
+/// `None`, so arrays of `Option<Mbuf>` are handed to DPDK's burst and bulk functions as they are.
+#[repr(transparent)]
 pub struct Mbuf(NonNull<sys::rte_mbuf>);
+
+const _: () = assert!(std::mem::size_of::<Option<Mbuf>>() == std::mem::size_of::<RawMbuf>());
 
 // SAFETY: an mbuf is owned by exactly one Mbuf (or one reference of its refcount); ownership may
 // move between threads.
 unsafe impl Send for Mbuf {}
 
+/// Why a raw edit of an mbuf's data was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum VlanError {
-    #[error("no headroom for a VLAN tag")]
+pub enum MbufError {
+    #[error("not enough headroom")]
     NoHeadroom,
-    #[error("frame too short or not tagged")]
-    NotTagged,
+    #[error("first segment too short")]
+    TooShort,
     #[error("buffer shared with another copy")]
     Shared,
 }
@@ -594,8 +904,9 @@ impl Mbuf {
         seg_data(self.0.as_ptr())
     }
 
+    /// Not shared with other copies: the only reference of a direct mbuf.
     #[inline]
-    fn unique(&self) -> bool {
+    pub fn is_unique(&self) -> bool {
         // Indirect mbufs (rte_pktmbuf_clone) point at another buffer: treat as shared.
         let m = self.raw();
         m.refcnt == 1 && m.ol_flags & sys::RTE_MBUF_F_INDIRECT == 0
@@ -604,7 +915,7 @@ impl Mbuf {
     /// Writable first segment, or `None` while the buffer is shared with other copies.
     #[inline]
     pub fn data_mut(&mut self) -> Option<&mut [u8]> {
-        if !self.unique() {
+        if !self.is_unique() {
             return None;
         }
         let m = self.0.as_ptr();
@@ -626,7 +937,7 @@ impl Mbuf {
         Mbuf(self.0)
     }
 
-    /// A private deep copy from the same pool, for copies that need their own VLAN edit.
+    /// A private deep copy from the same pool, for copies that need their own edits.
     #[inline]
     pub fn deep_copy(&self) -> Option<Mbuf> {
         let m = self.0.as_ptr();
@@ -635,82 +946,79 @@ impl Mbuf {
         NonNull::new(c).map(Mbuf)
     }
 
-    /// Adds 4 bytes in front (headroom) and returns the whole first segment.
-    fn grow_front(&mut self) -> Result<&mut [u8], VlanError> {
-        if !self.unique() {
-            return Err(VlanError::Shared);
+    /// Moves the start of the data `n` bytes into the headroom (`rte_pktmbuf_prepend`) and
+    /// returns the whole, longer first segment; the new bytes come first and are unspecified.
+    #[inline]
+    pub fn prepend(&mut self, n: u16) -> Result<&mut [u8], MbufError> {
+        if !self.is_unique() {
+            return Err(MbufError::Shared);
         }
         let m = self.0.as_ptr();
-        // SAFETY: unique live mbuf; we only move data_off within the buffer's headroom.
+        // SAFETY: unique live mbuf; data_off only moves within the buffer's headroom and the
+        // lengths grow by what it moved.
         unsafe {
-            if ((*m).data_off as usize) < VLAN_TAG_LEN {
-                return Err(VlanError::NoHeadroom);
+            if (*m).data_off < n {
+                return Err(MbufError::NoHeadroom);
             }
-            (*m).data_off -= VLAN_TAG_LEN as u16;
-            (*m).data_len += VLAN_TAG_LEN as u16;
-            (*m).pkt_len += VLAN_TAG_LEN as u32;
+            (*m).data_off -= n;
+            (*m).data_len += n;
+            (*m).pkt_len += n as u32;
         }
         Ok(self.data_mut().expect("unique"))
     }
 
-    fn shrink_front(&mut self) {
+    /// Drops the first `n` bytes of the data (`rte_pktmbuf_adj`); the first segment must be
+    /// longer than `n`.
+    #[inline]
+    pub fn adj(&mut self, n: u16) -> Result<(), MbufError> {
+        if !self.is_unique() {
+            return Err(MbufError::Shared);
+        }
         let m = self.0.as_ptr();
-        // SAFETY: unique live mbuf whose first segment is longer than the tag (checked by the
-        // caller).
+        // SAFETY: unique live mbuf whose first segment is longer than `n` (checked): data_off
+        // stays inside the segment's data.
         unsafe {
-            (*m).data_off += VLAN_TAG_LEN as u16;
-            (*m).data_len -= VLAN_TAG_LEN as u16;
-            (*m).pkt_len -= VLAN_TAG_LEN as u32;
+            if (*m).data_len <= n {
+                return Err(MbufError::TooShort);
+            }
+            (*m).data_off += n;
+            (*m).data_len -= n;
+            (*m).pkt_len -= n as u32;
         }
-    }
-
-    /// Inserts an 802.1Q tag after the MAC addresses.
-    pub fn vlan_push(&mut self, tci: u16) -> Result<(), VlanError> {
-        if self.data().len() < 14 {
-            return Err(VlanError::NotTagged);
-        }
-        let d = self.grow_front()?;
-        d.copy_within(4..16, 0);
-        d[12..14].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
-        d[14..16].copy_from_slice(&tci.to_be_bytes());
         Ok(())
     }
 
-    /// Removes the outer tag.
-    pub fn vlan_pop(&mut self) -> Result<(), VlanError> {
-        let d = self.data_mut().ok_or(VlanError::Shared)?;
-        if d.len() < 18 || !is_tag(d) {
-            return Err(VlanError::NotTagged);
+    /// Gives a single-segment packet exactly `len` bytes from its data start and returns them
+    /// (for frames built in fresh mbufs; new bytes are unspecified). `None` if the mbuf is shared
+    /// or chained, or its buffer has no room for `len` bytes.
+    #[inline]
+    pub fn set_len(&mut self, len: usize) -> Option<&mut [u8]> {
+        let m = self.raw();
+        if !self.is_unique() || m.nb_segs != 1 || m.data_off as usize + len > m.buf_len as usize {
+            return None;
         }
-        d.copy_within(0..12, 4);
-        self.shrink_front();
-        Ok(())
-    }
-
-    /// Gives the outer tag VLAN `vid` (keeping its priority bits), pushing one if untagged.
-    pub fn vlan_set(&mut self, vid: u16) -> Result<(), VlanError> {
-        let d = self.data_mut().ok_or(VlanError::Shared)?;
-        if d.len() >= 18 && is_tag(d) {
-            let tci = u16::from_be_bytes([d[14], d[15]]);
-            let tci = (tci & 0xf000) | (vid & 0x0fff);
-            d[14..16].copy_from_slice(&tci.to_be_bytes());
-            Ok(())
-        } else {
-            self.vlan_push(vid & 0x0fff)
+        let m = self.0.as_ptr();
+        // SAFETY: unique single-segment live mbuf; data_off + len lies within its buffer
+        // (checked above), so the segment stays inside it.
+        unsafe {
+            (*m).data_len = len as u16;
+            (*m).pkt_len = len as u32;
         }
+        self.data_mut()
     }
 
-    fn into_raw(self) -> RawMbuf {
-        let p = self.0.as_ptr();
-        std::mem::forget(self);
-        p
+    /// Frees the packets in `slots` with one bulk call (empty slots are skipped) and empties them.
+    #[inline]
+    pub fn free_bulk(slots: &mut [Option<Mbuf>]) {
+        if slots.iter().all(Option::is_none) {
+            return;
+        }
+        // SAFETY: the slots hold live mbufs we own or NULL (`None`), laid out as mbuf pointers;
+        // rte_pktmbuf_free_bulk skips NULL entries.
+        unsafe { sys::rte_pktmbuf_free_bulk(slots.as_mut_ptr().cast(), slots.len() as u32) }
+        // SAFETY: freed above: write NULL (`None`) over every slot without dropping again.
+        unsafe { std::ptr::write_bytes(slots.as_mut_ptr(), 0, slots.len()) }
     }
-}
-
-#[inline]
-fn is_tag(d: &[u8]) -> bool {
-    let t = u16::from_be_bytes([d[12], d[13]]);
-    t == ETH_P_8021Q || t == ETH_P_8021AD
 }
 
 #[inline]
@@ -727,219 +1035,6 @@ impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own this reference; free drops it and returns the buffer at zero.
         unsafe { sys::rte_pktmbuf_free(self.0.as_ptr()) }
-    }
-}
-
-/// Up to [`MAX_BURST`] received packets. Slots are taken out one by one ([`MbufBurst::take`]);
-/// whatever is left is freed in bulk.
-pub struct MbufBurst {
-    pkts: [RawMbuf; MAX_BURST],
-    len: usize,
-}
-
-impl Default for MbufBurst {
-    fn default() -> Self {
-        MbufBurst {
-            pkts: [std::ptr::null_mut(); MAX_BURST],
-            len: 0,
-        }
-    }
-}
-
-// SAFETY: owns its mbufs like a Vec<Mbuf>.
-unsafe impl Send for MbufBurst {}
-
-impl MbufBurst {
-    /// Receives up to `max` (≤ 32) packets from `port`/`queue`; the burst must be empty.
-    #[inline]
-    pub fn rx(&mut self, port: EthPort, queue: u16, max: usize) -> usize {
-        debug_assert_eq!(self.len, 0);
-        let max = max.min(MAX_BURST) as u16;
-        // SAFETY: the array has room for `max` pointers; the caller is the only thread polling
-        // this (port, queue) (forwarding plan invariant).
-        let n = unsafe { sys::rte_eth_rx_burst(port.0, queue, self.pkts.as_mut_ptr(), max) };
-        self.len = n as usize;
-        self.len
-    }
-
-    #[inline]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The first segment of packet `i`; `None` once the packet was taken.
-    #[inline]
-    pub fn data(&self, i: usize) -> Option<&[u8]> {
-        let m = *self.pkts[..self.len].get(i)?;
-        (!m.is_null()).then(|| seg_data(m))
-    }
-
-    #[inline]
-    pub fn pkt_len(&self, i: usize) -> u32 {
-        let m = self.pkts[..self.len][i];
-        if m.is_null() {
-            0
-        } else {
-            // SAFETY: live mbuf owned by the burst.
-            unsafe { (*m).pkt_len }
-        }
-    }
-
-    /// Views of all packets, for the classifier. `out` is caller storage so nothing allocates.
-    #[inline]
-    pub fn frames<'a>(&'a self, out: &mut [&'a [u8]; MAX_BURST]) -> usize {
-        for (i, &m) in self.pkts[..self.len].iter().enumerate() {
-            out[i] = if m.is_null() { &[] } else { seg_data(m) };
-        }
-        self.len
-    }
-
-    /// Moves packet `i` out of the burst.
-    #[inline]
-    pub fn take(&mut self, i: usize) -> Option<Mbuf> {
-        let slot = &mut self.pkts[..self.len][i];
-        let m = std::mem::replace(slot, std::ptr::null_mut());
-        NonNull::new(m).map(Mbuf)
-    }
-
-    /// Frees what was not taken and empties the burst.
-    #[inline]
-    pub fn clear(&mut self) {
-        let mut keep = 0;
-        for i in 0..self.len {
-            if !self.pkts[i].is_null() {
-                self.pkts[keep] = self.pkts[i];
-                keep += 1;
-            }
-        }
-        if keep > 0 {
-            // SAFETY: the first `keep` pointers are live mbufs owned by the burst.
-            unsafe { sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr(), keep as u32) }
-        }
-        self.len = 0;
-    }
-}
-
-impl Drop for MbufBurst {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
-/// Outcome of one tx flush.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TxOutcome {
-    pub sent: u32,
-    pub sent_bytes: u64,
-    /// Packets the queue could not take now; they stay in the buffer for the next flush.
-    pub left: u32,
-}
-
-/// How many packets a [`TxBuffer`] holds: two bursts, so that packets a congested port cannot
-/// take right now wait for the next loop iteration (where higher priority classes go first)
-/// instead of being dropped at once, while a stalled destination pins only a few mbufs.
-pub const TX_BUFFER_CAP: usize = 2 * MAX_BURST;
-
-/// Packets waiting for one destination (port, tx queue): filled during a loop iteration, sent at
-/// its end; what the port refuses stays queued, and new packets are refused (tail drop) while
-/// the buffer is full.
-pub struct TxBuffer {
-    pkts: [RawMbuf; TX_BUFFER_CAP],
-    lens: [u32; TX_BUFFER_CAP],
-    len: usize,
-}
-
-// SAFETY: owns its mbufs.
-unsafe impl Send for TxBuffer {}
-
-impl Default for TxBuffer {
-    fn default() -> Self {
-        TxBuffer {
-            pkts: [std::ptr::null_mut(); TX_BUFFER_CAP],
-            lens: [0; TX_BUFFER_CAP],
-            len: 0,
-        }
-    }
-}
-
-impl TxBuffer {
-    #[inline]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    #[inline]
-    pub fn is_full(&self) -> bool {
-        self.len == TX_BUFFER_CAP
-    }
-
-    /// Queues `m`, or hands it back when the buffer is full.
-    #[inline]
-    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
-        if self.len == TX_BUFFER_CAP {
-            return Err(m);
-        }
-        self.lens[self.len] = m.pkt_len();
-        self.pkts[self.len] = m.into_raw();
-        self.len += 1;
-        Ok(())
-    }
-
-    /// Sends what is queued on `port`/`queue`, oldest first; what the queue cannot take stays.
-    #[inline]
-    pub fn flush(&mut self, port: EthPort, queue: u16, lock: Option<&TxLock>) -> TxOutcome {
-        if self.len == 0 {
-            return TxOutcome::default();
-        }
-        if let Some(l) = lock {
-            l.lock();
-        }
-        // SAFETY: `len` live mbufs; this thread is the only user of (port, queue) — exclusively
-        // by plan or under `lock`. tx_burst takes ownership of the first `sent` mbufs.
-        let sent = unsafe {
-            sys::rte_eth_tx_burst(port.0, queue, self.pkts.as_mut_ptr(), self.len as u16)
-        } as usize;
-        if let Some(l) = lock {
-            l.unlock();
-        }
-        let out = TxOutcome {
-            sent: sent as u32,
-            sent_bytes: self.lens[..sent].iter().map(|&l| l as u64).sum(),
-            left: (self.len - sent) as u32,
-        };
-        if sent > 0 && sent < self.len {
-            self.pkts.copy_within(sent..self.len, 0);
-            self.lens.copy_within(sent..self.len, 0);
-        }
-        self.len -= sent;
-        out
-    }
-
-    /// Frees everything queued (the destination went away or is down).
-    pub fn discard(&mut self) -> u32 {
-        let n = self.len;
-        if n > 0 {
-            // SAFETY: `n` live mbufs owned by the buffer.
-            unsafe { sys::rte_pktmbuf_free_bulk(self.pkts.as_mut_ptr(), n as u32) }
-        }
-        self.len = 0;
-        n as u32
-    }
-}
-
-impl Drop for TxBuffer {
-    fn drop(&mut self) {
-        self.discard();
     }
 }
 

@@ -1,26 +1,33 @@
-//! Mbuf operations against a real EAL (no hugepages, no devices): VLAN push/pop/rewrite, buffer
-//! sharing and copies. One test function because the EAL can start once per process.
+//! Mbufs and port queue tokens against a real EAL (no hugepages; a `net_null` vdev): raw front
+//! edits, sharing and copies, bulk alloc/free, and the token lifecycle of a port. One test
+//! function because the EAL can start once per process.
 
-use evs_dpdk::{Eal, Mempool, VlanError};
+use evs_dpdk::{Eal, EthPort, Mbuf, MbufError, Mempool, Queues, MAX_BURST};
 
-fn frame(tagged: Option<u16>) -> Vec<u8> {
+fn frame() -> Vec<u8> {
     let mut f = vec![];
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2]); // dst
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 1]); // src
-    if let Some(tci) = tagged {
-        f.extend_from_slice(&[0x81, 0x00]);
-        f.extend_from_slice(&tci.to_be_bytes());
-    }
     f.extend_from_slice(&[0x08, 0x00]);
     f.extend((0..46).map(|i| i as u8));
     f
 }
 
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
 #[test]
-fn mbuf_vlan_and_sharing() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("*** SKIPPING mbuf_vlan_and_sharing: needs root for the DPDK EAL ***");
+fn mbufs_and_queue_tokens() {
+    if !is_root() {
+        eprintln!("*** SKIPPING mbufs_and_queue_tokens: needs root for the DPDK EAL ***");
         return;
     }
     let prefix = format!("evs-mbuf-test-{}", std::process::id());
@@ -33,6 +40,10 @@ fn mbuf_vlan_and_sharing() {
         "--no-pci",
         "--no-telemetry",
         "--log-level=lib.eal:error",
+        "--vdev",
+        "net_null0",
+        "--vdev",
+        "net_null1",
         "--file-prefix",
         &prefix,
     ]
@@ -44,40 +55,104 @@ fn mbuf_vlan_and_sharing() {
     let pool = Mempool::create("test_pool", 1023, 0).unwrap();
     let free0 = pool.available();
 
-    let plain = frame(None);
+    // Raw front edits.
+    let plain = frame();
     let mut m = pool.alloc_with(&plain).unwrap();
     assert_eq!(m.data(), &plain[..]);
-    m.vlan_push(0x2064).unwrap();
-    assert_eq!(m.data(), &frame(Some(0x2064))[..]);
+    let d = m.prepend(4).unwrap();
+    assert_eq!(d.len(), plain.len() + 4);
+    assert_eq!(&d[4..], &plain[..]);
     assert_eq!(m.pkt_len() as usize, plain.len() + 4);
-    m.vlan_set(7).unwrap();
-    assert_eq!(
-        m.data(),
-        &frame(Some(0x2007))[..],
-        "rewrite keeps the priority bits"
-    );
-    m.vlan_pop().unwrap();
+    m.adj(4).unwrap();
     assert_eq!(m.data(), &plain[..]);
-    assert_eq!(m.vlan_pop(), Err(VlanError::NotTagged));
-    m.vlan_set(5).unwrap();
-    assert_eq!(
-        m.data(),
-        &frame(Some(5))[..],
-        "set on an untagged frame pushes"
-    );
+    assert_eq!(m.adj(plain.len() as u16), Err(MbufError::TooShort));
+    assert_eq!(m.prepend(u16::MAX).err(), Some(MbufError::NoHeadroom));
 
     // Shared buffers are read-only; deep copies are private.
     let s = m.share();
-    assert_eq!(m.vlan_pop(), Err(VlanError::Shared));
+    assert!(!m.is_unique());
+    assert!(m.data_mut().is_none());
+    assert_eq!(m.prepend(4).err(), Some(MbufError::Shared));
+    assert_eq!(m.adj(4), Err(MbufError::Shared));
     let mut c = s.deep_copy().unwrap();
-    c.vlan_pop().unwrap();
-    assert_eq!(c.data(), &plain[..]);
-    assert_eq!(s.data(), &frame(Some(5))[..]);
+    c.data_mut().unwrap()[0] = 0xff;
+    assert_eq!(s.data(), &plain[..]);
     drop(s);
-    m.vlan_pop().unwrap();
-    drop((m, c));
+    assert!(m.is_unique());
+
+    // Fresh frames in bulk, freed in bulk (empty slots skipped).
+    let mut slots: [Option<Mbuf>; 8] = Default::default();
+    assert!(pool.alloc_bulk(&mut slots));
+    for (i, s) in slots.iter_mut().enumerate() {
+        let d = s.as_mut().unwrap().set_len(60 + i).unwrap();
+        d.fill(i as u8);
+    }
+    assert_eq!(slots[3].as_ref().unwrap().data(), &[3u8; 63][..]);
+    assert!(slots[0].as_mut().unwrap().set_len(1 << 20).is_none());
+    let taken = slots[2].take();
+    Mbuf::free_bulk(&mut slots);
+    assert!(slots.iter().all(Option::is_none));
+    drop((m, c, taken));
     assert_eq!(pool.available(), free0, "every mbuf went back to the pool");
-    drop(pool);
+
+    // Port handles and queue tokens.
+    let mut port = EthPort::by_name("net_null0").unwrap();
+    assert_eq!(
+        EthPort::by_name("net_null0").unwrap_err().code,
+        libc::EBUSY,
+        "one handle per port"
+    );
+    assert_eq!(
+        EthPort::by_name("net_null9").unwrap_err().code,
+        libc::ENODEV
+    );
+    let Queues { mut rx, tx } = port.setup_and_start_polled(1, 2, &pool).unwrap();
+    assert!(
+        port.setup_and_start_polled(1, 2, &pool).is_err(),
+        "tokens exist once"
+    );
+    assert_eq!((rx.len(), tx.len()), (1, 2));
+    let mut burst: [Option<Mbuf>; MAX_BURST] = Default::default();
+    let n = rx[0].rx_burst(&mut burst);
+    assert!(n > 0, "net_null always has packets");
+    let mut tx = tx.into_iter();
+    let mut q0 = tx.next().unwrap();
+    let shared = tx.next().unwrap().share();
+    let other = shared.clone();
+    let sent = q0.tx_burst(&mut burst[..n / 2]);
+    assert_eq!(sent, n / 2, "net_null takes everything");
+    assert!(burst[..sent].iter().all(Option::is_none));
+    assert_eq!(other.tx_burst(&mut burst[n / 2..n]), n - n / 2);
+    let shared = shared.into_exclusive().expect_err("a clone is still out");
+    drop(other);
+    let q1 = shared.into_exclusive().expect("last clone");
+    assert_eq!(q1.queue(), 1);
+    // Not all tokens back: the port stays up.
+    let err = port
+        .stop_and_close(Queues {
+            rx: vec![],
+            tx: vec![q0, q1],
+        })
+        .unwrap_err();
+    assert_eq!(err.code, libc::EBUSY);
+    rx.clear();
+
+    // All tokens back: stopped and closed, and the handle's claim ends with the port.
+    let mut port = EthPort::by_name("net_null1").unwrap();
+    let q = port.setup_and_start(2, 1, &pool).unwrap();
+    assert_eq!(q.rx.iter().map(|t| t.queue()).collect::<Vec<_>>(), [0, 1]);
+    port.stop_and_close(q).unwrap();
+    assert_eq!(
+        EthPort::by_name("net_null1").unwrap_err().code,
+        libc::ENODEV
+    );
+
+    assert_eq!(pool.available(), free0, "sent mbufs went back to the pool");
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
-    eal.cleanup();
+    drop(pool);
+    assert_eq!(
+        eal.cleanup().unwrap_err().code,
+        libc::EBUSY,
+        "net_null0 was never stopped"
+    );
 }

@@ -1,7 +1,10 @@
 //! The DPDK dataplane of the EVS switch and the `evsd` daemon around it.
 //!
-//! - DPDK itself is behind `evs-dpdk` (the only crate with DPDK `unsafe`);
-//! - [`forwarding`]: the poll-mode loop (rx burst → flowtable → VLAN edits/copies → tx burst);
+//! - DPDK itself is behind `evs-dpdk` (the only crate with `unsafe`: this one forbids it);
+//! - [`port`]: the seam between the loop and the ports (packets, rx/tx queues, burst
+//!   containers, VLAN edits); [`ethdev`]: DPDK ethdev ports and mbufs behind it;
+//! - [`forwarding`]: the poll-mode loop (rx burst → flowtable → VLAN edits/copies → tx burst),
+//!   generic over the seam;
 //! - [`stats`]: per-thread counters the control thread reads without locks;
 //! - [`switchd`]: ports, threads and plans, driven from the control thread;
 //! - [`config`], [`control`] (the server side of `api`), [`reports`] (the switch's state as
@@ -13,9 +16,10 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
-
+pub mod ethdev;
 pub mod forwarding;
 pub mod metrics;
+pub mod port;
 pub mod reports;
 pub mod stats;
 pub mod switchd;

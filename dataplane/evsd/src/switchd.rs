@@ -1,16 +1,27 @@
 //! The control-side owner of the dataplane: EAL, mbuf pool, ports and forwarding threads.
-//! Everything here runs on the control thread; the forwarding threads only see [`Plan`]s.
+//! Everything here runs on the control thread; the forwarding threads only see plan
+//! [`Update`]s.
+//!
+//! Queue tokens: attaching a port starts it, which creates its rx and tx queue tokens; they wait
+//! in the port's `Home` until a plan update moves them to a forwarding thread (a tx queue that
+//! several threads share is lent as clones of a [`SharedTxQueueToken`]). A thread hands back what
+//! an update takes from it ([`Returned`], on its return channel), and everything when it stops;
+//! a port is stopped and removed only once all its tokens are home again.
 
 use crate::config::{Backend, DataplaneSection};
-use crate::forwarding::{self, Command, LoopConfig, Plan, RxAssign, TxTarget};
+use crate::ethdev::EthTx;
+use crate::forwarding::{self, Command, LoopConfig, Returned, RxAssign, RxSlot, TxTarget, Update};
 use crate::stats::{PortSnapshot, ThreadSnapshot, ThreadStats, MAX_PORTS};
 use api::{PmdStats, PortKind, PortReport, PortState, ThreadReport};
-use crossbeam_channel::Sender;
-use evs_dpdk::{self as dpdk, DpdkError, Eal, EthPort, Mempool, TxLock};
+use crossbeam_channel::{Receiver, Sender};
+use evs_dpdk::{
+    self as dpdk, DpdkError, Eal, EthPort, Mempool, Queues, RxQueueToken, SharedTxQueueToken,
+    TxQueueToken,
+};
 use evs_vhost::{Endpoint, LinkState, LinkTracker};
 use flowtable::datapath::Switch;
 use flowtable::verdict::DropReason;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,10 +41,17 @@ fn other(s: impl Into<String>) -> DpError {
     DpError::Other(s.into())
 }
 
+type EthUpdate = Update<RxQueueToken, EthTx>;
+type EthReturned = Returned<RxQueueToken, EthTx>;
+
 struct FwdThread {
-    cmds: Sender<Command>,
+    cmds: Sender<Command<RxQueueToken, EthTx>>,
+    /// What the thread hands back: the queues an update took from it, everything at the stop.
+    rets: Receiver<EthReturned>,
     stats: Arc<ThreadStats>,
     handle: Option<JoinHandle<()>>,
+    /// Flowtable ids of the ports the thread holds a tx queue of.
+    tx_held: BTreeSet<u32>,
 }
 
 struct Attached {
@@ -48,8 +66,98 @@ struct Attached {
     /// Keeps `link_up` current between polls (PMDs with link-change events).
     /// Ended (dropped) before the port is removed.
     link_watch: Option<dpdk::LinkWatch>,
-    txq: u16,
-    tx_locks: Vec<Arc<TxLock>>,
+    /// The port's queue tokens that no forwarding thread holds.
+    home: Home,
+    /// Being detached: in no plan any more.
+    detaching: bool,
+}
+
+/// A port's queue tokens while they are on the control thread.
+struct Home {
+    rx: Option<RxQueueToken>,
+    /// Per tx queue.
+    tx: Vec<TxHome>,
+}
+
+enum TxHome {
+    /// A queue of one thread: here unless lent.
+    Own(Option<TxQueueToken>),
+    /// A queue threads share: each holds a clone.
+    Shared(SharedTxQueueToken),
+}
+
+impl Home {
+    fn new(q: Queues, shared: bool) -> Home {
+        Home {
+            rx: q.rx.into_iter().next(),
+            tx: q
+                .tx
+                .into_iter()
+                .map(|t| {
+                    if shared {
+                        TxHome::Shared(t.share())
+                    } else {
+                        TxHome::Own(Some(t))
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// The tx queue thread `t` uses, moved out (or a clone of a shared one).
+    fn lend_tx(&mut self, t: usize) -> Option<EthTx> {
+        let n = self.tx.len();
+        match self.tx.get_mut(t % n.max(1))? {
+            TxHome::Own(q) => q.take().map(EthTx::Own),
+            TxHome::Shared(q) => Some(EthTx::Shared(q.clone())),
+        }
+    }
+
+    fn take_back_tx(&mut self, q: EthTx) {
+        match q {
+            EthTx::Own(q) => {
+                if let Some(TxHome::Own(slot)) = self.tx.get_mut(q.queue() as usize) {
+                    *slot = Some(q);
+                }
+            }
+            // The clone goes; the queue's own token stays here.
+            EthTx::Shared(q) => drop(q),
+        }
+    }
+
+    /// Every token of the port, if all are home.
+    fn into_queues(self) -> Result<Queues, String> {
+        let mut q = Queues {
+            rx: self.rx.into_iter().collect(),
+            tx: vec![],
+        };
+        for (i, t) in self.tx.into_iter().enumerate() {
+            match t {
+                TxHome::Own(Some(t)) => q.tx.push(t),
+                TxHome::Own(None) => return Err(format!("tx queue {i} is still lent")),
+                TxHome::Shared(s) => match s.into_exclusive() {
+                    Ok(t) => q.tx.push(t),
+                    Err(_) => return Err(format!("shared tx queue {i} is still lent")),
+                },
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// Puts what a thread handed back into its ports' homes (tokens of ports that are gone are
+/// dropped).
+fn take_back(ports: &mut BTreeMap<String, Attached>, r: EthReturned) {
+    for a in r.rx {
+        if let Some(p) = ports.values_mut().find(|p| p.flow_id == a.flow_id) {
+            p.home.rx = Some(a.queue);
+        }
+    }
+    for (id, t) in r.tx {
+        if let Some(p) = ports.values_mut().find(|p| p.flow_id == id) {
+            p.home.take_back_tx(t.queue);
+        }
+    }
 }
 
 pub struct Dataplane {
@@ -74,6 +182,7 @@ impl Dataplane {
         let mut threads = vec![];
         for (i, &core) in cfg.cores.iter().enumerate() {
             let (tx, rx) = crossbeam_channel::unbounded();
+            let (ret_tx, ret_rx) = crossbeam_channel::unbounded();
             let stats = Arc::new(ThreadStats::new(core));
             let st = stats.clone();
             let worker = switch.worker();
@@ -97,7 +206,7 @@ impl Dataplane {
                         // A switch whose forwarding thread died forwards nothing while looking
                         // alive: exit loudly so a supervisor restarts it (guests reconnect).
                         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            forwarding::run(lc, worker, rx, st)
+                            forwarding::run::<RxQueueToken, EthTx>(lc, worker, rx, ret_tx, st)
                         }));
                         if r.is_err() {
                             eprintln!("evsd: forwarding thread {i} panicked; exiting");
@@ -114,8 +223,10 @@ impl Dataplane {
             }
             threads.push(FwdThread {
                 cmds: tx,
+                rets: ret_rx,
                 stats,
                 handle: Some(handle),
+                tx_held: BTreeSet::new(),
             });
         }
         let n = threads.len();
@@ -186,18 +297,21 @@ impl Dataplane {
                  net_tap0 or net_af_packet1; a PCI device must be bound to vfio-pci)"
             ))
         })?;
-        let port = match dpdk::port_by_name(&dev_name) {
-            Some(p) => EthPort(p),
-            None => {
+        let mut port = match EthPort::by_name(&dev_name) {
+            Ok(p) => p,
+            Err(e) if e.code == libc::ENODEV => {
                 return Err(other(format!(
                     "attach {name:?}: {devargs} probed but no ethdev named {dev_name} appeared"
                 )))
             }
+            Err(e) => return Err(other(format!("attach {name:?}: {e}"))),
         };
         let link_up = Arc::new(AtomicBool::new(false));
-        let setup = (|| -> Result<(String, u16, Option<dpdk::LinkWatch>), DpError> {
+        let pool = self.pool.as_ref().expect("pool");
+        let threads = self.threads.len();
+        let setup = (|| -> Result<(String, u16, Option<dpdk::LinkWatch>, Queues), DpError> {
             let info = port.info()?;
-            let want = self.threads.len().max(1) as u16;
+            let want = threads.max(1) as u16;
             let txq = want.min(info.max_tx_queues.max(1));
             // Before the start, so that a guest connecting at once is not missed.
             let watch = if info.lsc_interrupt {
@@ -205,13 +319,14 @@ impl Dataplane {
             } else {
                 None
             };
-            port.setup_and_start(1, txq, self.pool.as_ref().expect("pool"))?;
-            Ok((info.driver, txq, watch))
+            let queues = port.setup_and_start(1, txq, pool)?;
+            Ok((info.driver, txq, watch, queues))
         })();
-        let (driver, txq, watch) = match setup {
+        let (driver, txq, watch, queues) = match setup {
             Ok(x) => x,
             Err(e) => {
-                let _ = port.stop_and_remove();
+                // No token was handed out.
+                let _ = port.stop_and_remove(Queues::default());
                 return Err(e);
             }
         };
@@ -231,8 +346,9 @@ impl Dataplane {
                 link,
                 link_up,
                 link_watch: watch,
-                txq,
-                tx_locks: (0..txq).map(|_| Arc::new(TxLock::default())).collect(),
+                // Fewer tx queues than threads: every queue is shared, under its lock.
+                home: Home::new(queues, (txq as usize) < threads),
+                detaching: false,
             },
         );
         self.rebalance()?;
@@ -243,18 +359,25 @@ impl Dataplane {
     pub fn detach(&mut self, name: &str) -> Result<(), DpError> {
         let a = self
             .ports
-            .remove(name)
+            .get_mut(name)
             .ok_or_else(|| other(format!("detach {name:?}: not attached")))?;
-        // The threads must have dropped every reference to the port before it goes away: if one
+        a.detaching = true;
+        let planned = self.rebalance();
+        let mut a = self.ports.remove(name).expect("attached");
+        // The threads must have handed back every queue of the port before it goes away: if one
         // did not confirm, leave the device in place rather than pull it from under the thread.
-        if let Err(e) = self.rebalance() {
+        if let Err(e) = planned {
             return Err(other(format!(
                 "detach {name:?}: {e}; the device was left in place"
             )));
         }
-        let mut a = a;
         drop(a.link_watch.take());
-        let rm = a.port.stop_and_remove();
+        let rm = match a.home.into_queues() {
+            Ok(q) => a.port.stop_and_remove(q).map_err(DpError::from),
+            Err(e) => Err(other(format!(
+                "detach {name:?}: {e}; the device was left in place"
+            ))),
+        };
         if let Some(ep) = &a.endpoint {
             ep.cleanup();
         }
@@ -263,62 +386,98 @@ impl Dataplane {
     }
 
     /// Recomputes every thread's plan: rx ports round-robin over threads (in name order), a tx
-    /// target for every attached port. Two phases so that no rx queue is ever polled by two threads.
+    /// queue of every attached port. Two phases so that no rx queue is ever polled by two
+    /// threads: first every thread keeps only the rx queues it keeps in the new plan and hands
+    /// the others back (and gets or returns tx queues of attached or detached ports), then the
+    /// rx queues that moved, now home, are handed to their new threads.
     fn rebalance(&mut self) -> Result<(), DpError> {
         let n = self.threads.len();
         if n == 0 {
             return Ok(());
         }
-        let mut tx_len = 0;
-        for a in self.ports.values() {
-            tx_len = tx_len.max(a.flow_id as usize + 1);
+        let active: Vec<(&String, &Attached)> =
+            self.ports.iter().filter(|(_, a)| !a.detaching).collect();
+        let tx_len = active
+            .iter()
+            .map(|(_, a)| a.flow_id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let ids: BTreeSet<u32> = active.iter().map(|(_, a)| a.flow_id).collect();
+        let mut new_rx: Vec<Vec<(String, u32)>> = vec![vec![]; n];
+        for (i, (name, a)) in active.iter().enumerate() {
+            new_rx[i % n].push(((*name).clone(), a.flow_id));
         }
-        let mut new_rx: Vec<Vec<(String, RxAssign)>> = vec![vec![]; n];
-        for (i, (name, a)) in self.ports.iter().enumerate() {
-            new_rx[i % n].push((
-                name.clone(),
-                RxAssign {
-                    port: a.port,
-                    queue: 0,
-                    flow_id: a.flow_id,
-                },
-            ));
-        }
-        let ports = &self.ports;
-        let tx_for = |t: usize| -> Vec<Option<TxTarget>> {
-            let mut v = vec![None; tx_len];
-            for a in ports.values() {
-                let q = (t % a.txq as usize) as u16;
-                v[a.flow_id as usize] = Some(TxTarget {
-                    port: a.port,
-                    queue: q,
-                    lock: ((a.txq as usize) < n).then(|| a.tx_locks[q as usize].clone()),
-                    link_up: a.link_up.clone(),
-                });
-            }
-            v
-        };
-        // Phase 1: every thread keeps only the rx ports it keeps in the new plan.
-        let mut plans1 = vec![];
-        for (t, rx) in new_rx.iter().enumerate() {
-            let keep: Vec<RxAssign> = rx
+        drop(active);
+
+        // Phase 1: every thread keeps only the rx queues it keeps in the new plan.
+        let mut phase1 = vec![];
+        let mut tx_held = vec![];
+        for t in 0..n {
+            let rx = new_rx[t]
                 .iter()
                 .filter(|(name, _)| self.assignment[t].contains(name))
-                .map(|(_, r)| r.clone())
+                .map(|(_, id)| RxSlot::Keep(*id))
                 .collect();
-            plans1.push((keep, tx_for(t)));
+            let held = &self.threads[t].tx_held;
+            let tx_take: Vec<u32> = held.difference(&ids).copied().collect();
+            let mut now_held: BTreeSet<u32> = held.intersection(&ids).copied().collect();
+            let mut tx_give = vec![];
+            for a in self.ports.values_mut() {
+                if a.detaching || held.contains(&a.flow_id) {
+                    continue;
+                }
+                // Home whenever the thread does not hold it.
+                let Some(queue) = a.home.lend_tx(t) else {
+                    continue;
+                };
+                now_held.insert(a.flow_id);
+                tx_give.push((
+                    a.flow_id,
+                    TxTarget {
+                        queue,
+                        link_up: a.link_up.clone(),
+                    },
+                ));
+            }
+            phase1.push(Update {
+                gen: 0,
+                rx,
+                tx_give,
+                tx_take,
+                tx_len,
+            });
+            tx_held.push(now_held);
         }
-        // Phase 2: the full plan.
-        let plans2: Vec<_> = (0..n)
-            .map(|t| {
-                (
-                    new_rx[t].iter().map(|(_, r)| r.clone()).collect(),
-                    tx_for(t),
-                )
-            })
-            .collect();
-        self.publish(plans1)?;
-        self.publish(plans2)?;
+        // What the threads hold once they have applied the update (even a late one).
+        for (t, held) in self.threads.iter_mut().zip(tx_held) {
+            t.tx_held = held;
+        }
+        self.publish(phase1)?;
+
+        // Phase 2: the full plan. The rx queues that moved (and those of new ports) are home
+        // now; the others stay where they are.
+        let mut phase2 = vec![];
+        for rx in &new_rx {
+            let mut slots = vec![];
+            for (name, id) in rx {
+                let home = self.ports.get_mut(name).and_then(|a| a.home.rx.take());
+                slots.push(match home {
+                    Some(queue) => RxSlot::Give(RxAssign {
+                        queue,
+                        flow_id: *id,
+                    }),
+                    None => RxSlot::Keep(*id),
+                });
+            }
+            phase2.push(Update {
+                gen: 0,
+                rx: slots,
+                tx_give: vec![],
+                tx_take: vec![],
+                tx_len,
+            });
+        }
+        self.publish(phase2)?;
         self.assignment = new_rx
             .into_iter()
             .map(|v| v.into_iter().map(|(n, _)| n).collect())
@@ -326,15 +485,15 @@ impl Dataplane {
         Ok(())
     }
 
-    fn publish(
-        &mut self,
-        plans: Vec<(Vec<RxAssign>, Vec<Option<TxTarget>>)>,
-    ) -> Result<(), DpError> {
+    /// Sends one update to every thread, waits until each has acknowledged it by its generation,
+    /// and takes back what they handed back.
+    fn publish(&mut self, updates: Vec<EthUpdate>) -> Result<(), DpError> {
         self.gen += 1;
         let gen = self.gen;
-        for (t, (rx, tx)) in self.threads.iter().zip(plans) {
+        for (t, mut u) in self.threads.iter().zip(updates) {
+            u.gen = gen;
             t.cmds
-                .send(Command::Plan(Plan { gen, rx, tx }))
+                .send(Command::Update(u))
                 .map_err(|_| other("a forwarding thread has exited"))?;
             t.stats.posted.fetch_add(1, Ordering::Release);
         }
@@ -347,6 +506,22 @@ impl Dataplane {
                     )));
                 }
                 std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        // Each thread sent what it let go of before acknowledging.
+        for (i, t) in self.threads.iter().enumerate() {
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let r = t.rets.recv_timeout(left).map_err(|_| {
+                    other(format!(
+                        "forwarding thread {i} did not hand back its queues within 5 s"
+                    ))
+                })?;
+                let done = r.gen >= gen;
+                take_back(&mut self.ports, r);
+                if done {
+                    break;
+                }
             }
         }
         Ok(())
@@ -504,7 +679,11 @@ impl Dataplane {
         for n in names {
             if let Some(mut a) = self.ports.remove(&n) {
                 drop(a.link_watch.take());
-                if let Err(e) = a.port.stop_and_remove() {
+                let rm = match a.home.into_queues() {
+                    Ok(q) => a.port.stop_and_remove(q).map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("{e}; the device was left in place")),
+                };
+                if let Err(e) = rm {
                     eprintln!("evsd: removing {n}: {e}");
                 }
                 if let Some(ep) = &a.endpoint {
@@ -514,7 +693,9 @@ impl Dataplane {
         }
         self.pool.take();
         if let Some(eal) = self.eal.take() {
-            eal.cleanup();
+            if let Err(e) = eal.cleanup() {
+                eprintln!("evsd: {e}");
+            }
         }
     }
 
@@ -526,6 +707,12 @@ impl Dataplane {
         for t in &mut self.threads {
             if let Some(h) = t.handle.take() {
                 let _ = h.join();
+            }
+        }
+        // A stopped thread has handed back everything it held.
+        for t in &self.threads {
+            while let Ok(r) = t.rets.try_recv() {
+                take_back(&mut self.ports, r);
             }
         }
     }

@@ -6,7 +6,7 @@
 //! Every 100 ms it prints one JSON line with what it has received so far, in total and by outer
 //! VLAN id (0: untagged): `{"rx":1234,"vlans":{"100":1000,"200":234}}`. It runs until killed.
 
-use evs_dpdk::{self as dpdk, Eal, EthPort, MbufBurst, Mempool};
+use evs_dpdk::{self as dpdk, Eal, EthPort, Mbuf, Mempool};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -47,6 +47,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn outer_vid(frame: &[u8]) -> u16 {
+    // wire: ethertype at 12..14 (0x8100 / 0x88a8 = tagged), VID in the low 12 bits of 14..16
     if frame.len() >= 16 && matches!([frame[12], frame[13]], [0x81, 0x00] | [0x88, 0xa8]) {
         u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff
     } else {
@@ -81,9 +82,11 @@ fn main() {
     let run = || -> Result<(), dpdk::DpdkError> {
         let _eal = Eal::init(&eal_args)?;
         let pool = Mempool::create("sink", 4095, 128)?;
-        let port = EthPort(0);
-        port.setup_and_start(1, 1, &pool)?;
-        let mut burst = MbufBurst::default();
+        // The only ethdev: the --vdev, named by its devargs up to the first comma.
+        let mut port = EthPort::by_name(args.vdev.split(',').next().unwrap_or(""))?;
+        let mut queues = port.setup_and_start(1, 1, &pool)?;
+        let rxq = &mut queues.rx[0];
+        let mut burst: [Option<Mbuf>; dpdk::MAX_BURST] = Default::default();
         let mut vlans: BTreeMap<u16, u64> = BTreeMap::new();
         let mut rx = 0u64;
         // A token bucket refilled every millisecond, at most 2 ms' worth (and one burst) deep,
@@ -100,16 +103,14 @@ fn main() {
             last = now;
             while tokens >= 1.0 {
                 let want = (tokens as usize).min(dpdk::MAX_BURST);
-                let n = burst.rx(port, 0, want);
+                let n = rxq.rx_burst(&mut burst[..want]);
                 if n == 0 {
                     break;
                 }
-                for i in 0..n {
-                    if let Some(f) = burst.data(i) {
-                        *vlans.entry(outer_vid(f)).or_default() += 1;
-                    }
+                for m in burst[..n].iter().flatten() {
+                    *vlans.entry(outer_vid(m.data())).or_default() += 1;
                 }
-                burst.clear();
+                Mbuf::free_bulk(&mut burst[..n]);
                 rx += n as u64;
                 tokens -= n as f64;
             }
