@@ -10,9 +10,9 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use evs_benches::*;
 use flowtable::classifier::{Action, Match, Rule, Table};
-use flowtable::switch::SwitchConfig;
 use flowtable::frames::{ACK, SYN};
 use flowtable::key::{self, FlowKey};
+use flowtable::switch::SwitchConfig;
 use flowtable::verdict::DropReason;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -3,10 +3,10 @@
 
 #![forbid(unsafe_code)]
 
-use flowtable::switch::{Switch, SwitchConfig};
-use flowtable::worker::Worker;
 use flowtable::frames::{self, L4};
+use flowtable::switch::{Switch, SwitchConfig};
 use flowtable::verdict::{BurstResult, DropReason};
+use flowtable::worker::Worker;
 use model::Mac;
 use model::*;
 use std::net::{IpAddr, Ipv4Addr};

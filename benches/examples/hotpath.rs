@@ -8,8 +8,8 @@
 //! every packet). Only `measured` is counted.
 
 use evs_benches::{bursts, ports_model, sg_model, tcp_frame, udp_frame, Driver};
-use flowtable::switch::SwitchConfig;
 use flowtable::frames::{ACK, SYN};
+use flowtable::switch::SwitchConfig;
 use std::hint::black_box;
 
 const BURSTS: usize = 20_000;

@@ -16,7 +16,7 @@
 //!
 //! Files depend on each other in one direction only, from the bottom up: `key`, `verdict`,
 //! `meter`, `mac_learning` → `classifier` → `matcher`, `pipeline`, `parse`, `conntrack` → `cache`,
-//! `compiler` → `shared` → `interp` → `worker`, `trace` → `switch` (→ `datapath`, the old paths).
+//! `compiler` → `shared` → `interp` → `worker`, `trace` → `switch`.
 
 #![forbid(unsafe_code)]
 
@@ -25,7 +25,6 @@ pub mod checksum;
 pub mod classifier;
 pub mod compiler;
 pub mod conntrack;
-pub mod datapath;
 pub mod frames;
 mod interp;
 pub mod key;

@@ -1,7 +1,7 @@
 //! evsd's TOML configuration: EAL, switch and dataplane settings, port backends, and the
 //! operator's model (uplinks, port groups, security groups, ports) at the top level.
 
-use flowtable::datapath::SwitchConfig;
+use flowtable::switch::SwitchConfig;
 pub use model::{Attach, Backend, EthdevConfig};
 use model::{Model, Port, PortGroup, SecurityGroup, Uplink};
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@ use crate::switchd::Dataplane;
 use api::{Reply, Request, Response};
 use crossbeam_channel::RecvTimeoutError;
 use evs_dpdk::{self as dpdk, Eal};
-use flowtable::datapath::Switch;
+use flowtable::switch::Switch;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -17,8 +17,8 @@ use crate::port::{outer_vid, Burst, Packet, RxQueue, TxBuffer, TxQueue, VlanErro
 use crate::stats::ThreadStats;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use evs_dpdk as dpdk;
-use flowtable::datapath::Worker;
 use flowtable::verdict::{BurstResult, DropReason, Emit, VlanEdit};
+use flowtable::worker::Worker;
 use model::Priority;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -550,7 +550,7 @@ mod tests {
     use super::*;
     use crate::port::fake::*;
     use crate::port::TX_BUFFER_CAP;
-    use flowtable::datapath::{Switch, SwitchConfig};
+    use flowtable::switch::{Switch, SwitchConfig};
     use std::time::Instant;
 
     type Dests = Vec<Option<TxTarget<FakeTx>>>;

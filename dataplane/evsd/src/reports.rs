@@ -5,7 +5,7 @@ use api::{
     Applied, Connection, ConnectionEntry, MacEntry, RuleReport, TableDump, TableReport, TraceEmit,
     TraceReport, TraceStep,
 };
-use flowtable::datapath::{ApplyReport, Switch};
+use flowtable::switch::{ApplyReport, Switch};
 use flowtable::trace::Trace;
 use flowtable::verdict::VlanEdit;
 use model::Model;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Flowtable port ids index the per-port counters; ids are small and never reused.
-pub const MAX_PORTS: usize = flowtable::datapath::MAX_PORTS;
+pub use flowtable::key::MAX_PORTS;
 
 #[inline(always)]
 fn add(a: &AtomicU64, v: u64) {

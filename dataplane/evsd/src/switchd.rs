@@ -19,7 +19,7 @@ use evs_dpdk::{
     TxQueueToken,
 };
 use evs_vhost::{Endpoint, LinkState, LinkTracker};
-use flowtable::datapath::Switch;
+use flowtable::switch::Switch;
 use flowtable::verdict::DropReason;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
