@@ -274,7 +274,8 @@ impl<P: Packet> TxBuffer<P> {
             return Err(p);
         }
         self.lens[self.len] = p.pkt_len();
-        self.pkts[self.len] = Some(p);
+        // Slots from `len` on are empty: what is replaced is a `None`, nothing to drop.
+        std::mem::forget(self.pkts[self.len].replace(p));
         self.len += 1;
         Ok(())
     }
