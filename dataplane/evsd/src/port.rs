@@ -293,8 +293,11 @@ impl<P: Packet> TxBuffer<P> {
             left: (self.len - sent) as u32,
         };
         if sent > 0 && sent < self.len {
-            // The sent slots are empty: move them behind the waiting packets.
-            self.pkts[..self.len].rotate_left(sent);
+            // The sent slots are empty: the waiting packets move to the front, in order (each
+            // swap puts a packet into a slot emptied by the send or by an earlier swap).
+            for j in 0..self.len - sent {
+                self.pkts.swap(j, sent + j);
+            }
             self.lens.copy_within(sent..self.len, 0);
         }
         self.len -= sent;
