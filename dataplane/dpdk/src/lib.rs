@@ -496,11 +496,16 @@ impl SharedTxQueueToken {
 /// exclusively, or its lock.
 #[inline]
 fn tx_burst(port: u16, queue: u16, pkts: &mut [Option<Mbuf>]) -> usize {
-    let n = pkts
-        .iter()
-        .position(Option::is_none)
-        .unwrap_or(pkts.len())
-        .min(u16::MAX as usize);
+    let max = pkts.len().min(u16::MAX as usize);
+    let pkts = &mut pkts[..max];
+    // Branch-free over the whole array (it vectorises) for the usual case of no gap; only a
+    // gap makes the burst stop before it.
+    let gap = pkts.iter().fold(false, |g, p| g | p.is_none());
+    let n = if gap {
+        pkts.iter().position(Option::is_none).unwrap_or(pkts.len())
+    } else {
+        pkts.len()
+    };
     if n == 0 {
         return 0;
     }

@@ -171,10 +171,7 @@ impl<P: Packet> Tx<P> {
                 } else {
                     DropReason::NoPort
                 };
-                let n: u32 = bufs.iter_mut().map(TxBuffer::discard).sum();
-                if let Some(c) = stats.port(port) {
-                    c.drop(reason, n as u64);
-                }
+                discard_all(bufs, stats, port, reason);
                 return false;
             }
         };
@@ -245,6 +242,17 @@ impl<P: Packet> Tx<P> {
             self.queued[i] = true;
             self.dirty.push(port);
         }
+    }
+}
+
+/// Drops everything queued for `port` in `bufs` (its classes), counted as `reason`. Out of line:
+/// the flush path it leaves stays small.
+#[cold]
+#[inline(never)]
+fn discard_all<P: Packet>(bufs: &mut [TxBuffer<P>], stats: &ThreadStats, port: u32, r: DropReason) {
+    let n: u32 = bufs.iter_mut().map(TxBuffer::discard).sum();
+    if let Some(c) = stats.port(port) {
+        c.drop(r, n as u64);
     }
 }
 

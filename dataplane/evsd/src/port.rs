@@ -274,7 +274,8 @@ impl<P: Packet> TxBuffer<P> {
             return Err(p);
         }
         self.lens[self.len] = p.pkt_len();
-        self.pkts[self.len] = Some(p);
+        // Slots from `len` on are empty: what is replaced is a `None`, nothing to drop.
+        std::mem::forget(self.pkts[self.len].replace(p));
         self.len += 1;
         Ok(())
     }
@@ -292,8 +293,11 @@ impl<P: Packet> TxBuffer<P> {
             left: (self.len - sent) as u32,
         };
         if sent > 0 && sent < self.len {
-            // The sent slots are empty: move them behind the waiting packets.
-            self.pkts[..self.len].rotate_left(sent);
+            // The sent slots are empty: the waiting packets move to the front, in order (each
+            // swap puts a packet into a slot emptied by the send or by an earlier swap).
+            for j in 0..self.len - sent {
+                self.pkts.swap(j, sent + j);
+            }
             self.lens.copy_within(sent..self.len, 0);
         }
         self.len -= sent;

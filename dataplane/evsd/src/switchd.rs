@@ -412,8 +412,8 @@ impl Dataplane {
         // Phase 1: every thread keeps only the rx queues it keeps in the new plan.
         let mut phase1 = vec![];
         let mut tx_held = vec![];
-        for t in 0..n {
-            let rx = new_rx[t]
+        for (t, rx) in new_rx.iter().enumerate() {
+            let rx = rx
                 .iter()
                 .filter(|(name, _)| self.assignment[t].contains(name))
                 .map(|(_, id)| RxSlot::Keep(*id))
