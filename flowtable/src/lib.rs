@@ -24,6 +24,6 @@ pub mod matcher;
 pub mod meter;
 pub mod parse;
 pub mod pipeline;
-
 pub mod trace;
 pub mod verdict;
+pub mod wire;
