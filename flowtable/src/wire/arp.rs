@@ -85,11 +85,17 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
             && self.protocol_len() == 4
     }
 
-    fn addr(&self, i: usize) -> &[u8] {
+    /// The addresses follow the fixed part in this order: sender hardware, sender protocol,
+    /// target hardware, target protocol.
+    fn addr(&self, nth: usize) -> &[u8] {
         let (h, p) = (self.hardware_len() as usize, self.protocol_len() as usize);
-        let start = field::ADDRS + (i / 2) * (h + p) + (i % 2) * h;
-        let len = if i % 2 == 0 { h } else { p };
-        &self.buffer.as_ref()[start..start + len]
+        let (start, len) = match nth {
+            0 => (0, h),
+            1 => (h, p),
+            2 => (h + p, h),
+            _ => (2 * h + p, p),
+        };
+        &self.buffer.as_ref()[field::ADDRS + start..][..len]
     }
     pub fn sender_hardware_addr(&self) -> &[u8] {
         self.addr(0)

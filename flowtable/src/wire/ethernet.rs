@@ -75,11 +75,14 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
     pub fn ethertype(&self) -> u16 {
         read_u16(&self.buffer.as_ref()[field::ETHERTYPE])
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> EthernetFrame<&'a T> {
     /// Everything after the header (tags included, FCS if the buffer has one).
     #[inline(always)]
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::PAYLOAD..]
+    pub fn payload(&self) -> &'a [u8] {
+        let data: &'a [u8] = self.buffer.as_ref();
+        &data[field::PAYLOAD..]
     }
 }
 

@@ -82,11 +82,14 @@ impl<T: AsRef<[u8]>> IcmpPacket<T> {
     pub fn echo_seq(&self) -> u16 {
         read_u16(&self.buffer.as_ref()[field::ECHO_SEQ])
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> IcmpPacket<&'a T> {
     /// After the header: the echo data, or the packet an error quotes.
     #[inline]
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::PAYLOAD..]
+    pub fn payload(&self) -> &'a [u8] {
+        let data: &'a [u8] = self.buffer.as_ref();
+        &data[field::PAYLOAD..]
     }
 }
 

@@ -159,12 +159,15 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         b.get(..self.header_len())
             .is_some_and(|h| checksum::fold(checksum::sum(h, 0)) == 0xffff)
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv4Packet<&'a T> {
     /// The payload: from the end of the header to the total length, or as much of it as the
     /// buffer holds (all of it for a view made by [`Ipv4Packet::new_checked`]).
     #[inline]
-    pub fn payload(&self) -> &[u8] {
-        let b = self.buffer.as_ref();
+    pub fn payload(&self) -> &'a [u8] {
+        let data: &'a [u8] = self.buffer.as_ref();
+        let b = data;
         let end = (self.total_len() as usize).min(b.len());
         b.get(self.header_len()..end).unwrap_or(&[])
     }

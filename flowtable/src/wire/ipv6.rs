@@ -92,12 +92,15 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             .unwrap_or([0; 16]);
         Ipv6Addr::from(b)
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> Ipv6Packet<&'a T> {
     /// The payload (extension headers first): the payload length's worth (the rest of the buffer
     /// for a length of 0), or as much of it as the buffer holds.
     #[inline]
-    pub fn payload(&self) -> &[u8] {
-        let b = &self.buffer.as_ref()[field::PAYLOAD..];
+    pub fn payload(&self) -> &'a [u8] {
+        let data: &'a [u8] = self.buffer.as_ref();
+        let b = &data[field::PAYLOAD..];
         match self.payload_len() as usize {
             0 => b,
             n => &b[..n.min(b.len())],

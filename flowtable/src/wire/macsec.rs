@@ -98,9 +98,12 @@ impl<T: AsRef<[u8]>> SecTag<T> {
             _ => sl.checked_sub(2),
         }
     }
+}
 
-    pub fn payload(&self) -> &[u8] {
-        let b = &self.buffer.as_ref()[self.header_len()..];
+impl<'a, T: AsRef<[u8]> + ?Sized> SecTag<&'a T> {
+    pub fn payload(&self) -> &'a [u8] {
+        let data: &'a [u8] = self.buffer.as_ref();
+        let b = &data[self.header_len()..];
         match self.payload_len() {
             Some(n) => &b[..n],
             None => b,

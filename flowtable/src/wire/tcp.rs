@@ -107,10 +107,13 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
     pub fn verify_checksum(&self, pseudo: u64) -> bool {
         checksum::fold(checksum::sum(self.buffer.as_ref(), pseudo)) == 0xffff
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> TcpPacket<&'a T> {
     #[inline]
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..]
+    pub fn payload(&self) -> &'a [u8] {
+        let data: &'a [u8] = self.buffer.as_ref();
+        &data[self.header_len()..]
     }
 }
 
@@ -152,6 +155,12 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
         self.set_checksum(0);
         let c = checksum::finish(checksum::sum(self.buffer.as_ref(), pseudo));
         self.set_checksum(c);
+    }
+
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let hl = self.header_len();
+        &mut self.buffer.as_mut()[hl..]
     }
 }
 
@@ -212,7 +221,7 @@ mod tests {
             (1234, 80, 1000, 1)
         );
         assert_eq!((p.header_len(), p.flags(), p.window()), (20, 0x12, 65535));
-        assert_eq!(p.payload(), &[0x11; 4]);
+        assert_eq!(p.payload_mut(), &[0x11; 4]);
         p.fill_checksum(pseudo);
         assert!(p.verify_checksum(pseudo));
         p.set_seq(7);

@@ -68,11 +68,14 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     pub fn checksum(&self) -> u16 {
         read_u16(&self.buffer.as_ref()[field::CHECKSUM])
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> UdpPacket<&'a T> {
     /// The payload, up to the length field (the rest of the buffer for a length of 0).
     #[inline]
-    pub fn payload(&self) -> &[u8] {
-        let b = self.buffer.as_ref();
+    pub fn payload(&self) -> &'a [u8] {
+        let data: &'a [u8] = self.buffer.as_ref();
+        let b = data;
         let end = match self.len() as usize {
             0 => b.len(),
             n => n.min(b.len()),
@@ -107,6 +110,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
             c => c,
         };
         self.set_checksum(c);
+    }
+
+    /// The payload, up to the length field (the rest of the buffer for a length of 0).
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let len = self.buffer.as_ref().len();
+        let end = match self.len() as usize {
+            0 => len,
+            n => n.min(len),
+        };
+        self.buffer
+            .as_mut()
+            .get_mut(HEADER_LEN..end)
+            .unwrap_or(&mut [])
     }
 }
 
@@ -155,7 +172,7 @@ mod tests {
         let pseudo = checksum::pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 17, 12);
         let mut p = UdpPacket::new_checked(&mut b[..]).unwrap();
         assert_eq!((p.src_port(), p.dst_port(), p.len()), (5000, 53, 12));
-        assert_eq!(p.payload(), &[0x22; 4]);
+        assert_eq!(p.payload_mut(), &[0x22; 4]);
         p.fill_checksum(pseudo);
         assert_ne!(p.checksum(), 0);
         assert_eq!(

@@ -68,10 +68,13 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
     pub fn ethertype(&self) -> u16 {
         read_u16(&self.buffer.as_ref()[field::ETHERTYPE])
     }
+}
 
+impl<'a, T: AsRef<[u8]> + ?Sized> VlanTag<&'a T> {
     #[inline(always)]
-    pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::PAYLOAD..]
+    pub fn payload(&self) -> &'a [u8] {
+        let data: &'a [u8] = self.buffer.as_ref();
+        &data[field::PAYLOAD..]
     }
 }
 
