@@ -12,10 +12,11 @@ use crate::conntrack::{ConnTrack, CtConfig};
 use crate::key::{ct, FlowKey};
 use crate::mac_learning::{LearnOutcome, MacConfig, MacTable};
 use crate::meter::{Meter, Verdict};
-use crate::parse::parse;
+use crate::parse::parse_into;
 use crate::pipeline::{Pipeline, Segment, Terminal};
 use crate::trace::{self, Trace};
 use crate::verdict::{BurstResult, DropReason, Emit, PacketResult, VlanEdit};
+use crate::wire::Layout;
 use arc_swap::ArcSwap;
 use model::Mac;
 use model::{Model, ModelError};
@@ -543,6 +544,7 @@ pub struct Worker {
 struct Ctx<'a> {
     pl: &'a Pipeline,
     frame: &'a [u8],
+    layout: Layout,
     now: u64,
     in_port: u32,
     first_drop: Option<DropReason>,
@@ -596,10 +598,12 @@ impl Worker {
         let port = (in_port as usize).min(MAX_PORTS - 1);
         for frame in frames {
             let start = out.emits.len() as u32;
-            let key = parse(in_port, frame);
+            let mut key = FlowKey::ZERO;
+            let layout = parse_into(in_port, frame, &mut key);
             let mut cx = Ctx {
                 pl: &pl,
                 frame,
+                layout,
                 now: now_ns,
                 in_port,
                 first_drop: None,
@@ -624,6 +628,7 @@ impl Worker {
                 emit_len: n,
                 drop,
                 excess: cx.excess,
+                layout,
             });
         }
         self.stats.packets += frames.len() as u64;
@@ -766,7 +771,8 @@ impl Worker {
                     commit,
                     table,
                 } => {
-                    let r = self.shared.ct.process(zone, &key, cx.frame, commit, cx.now);
+                    let (f, l) = (cx.frame, &cx.layout);
+                    let r = self.shared.ct.process(zone, &key, f, l, commit, cx.now);
                     if commit && r.full {
                         return self.drop(cx, &key, egress, DropReason::CtFull);
                     }

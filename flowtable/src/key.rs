@@ -130,13 +130,26 @@ impl FlowKey {
     field!(out_port, set_out_port, u32, 9, 32, 32);
     field!(reg0, set_reg0, u32, 9, 0, 32);
 
+    /// `tp_src` and `tp_dst` at once, from both in one word (source in the high half): they
+    /// follow each other in the key as in TCP and UDP headers.
+    #[inline(always)]
+    pub fn set_tp_ports(&mut self, src_dst: u32) {
+        let m = 0xffff_ffffu64 << 32;
+        self.0[7] = (self.0[7] & !m) | ((src_dst as u64) << 32);
+    }
     #[inline(always)]
     pub fn eth_dst(&self) -> Mac {
         Mac::from_u64(self.0[1] >> 16)
     }
     #[inline(always)]
     pub fn set_eth_dst(&mut self, m: Mac) {
-        self.0[1] = (self.0[1] & 0xffff) | (m.to_u64() << 16);
+        self.set_eth_dst_u64(m.to_u64());
+    }
+    /// [`FlowKey::set_eth_dst`] from the address's integer form ([`Mac::to_u64`]), as the
+    /// parser reads it.
+    #[inline(always)]
+    pub fn set_eth_dst_u64(&mut self, m: u64) {
+        self.0[1] = (self.0[1] & 0xffff) | (m << 16);
     }
     #[inline(always)]
     pub fn eth_src(&self) -> Mac {
@@ -144,7 +157,11 @@ impl FlowKey {
     }
     #[inline(always)]
     pub fn set_eth_src(&mut self, m: Mac) {
-        self.0[2] = (self.0[2] & 0xffff) | (m.to_u64() << 16);
+        self.set_eth_src_u64(m.to_u64());
+    }
+    #[inline(always)]
+    pub fn set_eth_src_u64(&mut self, m: u64) {
+        self.0[2] = (self.0[2] & 0xffff) | (m << 16);
     }
     #[inline(always)]
     pub fn arp_sha(&self) -> Mac {
@@ -282,6 +299,12 @@ mod tests {
         let mut k = FlowKey::ALL_ONES;
         k.set_tp_dst(0x1234);
         assert_eq!(k.tp_dst(), 0x1234);
+        let mut p = k;
+        p.set_tp_ports(0xabcd_1234);
+        assert_eq!(
+            (p.tp_src(), p.tp_dst(), p.tcp_flags()),
+            (0xabcd, 0x1234, 0xffff)
+        );
         assert_eq!(k.tp_src(), 0xffff);
         assert_eq!(k.tcp_flags(), 0xffff);
         k.set_eth_src(Mac([1, 2, 3, 4, 5, 6]));

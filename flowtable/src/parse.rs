@@ -32,10 +32,22 @@ pub fn parse(in_port: u32, frame: &[u8]) -> FlowKey {
 /// both equal to the reference on every frame.
 #[inline]
 pub fn parse_with_layout(in_port: u32, frame: &[u8]) -> (FlowKey, Layout) {
-    match parse_fast(in_port, frame) {
-        Some(r) => r,
-        None => parse_general(in_port, frame),
+    let mut k = FlowKey::ZERO;
+    let layout = parse_into(in_port, frame, &mut k);
+    (k, layout)
+}
+
+/// [`parse_with_layout`] for the per-packet path: the key is written where the caller keeps it
+/// (overwritten), only the small layout is returned. Returning both as one value made the
+/// compiler copy the key twice per packet.
+#[inline(always)]
+pub fn parse_into(in_port: u32, frame: &[u8], key: &mut FlowKey) -> Layout {
+    if let Some(layout) = parse_fast(in_port, frame, key) {
+        return layout;
     }
+    let (k, layout) = parse_general(in_port, frame);
+    *key = k;
+    layout
 }
 
 /// A tag's TCI as the key holds it: the present bit sits where DEI is, so a frame's own DEI bit
@@ -45,9 +57,10 @@ fn key_tci(tci: u16) -> u16 {
     (tci & !VLAN_PRESENT) | VLAN_PRESENT
 }
 
-/// The fast path: `None` whenever the frame is anything but plain and well-formed.
+/// The fast path: writes the whole key to `out` and returns the layout; `None` (and `out`
+/// untouched) whenever the frame is anything but plain and well-formed.
 #[inline(always)]
-fn parse_fast(in_port: u32, f: &[u8]) -> Option<(FlowKey, Layout)> {
+fn parse_fast(in_port: u32, f: &[u8], out: &mut FlowKey) -> Option<Layout> {
     // Ethernet and an option-less IPv4 header: anything shorter is not plain.
     if f.len() < ethernet::HEADER_LEN + crate::wire::ipv4::HEADER_LEN {
         return None;
@@ -55,13 +68,13 @@ fn parse_fast(in_port: u32, f: &[u8]) -> Option<(FlowKey, Layout)> {
     let eth = EthernetFrame::new_checked(f).ok()?;
     let mut k = FlowKey::ZERO;
     k.set_in_port(in_port);
-    k.set_eth_dst(eth.dst());
-    k.set_eth_src(eth.src());
+    k.set_eth_dst_u64(eth.dst_u64());
+    k.set_eth_src_u64(eth.src_u64());
     let mut at = ethernet::HEADER_LEN;
     let mut et = eth.ethertype();
     let mut fl = 0u8;
     let mut tags = 0;
-    let mut vlan = None;
+    let mut vlan = 0; // untagged, in Layout's encoding
     while vlan::is_tpid(et) {
         // Room for this tag, the next ethertype and an IPv4 header.
         if tags == vlan::MAX_TAGS || f.len() < at + vlan::HEADER_LEN + 20 {
@@ -70,7 +83,7 @@ fn parse_fast(in_port: u32, f: &[u8]) -> Option<(FlowKey, Layout)> {
         let tag = VlanTag::new_checked(&f[at..]).ok()?;
         if tags == 0 {
             k.set_vlan_tci(key_tci(tag.tci()));
-            vlan = Some(tag.vid());
+            vlan = Layout::vlan_bits(tag.vid());
         } else {
             k.set_inner_tci(key_tci(tag.tci()));
             fl |= flags::QINQ;
@@ -92,22 +105,25 @@ fn parse_fast(in_port: u32, f: &[u8]) -> Option<(FlowKey, Layout)> {
     k.set_ip_src(u32::from(ip.src()) as u128);
     k.set_ip_dst(u32::from(ip.dst()) as u128);
     let l4 = at + ip.header_len();
-    let seg = ip.payload();
+    // The checked view guarantees the header and total length fit: this slicing cannot fail.
+    let seg = f.get(l4..at + ip.total_len() as usize)?;
     match proto {
         protocol::TCP => {
             let t = TcpPacket::new_checked(seg).ok()?;
-            k.set_tp_src(t.src_port());
-            k.set_tp_dst(t.dst_port());
+            k.set_tp_ports(t.ports());
             k.set_tcp_flags(t.flags());
         }
         protocol::UDP => {
-            let u = UdpPacket::new_checked(seg).ok()?;
-            // Only a UDP length equal to the IP payload is the plain case.
+            // Only a UDP length equal to the IP payload is the plain case; with the header
+            // there, that is all the checked view would verify.
+            if seg.len() < crate::wire::udp::HEADER_LEN {
+                return None;
+            }
+            let u = UdpPacket::new_unchecked(seg);
             if u.len() as usize != seg.len() {
                 return None;
             }
-            k.set_tp_src(u.src_port());
-            k.set_tp_dst(u.dst_port());
+            k.set_tp_ports(u.ports());
         }
         protocol::ICMP => {
             let m = IcmpPacket::new_checked(seg).ok()?;
@@ -124,12 +140,8 @@ fn parse_fast(in_port: u32, f: &[u8]) -> Option<(FlowKey, Layout)> {
         _ => return None,
     }
     k.set_flags(fl);
-    let layout = Layout {
-        l3: at as u16,
-        l4: Some(l4 as u16),
-        vlan,
-    };
-    Some((k, layout))
+    *out = k;
+    Some(Layout::from_parts(at as u16, Some(l4 as u16), vlan))
 }
 
 /// Link extensions (tags, SecTAGs) the reference reads before it stops.
@@ -143,14 +155,7 @@ fn parse_general(in_port: u32, f: &[u8]) -> (FlowKey, Layout) {
     let vlan = vlan::outer_tag(f).map(|t| t.vid());
     let Ok(eth) = EthernetFrame::new_checked(f) else {
         k.set_flags(flags::INVALID);
-        return (
-            k,
-            Layout {
-                l3: 0,
-                l4: None,
-                vlan,
-            },
-        );
+        return (k, Layout::new(0, None, vlan));
     };
     // Even a frame whose later headers are refused keeps its MACs, tags and ethertype for MAC
     // learning and tracing.
@@ -158,11 +163,11 @@ fn parse_general(in_port: u32, f: &[u8]) -> (FlowKey, Layout) {
     k.set_eth_src(eth.src());
     k.set_eth_type(eth.ethertype());
     match walk(k, f) {
-        Ok((k, l3, l4)) => (k, Layout { l3, l4, vlan }),
+        Ok((k, l3, l4)) => (k, Layout::new(l3, l4, vlan)),
         Err(_) => {
             let l3 = read_tags_lax(f, &mut k);
             k.set_flags(k.flags() | flags::INVALID);
-            (k, Layout { l3, l4: None, vlan })
+            (k, Layout::new(l3, None, vlan))
         }
     }
 }
@@ -932,15 +937,15 @@ mod tests {
             let (k, lay) = parse_general(3, &f);
             prop_assert_eq!(k, want, "general path, frame {:02x?}", f);
             prop_assert_eq!(parse_with_layout(3, &f), (k, lay), "fast path, frame {:02x?}", f);
-            prop_assert_eq!(lay.vlan, vlan::outer_tag(&f).map(|t| t.vid()));
+            prop_assert_eq!(lay.vlan(), vlan::outer_tag(&f).map(|t| t.vid()));
             match reference_layout(&f) {
                 Some((l3, l4)) => {
                     if let Some(l3) = l3 {
-                        prop_assert_eq!(lay.l3 as usize, l3, "l3, frame {:02x?}", f);
+                        prop_assert_eq!(lay.l3() as usize, l3, "l3, frame {:02x?}", f);
                     }
-                    prop_assert_eq!(lay.l4.map(usize::from), l4, "l4, frame {:02x?}", f);
+                    prop_assert_eq!(lay.l4().map(usize::from), l4, "l4, frame {:02x?}", f);
                 }
-                None => prop_assert_eq!(lay.l4, None),
+                None => prop_assert_eq!(lay.l4(), None),
             }
         }
     }
@@ -970,7 +975,8 @@ mod tests {
                     l4,
                     18,
                 );
-                assert!(parse_fast(1, &f).is_some(), "{l4:?} {vlan:?}");
+                let mut k = FlowKey::ZERO;
+                assert!(parse_fast(1, &f, &mut k).is_some(), "{l4:?} {vlan:?}");
             }
         }
     }

@@ -6,9 +6,10 @@
 use crate::datapath::Shared;
 use crate::key::FlowKey;
 use crate::matcher::describe;
-use crate::parse::parse;
+use crate::parse::parse_with_layout;
 use crate::pipeline::{Pipeline, Terminal, Visit};
 use crate::verdict::{DropReason, VlanEdit};
+use crate::wire::Layout;
 use serde::Serialize;
 use std::fmt;
 
@@ -51,6 +52,7 @@ struct Tracer<'a> {
     sh: &'a Shared,
     pl: &'a Pipeline,
     frame: &'a [u8],
+    layout: Layout,
     now: u64,
     in_port: u32,
     steps: Vec<Step>,
@@ -60,11 +62,12 @@ struct Tracer<'a> {
 
 pub(crate) fn trace(sh: &Shared, in_port: u32, frame: &[u8], now: u64) -> Trace {
     let pl = sh.pipeline.load();
-    let key = parse(in_port, frame);
+    let (key, layout) = parse_with_layout(in_port, frame);
     let mut t = Tracer {
         sh,
         pl: &pl,
         frame,
+        layout,
         now,
         in_port,
         steps: vec![],
@@ -172,7 +175,8 @@ impl Tracer<'_> {
                     commit,
                     table,
                 } => {
-                    let r = self.sh.ct.peek(zone, &key, self.frame, self.now);
+                    let (f, l) = (self.frame, &self.layout);
+                    let r = self.sh.ct.peek(zone, &key, f, l, self.now);
                     let st = ct_bits(r.state);
                     self.say(
                         depth,

@@ -1,5 +1,6 @@
 use super::*;
-use crate::parse::parse;
+use crate::parse::{parse, parse_with_layout};
+use crate::wire::Layout;
 use proptest::prelude::*;
 
 const S: u64 = SEC;
@@ -152,10 +153,15 @@ fn small(max: usize) -> ConnTrack {
     })
 }
 
+/// Where the parser finds the headers of `frame`.
+fn lay(frame: &[u8]) -> Layout {
+    parse_with_layout(1, frame).1
+}
+
 fn go(c: &ConnTrack, zone: u16, frame: &[u8], commit: bool, now: u64) -> CtResult {
-    let k = parse(1, frame);
+    let (k, l) = parse_with_layout(1, frame);
     assert!(!k.is_invalid(), "test frame does not parse: {k:?}");
-    c.process(zone, &k, frame, commit, now)
+    c.process(zone, &k, frame, &l, commit, now)
 }
 
 const NEW: u8 = ct::TRACKED | ct::NEW;
@@ -458,7 +464,10 @@ fn conntrack_icmp_echo() {
     assert_eq!(go(&c, 0, &echo6(b, a, 129, 99), true, 0).state, EST_REPLY);
     // the identifier comes from the frame: without it, the echo is invalid
     let k = parse(1, &echo6(a, b, 128, 99));
-    assert_eq!(c.process(0, &k, &[], true, 0).state, INV);
+    assert_eq!(
+        c.process(0, &k, &[], &Layout::default(), true, 0).state,
+        INV
+    );
 }
 
 #[test]
@@ -525,19 +534,22 @@ fn conntrack_non_ip_invalid_fragments() {
     arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     arp.extend_from_slice(&[0; 20]);
     let k = parse(1, &arp);
-    assert_eq!(c.process(0, &k, &arp, true, 0).state, INV);
+    assert_eq!(c.process(0, &k, &arp, &lay(&arp), true, 0).state, INV);
     // a truncated frame
     let f = tcp4(A, 1000, B, 80, SYN);
     let k = parse(1, &f[..40]);
     assert!(k.is_invalid());
-    assert_eq!(c.process(0, &k, &f[..40], true, 0).state, INV);
+    assert_eq!(
+        c.process(0, &k, &f[..40], &lay(&f[..40]), true, 0).state,
+        INV
+    );
     // a non-first fragment
     let mut f = udp4(A, 5000, B, 53);
     f[14 + 6] = 0x00;
     f[14 + 7] = 0x10; // offset 16 × 8 bytes
     let k = parse(1, &f);
     assert!(k.flags() & flags::FRAG_LATER != 0);
-    assert_eq!(c.process(0, &k, &f, true, 0).state, INV);
+    assert_eq!(c.process(0, &k, &f, &lay(&f), true, 0).state, INV);
     assert!(c.is_empty());
     assert_eq!(c.stats().invalid, 3);
 }
@@ -634,10 +646,13 @@ fn conntrack_many_entries_and_threads() {
                     let src = [10, t, (i >> 8) as u8, i as u8];
                     let f = udp4(src, i, B, 53);
                     let k = parse(1, &f);
-                    assert_eq!(c.process(0, &k, &f, true, i as u64).state, NEW);
+                    assert_eq!(c.process(0, &k, &f, &lay(&f), true, i as u64).state, NEW);
                     let r = udp4(B, 53, src, i);
                     let k = parse(1, &r);
-                    assert_eq!(c.process(0, &k, &r, false, i as u64).state, EST_REPLY);
+                    assert_eq!(
+                        c.process(0, &k, &r, &lay(&r), false, i as u64).state,
+                        EST_REPLY
+                    );
                 }
             })
         })
@@ -808,17 +823,20 @@ fn peek_answers_like_process_but_changes_nothing() {
     let fin = tcp4(A, 1000, B, 80, FIN | ACK);
     let k = parse(1, &fin);
     let before = c.dump_at(10, 5);
-    assert_eq!(c.peek(0, &k, &fin, 5).state, EST);
+    assert_eq!(c.peek(0, &k, &fin, &lay(&fin), 5).state, EST);
     // Still established, same expiry: the FIN was only looked at.
     assert_eq!(state_of(&c), CtState::Established);
     assert_eq!(c.dump_at(10, 5)[0].expires_at_ns, before[0].expires_at_ns);
     // A packet that would be invalid is reported invalid without counting.
     let stray = tcp4(A, 2000, B, 80, ACK);
     let invalid_before = c.stats().invalid;
-    assert_eq!(c.peek(0, &parse(1, &stray), &stray, 5).state, INV);
+    assert_eq!(
+        c.peek(0, &parse(1, &stray), &stray, &lay(&stray), 5).state,
+        INV
+    );
     assert_eq!(c.stats().invalid, invalid_before);
     // An unknown SYN is new, and nothing is created.
     let syn = tcp4(A, 3000, B, 80, SYN);
-    assert_eq!(c.peek(0, &parse(1, &syn), &syn, 5).state, NEW);
+    assert_eq!(c.peek(0, &parse(1, &syn), &syn, &lay(&syn), 5).state, NEW);
     assert_eq!(c.len(), 1);
 }

@@ -70,6 +70,24 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         Mac([b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 
+    /// The destination in its integer form ([`Mac::to_u64`]), read as one 8-byte word (the
+    /// header is longer than that).
+    #[inline(always)]
+    pub fn dst_u64(&self) -> u64 {
+        Self::word(&self.buffer.as_ref()[field::DST.start..]) >> 16
+    }
+
+    /// The source in its integer form ([`Mac::to_u64`]), read as one 8-byte word.
+    #[inline(always)]
+    pub fn src_u64(&self) -> u64 {
+        Self::word(&self.buffer.as_ref()[field::SRC.start..]) >> 16
+    }
+
+    #[inline(always)]
+    fn word(b: &[u8]) -> u64 {
+        u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+
     /// The ethertype field: the payload's type, or the TPID of a first VLAN tag.
     #[inline(always)]
     pub fn ethertype(&self) -> u16 {
@@ -150,6 +168,8 @@ mod tests {
         assert_eq!(f.dst(), Mac([2, 0, 0, 0, 0, 2]));
         assert_eq!(f.src(), Mac([2, 0, 0, 0, 0, 1]));
         assert_eq!(f.ethertype(), ethertype::IPV4);
+        assert_eq!(f.dst_u64(), f.dst().to_u64());
+        assert_eq!(f.src_u64(), f.src().to_u64());
         assert_eq!(f.payload(), &[0xaa, 0xbb]);
         let r = EthernetRepr::parse(&f);
         let mut out = [0u8; 16];

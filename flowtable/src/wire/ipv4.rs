@@ -67,7 +67,9 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
             return Err(WireError::Truncated);
         }
         let p = Ipv4Packet { buffer };
-        if p.version() != 4 || p.header_len() < HEADER_LEN {
+        // Almost every header is 0x45 (version 4, no options): one compare for those.
+        let v = p.buffer.as_ref()[field::VER_IHL];
+        if v != 0x45 && (p.version() != 4 || p.header_len() < HEADER_LEN) {
             return Err(WireError::Malformed);
         }
         Ok(p)

@@ -56,27 +56,124 @@ impl std::error::Error for WireError {}
 
 pub type Result<T> = std::result::Result<T, WireError>;
 
-/// Where the headers of a parsed frame start, recorded by [`crate::parse::parse_with_layout`].
+/// Where the headers of a parsed frame start, recorded by [`crate::parse::parse_with_layout`], and
+/// the frame's outer VLAN.
 ///
-/// Offsets are from the start of the frame. `u16` holds any offset of a frame the parser reads
+/// Offsets are from the start of the frame; `u16` holds any offset of a frame the parser reads
 /// headers from (the largest is an IPv6 extension-header chain, bounded by the IPv6 payload
-/// length).
+/// length). Six bytes, so that it travels in a register with every packet: the absent values are
+/// encodings (a transport offset of 0, a VLAN without [`Layout::TAGGED`]), the accessors give
+/// `Option`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Layout {
-    /// Offset of the network header (ARP, IPv4, IPv6, or whatever the final ethertype announces),
-    /// after the Ethernet header and the VLAN tags: 14, 18 or 22 for the frames the switch
-    /// forwards. 0 for a frame shorter than an Ethernet header.
-    pub l3: u16,
+    l3: u16,
+    l4: u16,
+    vlan: u16,
+}
+
+impl Layout {
+    /// Bit of the VLAN field saying the frame is tagged (VLAN ids are 12 bits).
+    const TAGGED: u16 = 0x8000;
+
+    /// `l4` must not be `Some(0)` (a transport header never starts a frame).
+    #[inline(always)]
+    pub const fn new(l3: u16, l4: Option<u16>, vlan: Option<u16>) -> Layout {
+        Layout {
+            l3,
+            l4: match l4 {
+                Some(o) => o,
+                None => 0,
+            },
+            vlan: match vlan {
+                Some(v) => Self::TAGGED | (v & vlan::VID_MASK),
+                None => 0,
+            },
+        }
+    }
+
+    /// [`Layout::new`] from the encoded VLAN field ([`Layout::vlan_bits`]), which the parser
+    /// keeps while it walks the tags.
+    #[inline(always)]
+    pub(crate) const fn from_parts(l3: u16, l4: Option<u16>, vlan_bits: u16) -> Layout {
+        let mut l = Layout::new(l3, l4, None);
+        l.vlan = vlan_bits;
+        l
+    }
+
+    /// The encoded VLAN field for an outer tag of VLAN `vid`.
+    #[inline(always)]
+    pub(crate) const fn vlan_bits(vid: u16) -> u16 {
+        Self::TAGGED | (vid & vlan::VID_MASK)
+    }
+
+    /// Offset of the network header (ARP, IPv4, IPv6, or whatever the final ethertype
+    /// announces), after the Ethernet header and the VLAN tags: 14, 18 or 22 for the frames the
+    /// switch forwards. 0 for a frame shorter than an Ethernet header.
+    #[inline(always)]
+    pub const fn l3(&self) -> u16 {
+        self.l3
+    }
+
     /// Offset of the transport header (TCP, UDP, ICMP, ICMPv6) the flow key's port / type fields
     /// were read from; `None` when the key has none (ARP, fragments, other protocols, malformed).
-    pub l4: Option<u16>,
+    #[inline(always)]
+    pub const fn l4(&self) -> Option<u16> {
+        match self.l4 {
+            0 => None,
+            o => Some(o),
+        }
+    }
+
     /// VLAN id of the frame's outer 802.1Q / 802.1ad tag as the VLAN edits see it
     /// ([`vlan::outer_tag`]); `None` when untagged.
     ///
     /// This is not always the flow key's `vlan()`: the key also takes the pre-standard 0x9100 TPID
     /// for a tag (as etherparse, the reference parser, does), the VLAN edits of the dataplane do
     /// not.
-    pub vlan: Option<u16>,
+    #[inline(always)]
+    pub const fn vlan(&self) -> Option<u16> {
+        if self.vlan & Self::TAGGED != 0 {
+            Some(self.vlan & vlan::VID_MASK)
+        } else {
+            None
+        }
+    }
+
+    /// The frame from its network header on.
+    #[inline]
+    pub fn l3_bytes<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        frame.get(self.l3 as usize..).unwrap_or(&[])
+    }
+
+    /// The frame from its transport header on; empty when it has none.
+    #[inline]
+    pub fn l4_bytes<'a>(&self, frame: &'a [u8]) -> &'a [u8] {
+        match self.l4() {
+            Some(at) => frame.get(at as usize..).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips_its_options() {
+        let l = Layout::new(18, Some(38), Some(100));
+        assert_eq!((l.l3(), l.l4(), l.vlan()), (18, Some(38), Some(100)));
+        let u = Layout::new(14, None, None);
+        assert_eq!((u.l3(), u.l4(), u.vlan()), (14, None, None));
+        assert_eq!(Layout::new(14, None, Some(0)).vlan(), Some(0));
+        assert_eq!(Layout::default(), Layout::new(0, None, None));
+        let f = [1u8, 2, 3, 4];
+        assert_eq!(Layout::new(1, Some(3), None).l4_bytes(&f), &[4]);
+        assert_eq!(Layout::new(1, Some(9), None).l4_bytes(&f), &[] as &[u8]);
+        assert_eq!(u.l4_bytes(&f), &[] as &[u8]);
+        assert_eq!(Layout::new(1, None, None).l3_bytes(&f), &[2, 3, 4]);
+        assert_eq!(std::mem::size_of::<Layout>(), 6);
+    }
 }
 
 /// Reads a big-endian `u16` from a two-byte slice (the length is known where it is called, so the

@@ -69,6 +69,12 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         read_u16(&self.buffer.as_ref()[field::DST_PORT])
     }
 
+    /// Both ports in one read: the source in the high half.
+    #[inline(always)]
+    pub fn ports(&self) -> u32 {
+        read_u32(&self.buffer.as_ref()[field::SRC_PORT.start..field::DST_PORT.end])
+    }
+
     #[inline(always)]
     pub fn seq(&self) -> u32 {
         read_u32(&self.buffer.as_ref()[field::SEQ])

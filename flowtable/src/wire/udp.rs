@@ -1,7 +1,7 @@
 //! UDP (RFC 768).
 
 use super::ip::checksum;
-use super::{read_u16, write_u16, Result, WireError};
+use super::{read_u16, read_u32, write_u16, Result, WireError};
 
 mod field {
     use std::ops::Range;
@@ -51,6 +51,12 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         read_u16(&self.buffer.as_ref()[field::DST_PORT])
+    }
+
+    /// Both ports in one read: the source in the high half.
+    #[inline(always)]
+    pub fn ports(&self) -> u32 {
+        read_u32(&self.buffer.as_ref()[field::SRC_PORT.start..field::DST_PORT.end])
     }
 
     /// The length field: header and payload.
