@@ -8,6 +8,10 @@ use crate::wire::ipv6::{FragmentHeader, FRAGMENT_HEADER_LEN};
 use crate::wire::{icmp, IcmpPacket, Ipv4Packet, Ipv6Packet};
 
 /// The identifier of the ICMP echo request or reply `msg` (the frame from the ICMP header on).
+///
+/// Out of line for the same reason as the black_box at its caller: inlined into the datapath's
+/// per-segment loop, its reads would be hoisted into every packet's path.
+#[inline(never)]
 pub(super) fn echo_id(msg: &[u8]) -> Option<u16> {
     Some(IcmpPacket::new_checked(msg).ok()?.echo_ident())
 }

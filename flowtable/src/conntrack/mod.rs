@@ -577,51 +577,30 @@ impl ConnTrack {
         let l4 = match proto {
             key::IP_PROTO_TCP | key::IP_PROTO_UDP => L4::Ports(key.tp_src(), key.tp_dst()),
             key::IP_PROTO_ICMP | key::IP_PROTO_ICMPV6 if v6 == (proto == key::IP_PROTO_ICMPV6) => {
-                match self.icmp_l4(zone, v6, key.tp_src() as u8, frame, layout, now_ns) {
-                    Ok(l4) => l4,
-                    Err(r) => return r,
+                // The layout stays behind its reference (black_box): otherwise the compiler
+                // hoists its reads out of the datapath's per-segment loop, into every packet.
+                let msg = || std::hint::black_box(layout).l4_bytes(frame);
+                let ty = key.tp_src() as u8;
+                let (req, rep) = if v6 { (128, 129) } else { (8, 0) };
+                if ty == req || ty == rep {
+                    let Some(id) = frame::echo_id(msg()) else {
+                        return self.early_invalid();
+                    };
+                    if ty == req {
+                        L4::EchoRequest(id)
+                    } else {
+                        L4::EchoReply(id)
+                    }
+                } else if is_icmp_error(v6, ty) {
+                    return self.related(zone, v6, msg(), now_ns);
+                } else {
+                    L4::Bare
                 }
             }
             _ => L4::Bare,
         };
         let (t, side_hi) = self.tuple(zone, v6, proto, key.ip_src(), key.ip_dst(), l4);
         self.track(&t, side_hi, proto, l4, key.tcp_flags(), commit, now_ns, dry)
-    }
-
-    /// The L4 part of an ICMP message of type `ty`: echoes by their identifier (read from the
-    /// frame), other messages by addresses only; an error is answered here as a whole (RELATED or
-    /// INVALID).
-    ///
-    /// Never inlined, and `layout` kept behind its reference: otherwise the compiler hoists the
-    /// reads of the layout (and constants) out of the datapath's per-segment loop, where they
-    /// cost every packet, ICMP or not.
-    #[cold]
-    #[inline(never)]
-    fn icmp_l4(
-        &self,
-        zone: u16,
-        v6: bool,
-        ty: u8,
-        frame: &[u8],
-        layout: &Layout,
-        now_ns: u64,
-    ) -> Result<L4, CtResult> {
-        let msg = std::hint::black_box(layout).l4_bytes(frame);
-        let (req, rep) = if v6 { (128, 129) } else { (8, 0) };
-        if ty == req || ty == rep {
-            let Some(id) = frame::echo_id(msg) else {
-                return Err(self.early_invalid());
-            };
-            Ok(if ty == req {
-                L4::EchoRequest(id)
-            } else {
-                L4::EchoReply(id)
-            })
-        } else if is_icmp_error(v6, ty) {
-            Err(self.related(zone, v6, msg, now_ns))
-        } else {
-            Ok(L4::Bare)
-        }
     }
 
     /// A hint for a burst: starts loading the table slot `process(zone, key, ..)` will probe, so
