@@ -155,27 +155,6 @@ impl Layout {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_round_trips_its_options() {
-        let l = Layout::new(18, Some(38), Some(100));
-        assert_eq!((l.l3(), l.l4(), l.vlan()), (18, Some(38), Some(100)));
-        let u = Layout::new(14, None, None);
-        assert_eq!((u.l3(), u.l4(), u.vlan()), (14, None, None));
-        assert_eq!(Layout::new(14, None, Some(0)).vlan(), Some(0));
-        assert_eq!(Layout::default(), Layout::new(0, None, None));
-        let f = [1u8, 2, 3, 4];
-        assert_eq!(Layout::new(1, Some(3), None).l4_bytes(&f), &[4]);
-        assert_eq!(Layout::new(1, Some(9), None).l4_bytes(&f), &[] as &[u8]);
-        assert_eq!(u.l4_bytes(&f), &[] as &[u8]);
-        assert_eq!(Layout::new(1, None, None).l3_bytes(&f), &[2, 3, 4]);
-        assert_eq!(std::mem::size_of::<Layout>(), 6);
-    }
-}
-
 /// Reads a big-endian `u16` from a two-byte slice (the length is known where it is called, so the
 /// compiler drops the bounds checks).
 #[inline(always)]
@@ -196,4 +175,25 @@ fn write_u16(b: &mut [u8], v: u16) {
 #[inline(always)]
 fn write_u32(b: &mut [u8], v: u32) {
     b[..4].copy_from_slice(&v.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trips_its_options() {
+        let l = Layout::new(18, Some(38), Some(100));
+        assert_eq!((l.l3(), l.l4(), l.vlan()), (18, Some(38), Some(100)));
+        let u = Layout::new(14, None, None);
+        assert_eq!((u.l3(), u.l4(), u.vlan()), (14, None, None));
+        assert_eq!(Layout::new(14, None, Some(0)).vlan(), Some(0));
+        assert_eq!(Layout::default(), Layout::new(0, None, None));
+        let f = [1u8, 2, 3, 4];
+        assert_eq!(Layout::new(1, Some(3), None).l4_bytes(&f), &[4]);
+        assert_eq!(Layout::new(1, Some(9), None).l4_bytes(&f), &[] as &[u8]);
+        assert_eq!(u.l4_bytes(&f), &[] as &[u8]);
+        assert_eq!(Layout::new(1, None, None).l3_bytes(&f), &[2, 3, 4]);
+        assert_eq!(std::mem::size_of::<Layout>(), 6);
+    }
 }
