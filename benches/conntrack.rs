@@ -120,7 +120,8 @@ fn established_lookups(c: &mut Criterion) {
                     for _ in 0..iters {
                         let mut est = 0;
                         for k in &keys[pos..pos + BATCH] {
-                            est += ct.process(0, k, &[], &NO_FRAME, true, 1).is_established() as u32;
+                            est +=
+                                ct.process(0, k, &[], &NO_FRAME, true, 1).is_established() as u32;
                         }
                         pos = (pos + BATCH) % set;
                         black_box(est);
@@ -140,7 +141,8 @@ fn established_lookups(c: &mut Criterion) {
                                 ct.prefetch(0, k);
                             }
                             for k in burst {
-                                est += ct.process(0, k, &[], &NO_FRAME, true, 1).is_established() as u32;
+                                est += ct.process(0, k, &[], &NO_FRAME, true, 1).is_established()
+                                    as u32;
                             }
                         }
                         pos = (pos + BATCH) % set;
