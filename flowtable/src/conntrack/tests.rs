@@ -1,6 +1,9 @@
 use super::*;
 use crate::parse::{parse, parse_with_layout};
-use crate::wire::Layout;
+use crate::wire::{self, EthernetFrame, EthernetRepr, IcmpEchoRepr, IcmpPacket, Layout};
+use crate::wire::{Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, TcpRepr};
+use crate::wire::{UdpPacket, UdpRepr, VlanTag};
+use model::Mac;
 use proptest::prelude::*;
 
 const S: u64 = SEC;
@@ -10,66 +13,84 @@ const S: u64 = SEC;
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
+/// An Ethernet header (and 802.1Q tag) announcing `ethertype`.
 fn eth(ethertype: u16, vlan: Option<u16>) -> Vec<u8> {
-    let mut f = Vec::with_capacity(128);
-    f.extend_from_slice(&MAC_B);
-    f.extend_from_slice(&MAC_A);
-    if let Some(v) = vlan {
-        f.extend_from_slice(&key::ETH_TYPE_VLAN.to_be_bytes());
-        f.extend_from_slice(&v.to_be_bytes());
+    let tag = if vlan.is_some() {
+        wire::vlan::TAG_LEN
+    } else {
+        0
+    };
+    let mut f = vec![0; wire::ethernet::HEADER_LEN + tag];
+    let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+    EthernetRepr {
+        src: Mac(MAC_A),
+        dst: Mac(MAC_B),
+        ethertype: if vlan.is_some() {
+            key::ETH_TYPE_VLAN
+        } else {
+            ethertype
+        },
     }
-    f.extend_from_slice(&ethertype.to_be_bytes());
+    .emit(&mut e);
+    if let Some(v) = vlan {
+        let mut t = VlanTag::new_unchecked(e.payload_mut());
+        t.set_tci(v);
+        t.set_ethertype(ethertype);
+    }
     f
 }
 
-fn csum(b: &[u8]) -> u16 {
-    let mut s = 0u32;
-    for c in b.chunks(2) {
-        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 fn ipv4_hdr(src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize) -> Vec<u8> {
-    let mut h = vec![0x45, 0];
-    h.extend_from_slice(&((20 + payload_len) as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut h = vec![0; wire::ipv4::HEADER_LEN];
+    Ipv4Repr {
+        src: src.into(),
+        dst: dst.into(),
+        protocol: proto,
+        payload_len,
+        ttl: 64,
+        ident: 1,
+        dont_fragment: false,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(&mut h[..]));
     h
 }
 
 fn ipv6_hdr(src: u128, dst: u128, nh: u8, payload_len: usize) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(payload_len as u16).to_be_bytes());
-    h.extend_from_slice(&[nh, 64]);
-    h.extend_from_slice(&src.to_be_bytes());
-    h.extend_from_slice(&dst.to_be_bytes());
+    let mut h = vec![0; wire::ipv6::HEADER_LEN];
+    Ipv6Repr {
+        src: src.into(),
+        dst: dst.into(),
+        next_header: nh,
+        payload_len,
+        hop_limit: 64,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut h[..]));
     h
 }
 
+/// A TCP header with checksum 0 (conntrack does not read it).
 fn tcp_hdr(sp: u16, dp: u16, fl: u16) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&sp.to_be_bytes());
-    t.extend_from_slice(&dp.to_be_bytes());
-    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
-    t.extend_from_slice(&(0x5000 | fl).to_be_bytes());
-    t.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+    let mut t = vec![0; wire::tcp::HEADER_LEN];
+    TcpRepr {
+        src_port: sp,
+        dst_port: dp,
+        seq: 1,
+        ack: 0,
+        flags: fl as u8,
+        window: 0xffff,
+    }
+    .emit(&mut TcpPacket::new_unchecked(&mut t[..]));
     t
 }
 
 fn udp_hdr(sp: u16, dp: u16, payload: usize) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sp.to_be_bytes());
-    u.extend_from_slice(&dp.to_be_bytes());
-    u.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.resize(8 + payload, 0xab);
+    let mut u = vec![0xab; wire::udp::HEADER_LEN + payload];
+    UdpRepr {
+        src_port: sp,
+        dst_port: dp,
+        payload_len: payload,
+    }
+    .emit(&mut UdpPacket::new_unchecked(&mut u[..]));
     u
 }
 
@@ -96,12 +117,20 @@ fn tcp6(src: u128, sp: u16, dst: u128, dp: u16, fl: u16) -> Vec<u8> {
     f
 }
 
+/// An ICMP message: type, code, the four type-dependent bytes (identifier and sequence number
+/// of an echo), `body`; checksummed as ICMPv4 (conntrack does not read it).
 fn icmp_msg(ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, code, 0, 0];
-    m.extend_from_slice(&rest);
+    let mut m = vec![0; wire::icmp::HEADER_LEN];
     m.extend_from_slice(body);
-    let c = csum(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut p = IcmpPacket::new_unchecked(&mut m[..]);
+    IcmpEchoRepr {
+        msg_type: ty,
+        ident: u16::from_be_bytes([rest[0], rest[1]]),
+        seq: u16::from_be_bytes([rest[2], rest[3]]),
+    }
+    .emit(&mut p);
+    p.set_code(code);
+    p.fill_checksum(0);
     m
 }
 
@@ -124,16 +153,21 @@ fn echo6(src: u128, dst: u128, ty: u8, id: u16) -> Vec<u8> {
     f
 }
 
-/// An ICMPv4 error of `ty`/`code` from `src` to `dst`, quoting the IP packet of `quoted` (an
-/// Ethernet frame built by the helpers above): its IP header and 8 bytes of L4.
+/// What an ICMP error quotes of the frame `quoted` (built by the helpers above): its IP header
+/// and 8 bytes of L4.
+fn quote(quoted: &[u8]) -> &[u8] {
+    let l = parse_with_layout(1, quoted).1;
+    &quoted[l.l3() as usize..l.l4().unwrap() as usize + 8]
+}
+
+/// An ICMPv4 error of `ty`/`code` from `src` to `dst`, quoting the IP packet of `quoted`.
 fn icmp4_error(src: [u8; 4], dst: [u8; 4], ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
-    let q = &quoted[14..14 + 28];
-    v4(src, dst, key::IP_PROTO_ICMP, &icmp_msg(ty, code, [0; 4], q))
+    let m = icmp_msg(ty, code, [0; 4], quote(quoted));
+    v4(src, dst, key::IP_PROTO_ICMP, &m)
 }
 
 fn icmp6_error(src: u128, dst: u128, ty: u8, quoted: &[u8]) -> Vec<u8> {
-    let q = &quoted[14..14 + 48];
-    let m = icmp_msg(ty, 0, [0; 4], q);
+    let m = icmp_msg(ty, 0, [0; 4], quote(quoted));
     let mut f = eth(key::ETH_TYPE_IPV6, None);
     f.extend(ipv6_hdr(src, dst, key::IP_PROTO_ICMPV6, m.len()));
     f.extend(m);
@@ -545,8 +579,8 @@ fn conntrack_non_ip_invalid_fragments() {
     );
     // a non-first fragment
     let mut f = udp4(A, 5000, B, 53);
-    f[14 + 6] = 0x00;
-    f[14 + 7] = 0x10; // offset 16 × 8 bytes
+    let l3 = lay(&f).l3() as usize;
+    Ipv4Packet::new_unchecked(&mut f[l3..]).set_frag_offset(16); // × 8 bytes
     let k = parse(1, &f);
     assert!(k.flags() & flags::FRAG_LATER != 0);
     assert_eq!(c.process(0, &k, &f, &lay(&f), true, 0).state, INV);

@@ -94,6 +94,11 @@ impl<'a, T: AsRef<[u8]> + ?Sized> IcmpPacket<&'a T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
+    #[inline]
+    pub fn set_code(&mut self, code: u8) {
+        self.buffer.as_mut()[field::CODE] = code;
+    }
+
     /// Computes the checksum over the whole buffer (the message) and `pseudo` (0 for ICMPv4,
     /// [`checksum::pseudo_v6`] for ICMPv6), and writes it.
     pub fn fill_checksum(&mut self, pseudo: u64) {

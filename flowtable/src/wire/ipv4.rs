@@ -186,6 +186,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         write_u16(&mut self.buffer.as_mut()[field::TOTAL_LEN], v);
     }
 
+    /// Sets the fragment offset (8-byte units), keeping the flags.
+    #[inline]
+    pub fn set_frag_offset(&mut self, off: u16) {
+        let v = (self.flags_frag() & !OFFSET_MASK) | (off & OFFSET_MASK);
+        write_u16(&mut self.buffer.as_mut()[field::FLAGS_FRAG], v);
+    }
+
     #[inline]
     pub fn set_src(&mut self, a: Ipv4Addr) {
         self.buffer.as_mut()[field::SRC].copy_from_slice(&a.octets());
@@ -333,7 +340,8 @@ mod tests {
         f[6] = 0x20; // more fragments, offset 0: a first fragment
         let p = Ipv4Packet::new_checked(&f[..]).unwrap();
         assert!(p.is_fragment() && p.more_fragments() && p.frag_offset() == 0);
-        f[6..8].copy_from_slice(&0x0010u16.to_be_bytes());
+        f[6] = 0;
+        Ipv4Packet::new_unchecked(&mut f[..]).set_frag_offset(16);
         let p = Ipv4Packet::new_checked(&f[..]).unwrap();
         assert!(p.is_fragment() && !p.more_fragments() && p.frag_offset() == 16);
     }
