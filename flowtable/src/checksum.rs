@@ -45,10 +45,7 @@ fn network_offset(frame: &[u8]) -> Result<usize, NotFilled> {
 /// ethertype just before): [`crate::wire::Layout::l3`] of the frame as parsed, moved by
 /// [`vlan::TAG_LEN`] for a tag pushed (+) or popped (−) since. Reads nothing before `l3 - 2`.
 pub fn fill_tcp_checksum_at(frame: &mut [u8], l3: usize) -> Result<(), NotFilled> {
-    let et = frame
-        .get(l3.wrapping_sub(2)..l3)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        .ok_or(NotFilled::Malformed)?;
+    let et = ethernet::ethertype_before(frame, l3).ok_or(NotFilled::Malformed)?;
     let ip = frame.get(l3..).ok_or(NotFilled::Malformed)?;
     let (l4, len, pseudo) = match et {
         ethertype::IPV4 => {

@@ -16,6 +16,8 @@
 //! | 8 | `arp_sha`:48, `arp_op`:16 |
 //! | 9 | `out_port`:32, `reg0`:32 (pipeline metadata: the egress port, the VLAN domain) |
 
+use crate::wire::ethernet::ethertype;
+use crate::wire::ip::protocol;
 use model::Mac;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -27,16 +29,17 @@ pub const KEY_WORDS: usize = 10;
 pub const VLAN_PRESENT: u16 = 0x1000;
 pub const VLAN_VID_MASK: u16 = 0x0fff;
 
-pub const ETH_TYPE_IPV4: u16 = 0x0800;
-pub const ETH_TYPE_ARP: u16 = 0x0806;
-pub const ETH_TYPE_IPV6: u16 = 0x86dd;
-pub const ETH_TYPE_VLAN: u16 = 0x8100;
-pub const ETH_TYPE_QINQ: u16 = 0x88a8;
+// The values the key's fields take, named once in `wire`.
+pub const ETH_TYPE_IPV4: u16 = ethertype::IPV4;
+pub const ETH_TYPE_ARP: u16 = ethertype::ARP;
+pub const ETH_TYPE_IPV6: u16 = ethertype::IPV6;
+pub const ETH_TYPE_VLAN: u16 = ethertype::VLAN;
+pub const ETH_TYPE_QINQ: u16 = ethertype::QINQ;
 
-pub const IP_PROTO_ICMP: u8 = 1;
-pub const IP_PROTO_TCP: u8 = 6;
-pub const IP_PROTO_UDP: u8 = 17;
-pub const IP_PROTO_ICMPV6: u8 = 58;
+pub const IP_PROTO_ICMP: u8 = protocol::ICMP;
+pub const IP_PROTO_TCP: u8 = protocol::TCP;
+pub const IP_PROTO_UDP: u8 = protocol::UDP;
+pub const IP_PROTO_ICMPV6: u8 = protocol::ICMPV6;
 
 /// Bits of the `flags` byte.
 pub mod flags {

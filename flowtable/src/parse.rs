@@ -12,7 +12,9 @@ use crate::wire::ip::{protocol, ExtHeader, AUTH_MIN_LEN};
 use crate::wire::ipv6::FragmentHeader;
 use crate::wire::macsec::SecTag;
 use crate::wire::{icmp, vlan, WireError};
-use crate::wire::{ArpPacket, IcmpPacket, Ipv4Packet, Ipv6Packet, Layout, TcpPacket, UdpPacket};
+use crate::wire::{
+    ArpPacket, ArpRepr, IcmpPacket, Ipv4Packet, Ipv6Packet, Layout, TcpPacket, UdpPacket,
+};
 use crate::wire::{Result as WireResult, VlanTag};
 use etherparse::{
     ArpHardwareId, EtherType, LinkExtSlice, LinkSlice, NetSlice, SlicedPacket, TransportSlice,
@@ -241,15 +243,14 @@ fn walk(mut k: FlowKey, f: &[u8]) -> WireResult<(FlowKey, u16, Option<u16>)> {
         _ if !net => None,
         ethertype::ARP => {
             let a = ArpPacket::new_checked(net_payload)?;
-            if a.is_ethernet_ipv4() {
-                let ip = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u128;
-                let h = a.sender_hardware_addr();
-                k.set_arp_op(a.operation());
-                k.set_arp_sha(Mac([h[0], h[1], h[2], h[3], h[4], h[5]]));
-                k.set_ip_src(ip(a.sender_protocol_addr()));
-                k.set_ip_dst(ip(a.target_protocol_addr()));
-            } else {
-                fl |= flags::INVALID;
+            match ArpRepr::parse(&a) {
+                Some(r) => {
+                    k.set_arp_op(r.operation);
+                    k.set_arp_sha(r.sender_mac);
+                    k.set_ip_src(u32::from(r.sender_ip) as u128);
+                    k.set_ip_dst(u32::from(r.target_ip) as u128);
+                }
+                None => fl |= flags::INVALID, // only Ethernet / IPv4 ARP makes sense here
             }
             None
         }
@@ -557,6 +558,7 @@ pub fn parse_reference(in_port: u32, frame: &[u8]) -> FlowKey {
         Some(TransportSlice::Tcp(t)) => {
             k.set_tp_src(t.source_port());
             k.set_tp_dst(t.destination_port());
+            // etherparse has no accessor for the reserved bits the key keeps: its own slice.
             let s = t.slice();
             k.set_tcp_flags(u16::from_be_bytes([s[12], s[13]]) & 0x0fff);
         }

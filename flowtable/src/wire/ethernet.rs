@@ -31,6 +31,14 @@ pub const HEADER_LEN: usize = field::PAYLOAD;
 /// Offset of the ethertype (or of the TPID of a first VLAN tag).
 pub const ETHERTYPE_OFFSET: usize = field::ETHERTYPE.start;
 
+/// The ethertype announcing the header at `l3` (the Ethernet header's, or the last tag's: the
+/// two bytes before `l3`), for a frame whose network header offset is known.
+#[inline]
+pub fn ethertype_before(frame: &[u8], l3: usize) -> Option<u16> {
+    let b = frame.get(l3.checked_sub(2)?..l3)?;
+    Some(read_u16(b))
+}
+
 /// An Ethernet II frame.
 #[derive(Debug, Clone, Copy)]
 pub struct EthernetFrame<T: AsRef<[u8]>> {
@@ -189,6 +197,14 @@ mod tests {
                 Some(WireError::Truncated)
             );
         }
+    }
+
+    #[test]
+    fn ethertype_before_a_header() {
+        assert_eq!(ethertype_before(&FRAME, 14), Some(ethertype::IPV4));
+        assert_eq!(ethertype_before(&FRAME, 16), Some(0xaabb));
+        assert_eq!(ethertype_before(&FRAME, 17), None);
+        assert_eq!(ethertype_before(&FRAME, 1), None);
     }
 
     #[test]

@@ -13,6 +13,15 @@
 //!
 //! The parser records where it found each header in a [`Layout`], carried per packet in
 //! [`crate::verdict::PacketResult`], so no later stage walks the headers again.
+//!
+//! For the dataplane's transmit side: `PacketResult::layout.vlan()` is what the frame's outer
+//! tag says ([`vlan::outer_tag`]: an 802.1Q / 802.1ad TPID at offset 12, 18 bytes at least), so
+//! it decides whether a copy needs a VLAN edit without reading the frame; the edits themselves
+//! are [`vlan::push_in_headroom`] (after an mbuf prepend of [`vlan::TAG_LEN`] bytes),
+//! [`vlan::pop_to_headroom`] (then an mbuf adj of [`vlan::TAG_LEN`]) and
+//! [`vlan::set_outer_vid`], all on [`vlan::OUTER_TAG`]. After such an edit the network header
+//! moved by ±[`vlan::TAG_LEN`] from `layout.l3()`, which
+//! [`crate::checksum::fill_tcp_checksum_at`] takes.
 
 pub mod arp;
 pub mod ethernet;
@@ -62,7 +71,7 @@ pub type Result<T> = std::result::Result<T, WireError>;
 /// Offsets are from the start of the frame; `u16` holds any offset of a frame the parser reads
 /// headers from (the largest is an IPv6 extension-header chain, bounded by the IPv6 payload
 /// length). Six bytes, so that it travels in a register with every packet: the absent values are
-/// encodings (a transport offset of 0, a VLAN without [`Layout::TAGGED`]), the accessors give
+/// encodings (a transport offset of 0, a VLAN field without its tagged bit), the accessors give
 /// `Option`s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Layout {
@@ -91,7 +100,7 @@ impl Layout {
         }
     }
 
-    /// [`Layout::new`] from the encoded VLAN field ([`Layout::vlan_bits`]), which the parser
+    /// [`Layout::new`] from the encoded VLAN field (`Layout::vlan_bits`), which the parser
     /// keeps while it walks the tags.
     #[inline(always)]
     pub(crate) const fn from_parts(l3: u16, l4: Option<u16>, vlan_bits: u16) -> Layout {
