@@ -9,9 +9,12 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flowtable::conntrack::{tcp_flags, ConnTrack, CtConfig};
 use flowtable::key::{self, FlowKey};
+use flowtable::wire::Layout;
 use std::time::{Duration, Instant};
 
 const CONNS: usize = 1 << 20;
+/// TCP keys need nothing from the frame: conntrack reads it only for ICMP.
+const NO_FRAME: Layout = Layout::new(0, None, None);
 /// Packets per measured iteration (amortises the timing loop).
 const BATCH: usize = 1024;
 
@@ -86,9 +89,9 @@ fn established_lookups(c: &mut Criterion) {
     let dt = timed(|| {
         for i in 0..CONNS as u32 {
             use tcp_flags::{ACK, SYN};
-            ct.process(0, &tcp_key(i, false, SYN), &[], true, 0);
-            ct.process(0, &tcp_key(i, true, SYN | ACK), &[], true, 0);
-            let r = ct.process(0, &tcp_key(i, false, ACK), &[], true, 0);
+            ct.process(0, &tcp_key(i, false, SYN), &[], &NO_FRAME, true, 0);
+            ct.process(0, &tcp_key(i, true, SYN | ACK), &[], &NO_FRAME, true, 0);
+            let r = ct.process(0, &tcp_key(i, false, ACK), &[], &NO_FRAME, true, 0);
             assert!(r.is_established());
         }
     });
@@ -117,7 +120,8 @@ fn established_lookups(c: &mut Criterion) {
                     for _ in 0..iters {
                         let mut est = 0;
                         for k in &keys[pos..pos + BATCH] {
-                            est += ct.process(0, k, &[], true, 1).is_established() as u32;
+                            est +=
+                                ct.process(0, k, &[], &NO_FRAME, true, 1).is_established() as u32;
                         }
                         pos = (pos + BATCH) % set;
                         black_box(est);
@@ -137,7 +141,8 @@ fn established_lookups(c: &mut Criterion) {
                                 ct.prefetch(0, k);
                             }
                             for k in burst {
-                                est += ct.process(0, k, &[], true, 1).is_established() as u32;
+                                est += ct.process(0, k, &[], &NO_FRAME, true, 1).is_established()
+                                    as u32;
                             }
                         }
                         pos = (pos + BATCH) % set;
@@ -158,8 +163,8 @@ fn established_lookups(c: &mut Criterion) {
     });
     for i in 0..SMALL as u32 {
         use tcp_flags::{ACK, SYN};
-        ct.process(0, &tcp_key(i, false, SYN), &[], true, 0);
-        ct.process(0, &tcp_key(i, true, SYN | ACK), &[], true, 0);
+        ct.process(0, &tcp_key(i, false, SYN), &[], &NO_FRAME, true, 0);
+        ct.process(0, &tcp_key(i, true, SYN | ACK), &[], &NO_FRAME, true, 0);
     }
     let keys: Vec<FlowKey> = shuffled(SMALL)
         .iter()
@@ -175,7 +180,7 @@ fn established_lookups(c: &mut Criterion) {
                 for _ in 0..iters {
                     let mut est = 0;
                     for k in &keys[pos..pos + BATCH] {
-                        est += ct.process(0, k, &[], true, 1).is_established() as u32;
+                        est += ct.process(0, k, &[], &NO_FRAME, true, 1).is_established() as u32;
                     }
                     pos = (pos + BATCH) % SMALL;
                     black_box(est);
@@ -214,7 +219,7 @@ fn new_connections(c: &mut Criterion) {
                             } else {
                                 tcp_key(i, false, tcp_flags::SYN)
                             };
-                            let r = ct.process(0, &k, &[], true, 0);
+                            let r = ct.process(0, &k, &[], &NO_FRAME, true, 0);
                             debug_assert!(r.is_new() && !r.full);
                             black_box(r);
                         }

@@ -8,6 +8,7 @@
 //! (a plain `main`, not criterion: the figures of interest are the tail latencies).
 
 use evs_benches::*;
+use flowtable::frames;
 use flowtable::switch::SwitchConfig;
 use flowtable::verdict::BurstResult;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -52,23 +53,8 @@ fn main() {
     d.burst(vm1, &[udp_frame(1, 0, 0, 53).as_slice()]); // learn vm1's MAC
     let fwd: Vec<Vec<u8>> = (0..BURST as u32).map(|i| udp_frame(0, 1, i, 53)).collect();
     d.expect_delivered(vm0, &fwd);
-    let rev: Vec<Vec<u8>> = fwd
-        .iter()
-        .map(|f| {
-            // the reply: swap MACs, addresses and ports
-            let mut r = f.clone();
-            let (dst, src) = (r[0..6].to_vec(), r[6..12].to_vec());
-            r[0..6].copy_from_slice(&src);
-            r[6..12].copy_from_slice(&dst);
-            let (s, t) = (r[26..30].to_vec(), r[30..34].to_vec());
-            r[26..30].copy_from_slice(&t);
-            r[30..34].copy_from_slice(&s);
-            let (sp, dp) = (r[34..36].to_vec(), r[36..38].to_vec());
-            r[34..36].copy_from_slice(&dp);
-            r[36..38].copy_from_slice(&sp);
-            r
-        })
-        .collect();
+    // The replies: MACs, addresses and ports swapped.
+    let rev: Vec<Vec<u8>> = fwd.iter().map(|f| frames::reversed(f)).collect();
     d.expect_delivered(vm1, &rev);
     println!(
         "reader: {} flows established ({} connections tracked)",

@@ -1,7 +1,9 @@
 //! TCP checksum filling ("TCP checksum filling" of a port group): some guests need a valid TCP
 //! checksum on receive, while senders with checksum offload leave it partial or empty.
 
-use crate::key::{ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_QINQ, ETH_TYPE_VLAN, IP_PROTO_TCP};
+use crate::wire::ethernet::{self, ethertype};
+use crate::wire::ip::{checksum, protocol};
+use crate::wire::{tcp, vlan, Ipv4Packet, Ipv6Packet, TcpPacket, VlanTag};
 
 /// Why a checksum was not filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,79 +16,74 @@ pub enum NotFilled {
     Malformed,
 }
 
-fn sum16(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u16::from_be_bytes([c[0], c[1]]) as u64;
-    }
-    if let [b] = chunks.remainder() {
-        acc += (*b as u64) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-/// Computes and writes the TCP checksum of the segment in `frame` (Ethernet, up to two VLAN tags,
-/// IPv4 with options or IPv6 without extension headers).
+/// Computes and writes the TCP checksum of the segment in `frame` (Ethernet, up to two VLAN tags
+/// as the parser reads them, IPv4 with options or IPv6 without extension headers).
 pub fn fill_tcp_checksum(frame: &mut [u8]) -> Result<(), NotFilled> {
-    let mut off = 12;
-    let mut et;
-    loop {
-        if frame.len() < off + 2 {
-            return Err(NotFilled::Malformed);
+    let l3 = network_offset(frame)?;
+    fill_tcp_checksum_at(frame, l3)
+}
+
+/// The offset of the network header: after the Ethernet header and at most two tags.
+fn network_offset(frame: &[u8]) -> Result<usize, NotFilled> {
+    let mut at = ethernet::HEADER_LEN;
+    let mut et = ethernet::EthernetFrame::new_checked(frame)
+        .map_err(|_| NotFilled::Malformed)?
+        .ethertype();
+    for _ in 0..vlan::MAX_TAGS {
+        if !vlan::is_tpid(et) {
+            break;
         }
-        et = u16::from_be_bytes([frame[off], frame[off + 1]]);
-        if et == ETH_TYPE_VLAN || et == ETH_TYPE_QINQ {
-            off += 4;
-            continue;
-        }
-        off += 2;
-        break;
+        let tag = VlanTag::new_checked(frame.get(at..).unwrap_or(&[]))
+            .map_err(|_| NotFilled::Malformed)?;
+        et = tag.ethertype();
+        at += vlan::HEADER_LEN;
     }
-    let (l4_off, l4_len, mut acc) = match et {
-        ETH_TYPE_IPV4 => {
-            let ip = frame.get(off..off + 20).ok_or(NotFilled::Malformed)?;
-            let ihl = (ip[0] & 0x0f) as usize * 4;
-            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-            if ip[9] != IP_PROTO_TCP {
+    Ok(at)
+}
+
+/// [`fill_tcp_checksum`] for a frame whose network header is known to start at `l3` (its
+/// ethertype just before): [`crate::wire::Layout::l3`] of the frame as parsed, moved by
+/// [`vlan::TAG_LEN`] for a tag pushed (+) or popped (−) since. Reads nothing before `l3 - 2`.
+pub fn fill_tcp_checksum_at(frame: &mut [u8], l3: usize) -> Result<(), NotFilled> {
+    let et = ethernet::ethertype_before(frame, l3).ok_or(NotFilled::Malformed)?;
+    let ip = frame.get(l3..).ok_or(NotFilled::Malformed)?;
+    let (l4, len, pseudo) = match et {
+        ethertype::IPV4 => {
+            let h = Ipv4Packet::new_quoted(ip).map_err(|_| NotFilled::Malformed)?;
+            if h.protocol() != protocol::TCP {
                 return Err(NotFilled::NotTcp);
             }
-            if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
+            if h.is_fragment() {
                 return Err(NotFilled::Fragment);
             }
-            if ihl < 20 || total < ihl + 20 || off + total > frame.len() {
+            let h = Ipv4Packet::new_checked(ip).map_err(|_| NotFilled::Malformed)?;
+            let len = h.total_len() as usize - h.header_len();
+            if len < tcp::HEADER_LEN {
                 return Err(NotFilled::Malformed);
             }
-            let len = total - ihl;
-            let acc = sum16(&frame[off + 12..off + 20], 0) + IP_PROTO_TCP as u64 + len as u64;
-            (off + ihl, len, acc)
+            let pseudo =
+                checksum::pseudo_v4(h.src().octets(), h.dst().octets(), protocol::TCP, len);
+            (l3 + h.header_len(), len, pseudo)
         }
-        ETH_TYPE_IPV6 => {
-            let ip = frame.get(off..off + 40).ok_or(NotFilled::Malformed)?;
-            if ip[6] != IP_PROTO_TCP {
+        ethertype::IPV6 => {
+            let h = Ipv6Packet::new_quoted(ip).map_err(|_| NotFilled::Malformed)?;
+            if h.next_header() != protocol::TCP {
                 return Err(NotFilled::NotTcp);
             }
-            let len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-            if len < 20 || off + 40 + len > frame.len() {
+            let len = h.payload_len() as usize;
+            if len < tcp::HEADER_LEN {
                 return Err(NotFilled::Malformed);
             }
-            let acc = sum16(&frame[off + 8..off + 40], 0) + IP_PROTO_TCP as u64 + len as u64;
-            (off + 40, len, acc)
+            Ipv6Packet::new_checked(ip).map_err(|_| NotFilled::Malformed)?;
+            let pseudo =
+                checksum::pseudo_v6(h.src().octets(), h.dst().octets(), protocol::TCP, len);
+            (l3 + crate::wire::ipv6::HEADER_LEN, len, pseudo)
         }
         _ => return Err(NotFilled::NotTcp),
     };
-    let seg = &mut frame[l4_off..l4_off + l4_len];
-    seg[16] = 0;
-    seg[17] = 0;
-    acc = sum16(seg, acc);
-    let c = fold(acc);
-    seg[16..18].copy_from_slice(&c.to_be_bytes());
+    // The views checked that the segment is in the frame.
+    let seg = frame.get_mut(l4..l4 + len).ok_or(NotFilled::Malformed)?;
+    TcpPacket::new_unchecked(seg).fill_checksum(pseudo);
     Ok(())
 }
 
@@ -94,6 +91,7 @@ pub fn fill_tcp_checksum(frame: &mut [u8]) -> Result<(), NotFilled> {
 mod tests {
     use super::*;
     use crate::frames::{self, ACK, L4};
+    use crate::parse::parse_with_layout;
     use model::Mac;
 
     fn tcp_checksum_ok(frame: &[u8]) -> bool {
@@ -143,11 +141,15 @@ mod tests {
                 );
                 for f in [&mut f4, &mut f6] {
                     assert!(tcp_checksum_ok(f));
-                    let tcp_off = f.len() - payload - 20;
-                    f[tcp_off + 16] ^= 0x5a; // as a sender with offload would leave it: wrong
+                    let lay = parse_with_layout(0, f).1;
+                    let csum = lay.l4().unwrap() as usize + tcp::CHECKSUM_OFFSET;
+                    f[csum] ^= 0x5a; // as a sender with offload would leave it: wrong
                     assert!(!tcp_checksum_ok(f));
                     fill_tcp_checksum(f).unwrap();
                     assert!(tcp_checksum_ok(f), "vlan {vlan:?} payload {payload}");
+                    f[csum] ^= 0x5a;
+                    fill_tcp_checksum_at(f, lay.l3() as usize).unwrap();
+                    assert!(tcp_checksum_ok(f), "at l3, vlan {vlan:?} payload {payload}");
                 }
             }
         }
@@ -186,5 +188,29 @@ mod tests {
         for n in 0..14 {
             let _ = fill_tcp_checksum(&mut vec![0x81; n]);
         }
+        for l3 in 0..20 {
+            let _ = fill_tcp_checksum_at(&mut [0x08; 30], l3);
+        }
+    }
+
+    #[test]
+    fn reads_two_tags_like_the_parser_and_no_more() {
+        let (a, b) = (Mac([2, 0, 0, 0, 0, 1]), Mac([2, 0, 0, 0, 0, 2]));
+        let l4 = L4::Tcp {
+            src: 1,
+            dst: 2,
+            flags: ACK,
+        };
+        let ip = |n| std::net::Ipv4Addr::new(10, 0, 0, n);
+        let mut f = frames::ipv4(a, b, Some(100), ip(1), ip(2), l4, 5);
+        frames::push_tag(&mut f, ethertype::QINQ, 7);
+        let csum = parse_with_layout(0, &f).1.l4().unwrap() as usize + tcp::CHECKSUM_OFFSET;
+        f[csum] ^= 0xff;
+        fill_tcp_checksum(&mut f).unwrap();
+        assert!(tcp_checksum_ok(&f));
+        frames::push_tag(&mut f, ethertype::QINQ, 8);
+        let before = f.clone();
+        assert_eq!(fill_tcp_checksum(&mut f), Err(NotFilled::NotTcp));
+        assert_eq!(f, before);
     }
 }

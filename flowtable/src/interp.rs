@@ -24,6 +24,7 @@ use crate::meter::Verdict;
 use crate::pipeline::{Pipeline, Segment, Terminal};
 use crate::shared::Shared;
 use crate::verdict::{DropReason, Emit, VlanEdit};
+use crate::wire::Layout;
 use model::Mac;
 
 /// Why the interpreter dropped a packet, beyond its [`DropReason`]: what a trace explains.
@@ -84,6 +85,7 @@ pub(crate) trait Mode {
         zone: u16,
         key: &FlowKey,
         frame: &[u8],
+        layout: &Layout,
         commit: bool,
         now: u64,
         egress: bool,
@@ -115,6 +117,8 @@ pub(crate) trait Mode {
 pub(crate) struct Ctx<'a> {
     pub pl: &'a Pipeline,
     pub frame: &'a [u8],
+    /// Where the parser found the frame's headers (conntrack reads L3/L4 from there).
+    pub layout: Layout,
     pub now: u64,
     pub in_port: u32,
     /// The first drop of the packet or of one of its copies: what the packet's result says when
@@ -188,7 +192,7 @@ fn run_from<M: Mode>(
                 commit,
                 table,
             } => {
-                let r = m.ct(zone, &key, cx.frame, commit, cx.now, egress);
+                let r = m.ct(zone, &key, cx.frame, &cx.layout, commit, cx.now, egress);
                 if commit && r.full {
                     return discard(m, cx, &key, egress, DropReason::CtFull, Cause::CtFull);
                 }

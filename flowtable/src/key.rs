@@ -16,6 +16,8 @@
 //! | 8 | `arp_sha`:48, `arp_op`:16 |
 //! | 9 | `out_port`:32, `reg0`:32 (pipeline metadata: the egress port, the VLAN domain) |
 
+use crate::wire::ethernet::ethertype;
+use crate::wire::ip::protocol;
 use model::Mac;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -30,16 +32,17 @@ pub const MAX_PORTS: usize = 4096;
 pub const VLAN_PRESENT: u16 = 0x1000;
 pub const VLAN_VID_MASK: u16 = 0x0fff;
 
-pub const ETH_TYPE_IPV4: u16 = 0x0800;
-pub const ETH_TYPE_ARP: u16 = 0x0806;
-pub const ETH_TYPE_IPV6: u16 = 0x86dd;
-pub const ETH_TYPE_VLAN: u16 = 0x8100;
-pub const ETH_TYPE_QINQ: u16 = 0x88a8;
+// The values the key's fields take, named once in `wire`.
+pub const ETH_TYPE_IPV4: u16 = ethertype::IPV4;
+pub const ETH_TYPE_ARP: u16 = ethertype::ARP;
+pub const ETH_TYPE_IPV6: u16 = ethertype::IPV6;
+pub const ETH_TYPE_VLAN: u16 = ethertype::VLAN;
+pub const ETH_TYPE_QINQ: u16 = ethertype::QINQ;
 
-pub const IP_PROTO_ICMP: u8 = 1;
-pub const IP_PROTO_TCP: u8 = 6;
-pub const IP_PROTO_UDP: u8 = 17;
-pub const IP_PROTO_ICMPV6: u8 = 58;
+pub const IP_PROTO_ICMP: u8 = protocol::ICMP;
+pub const IP_PROTO_TCP: u8 = protocol::TCP;
+pub const IP_PROTO_UDP: u8 = protocol::UDP;
+pub const IP_PROTO_ICMPV6: u8 = protocol::ICMPV6;
 
 /// ICMP (`v6` false) or ICMPv6 types of error messages, which quote the packet they are about.
 pub fn is_icmp_error(v6: bool, ty: u8) -> bool {
@@ -142,13 +145,26 @@ impl FlowKey {
     field!(out_port, set_out_port, u32, 9, 32, 32);
     field!(reg0, set_reg0, u32, 9, 0, 32);
 
+    /// `tp_src` and `tp_dst` at once, from both in one word (source in the high half): they
+    /// follow each other in the key as in TCP and UDP headers.
+    #[inline(always)]
+    pub fn set_tp_ports(&mut self, src_dst: u32) {
+        let m = 0xffff_ffffu64 << 32;
+        self.0[7] = (self.0[7] & !m) | ((src_dst as u64) << 32);
+    }
     #[inline(always)]
     pub fn eth_dst(&self) -> Mac {
         Mac::from_u64(self.0[1] >> 16)
     }
     #[inline(always)]
     pub fn set_eth_dst(&mut self, m: Mac) {
-        self.0[1] = (self.0[1] & 0xffff) | (m.to_u64() << 16);
+        self.set_eth_dst_u64(m.to_u64());
+    }
+    /// [`FlowKey::set_eth_dst`] from the address's integer form ([`Mac::to_u64`]), as the
+    /// parser reads it.
+    #[inline(always)]
+    pub fn set_eth_dst_u64(&mut self, m: u64) {
+        self.0[1] = (self.0[1] & 0xffff) | (m << 16);
     }
     #[inline(always)]
     pub fn eth_src(&self) -> Mac {
@@ -156,7 +172,11 @@ impl FlowKey {
     }
     #[inline(always)]
     pub fn set_eth_src(&mut self, m: Mac) {
-        self.0[2] = (self.0[2] & 0xffff) | (m.to_u64() << 16);
+        self.set_eth_src_u64(m.to_u64());
+    }
+    #[inline(always)]
+    pub fn set_eth_src_u64(&mut self, m: u64) {
+        self.0[2] = (self.0[2] & 0xffff) | (m << 16);
     }
     #[inline(always)]
     pub fn arp_sha(&self) -> Mac {
@@ -304,6 +324,12 @@ mod tests {
         let mut k = FlowKey::ALL_ONES;
         k.set_tp_dst(0x1234);
         assert_eq!(k.tp_dst(), 0x1234);
+        let mut p = k;
+        p.set_tp_ports(0xabcd_1234);
+        assert_eq!(
+            (p.tp_src(), p.tp_dst(), p.tcp_flags()),
+            (0xabcd, 0x1234, 0xffff)
+        );
         assert_eq!(k.tp_src(), 0xffff);
         assert_eq!(k.tcp_flags(), 0xffff);
         k.set_eth_src(Mac([1, 2, 3, 4, 5, 6]));

@@ -37,4 +37,5 @@ pub mod shared;
 pub mod switch;
 pub mod trace;
 pub mod verdict;
+pub mod wire;
 pub mod worker;

@@ -10,10 +10,11 @@ use crate::interp::{self, Cause, Ctx, Mode};
 use crate::key::FlowKey;
 use crate::matcher::describe;
 use crate::meter::Verdict;
-use crate::parse::parse;
+use crate::parse::parse_with_layout;
 use crate::pipeline::{Pipeline, Segment, Visit};
 use crate::shared::Shared;
 use crate::verdict::{DropReason, Emit, VlanEdit};
+use crate::wire::Layout;
 use model::Mac;
 use serde::Serialize;
 use std::fmt;
@@ -66,7 +67,7 @@ struct Tracer<'a> {
 
 pub(crate) fn trace(sh: &Shared, in_port: u32, frame: &[u8], now: u64) -> Trace {
     let pl = sh.pipeline.load();
-    let key = parse(in_port, frame);
+    let (key, layout) = parse_with_layout(in_port, frame);
     let mut t = Tracer {
         sh,
         steps: vec![],
@@ -76,6 +77,7 @@ pub(crate) fn trace(sh: &Shared, in_port: u32, frame: &[u8], now: u64) -> Trace 
     let mut cx = Ctx {
         pl: &pl,
         frame,
+        layout,
         now,
         in_port,
         first_drop: None,
@@ -182,11 +184,12 @@ impl Mode for Tracer<'_> {
         zone: u16,
         key: &FlowKey,
         frame: &[u8],
+        layout: &Layout,
         commit: bool,
         now: u64,
         egress: bool,
     ) -> CtResult {
-        let r = self.sh.ct.peek(zone, key, frame, now);
+        let r = self.sh.ct.peek(zone, key, frame, layout, now);
         let st = ct_bits(r.state);
         self.say(
             egress,

@@ -3,6 +3,7 @@
 //! Kept free of references into the tables so the dataplane can hold results across a burst while
 //! the control side publishes a new table version.
 
+use crate::wire::Layout;
 use serde::{Deserialize, Serialize};
 
 /// Why a packet was dropped. A small closed set so per-port drop counters are an array, not a map;
@@ -127,6 +128,9 @@ pub struct PacketResult {
     /// Its port's meter passed it above the port's average rate (burst credit): on a congested
     /// port it goes after every port's within-average traffic.
     pub excess: bool,
+    /// Where the parser found the frame's headers, and its outer VLAN: what the transmit side
+    /// needs (VLAN edits, checksum filling) without walking the headers again.
+    pub layout: Layout,
 }
 
 /// Results of one burst; reused across bursts so that steady-state processing does not allocate.

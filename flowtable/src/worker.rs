@@ -12,10 +12,11 @@ use crate::interp::{self, Cause, Ctx, Mode};
 use crate::key::{FlowKey, MAX_PORTS};
 use crate::mac_learning::LearnOutcome;
 use crate::meter::{Meter, Verdict};
-use crate::parse::parse;
+use crate::parse::parse_into;
 use crate::pipeline::{Pipeline, Segment};
 use crate::shared::Shared;
 use crate::verdict::{BurstResult, DropReason, PacketResult};
+use crate::wire::Layout;
 use model::Mac;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -111,10 +112,12 @@ impl Worker {
         let port = (in_port as usize).min(MAX_PORTS - 1);
         for frame in frames {
             let start = out.emits.len() as u32;
-            let key = parse(in_port, frame);
+            let mut key = FlowKey::ZERO;
+            let layout = parse_into(in_port, frame, &mut key);
             let mut cx = Ctx {
                 pl: &pl,
                 frame,
+                layout,
                 now: now_ns,
                 in_port,
                 first_drop: None,
@@ -139,6 +142,7 @@ impl Worker {
                 emit_len: n,
                 drop,
                 excess: cx.excess,
+                layout,
             });
         }
         self.stats.packets += frames.len() as u64;
@@ -228,11 +232,14 @@ impl Mode for Worker {
         zone: u16,
         key: &FlowKey,
         frame: &[u8],
+        layout: &Layout,
         commit: bool,
         now: u64,
         _egress: bool,
     ) -> CtResult {
-        self.shared.ct.process(zone, key, frame, commit, now)
+        self.shared
+            .ct
+            .process(zone, key, frame, layout, commit, now)
     }
 
     #[inline(always)]

@@ -4,6 +4,7 @@
 use flowtable::frames::{self, ACK, L4, SYN};
 use flowtable::switch::{Switch, SwitchConfig};
 use flowtable::verdict::{BurstResult, DropReason, VlanEdit};
+use flowtable::wire::ethernet::ethertype;
 use flowtable::worker::Worker;
 use model::Mac;
 use model::*;
@@ -238,9 +239,9 @@ fn qinq_and_malformed_frames_are_dropped_with_reasons() {
     f.truncate(30);
     assert_eq!(b.send("rtr", &f), Err(DropReason::Malformed));
     assert_eq!(b.send("rtr", &[0u8; 5]), Err(DropReason::Malformed));
-    // Insert a second tag after the first.
+    // A second tag, the same as the first.
     let mut q = udp(5, 1, Some(100));
-    q.splice(16..16, [0x81, 0x00, 0x00, 0x64]);
+    frames::push_tag(&mut q, ethertype::VLAN, 100);
     assert_eq!(b.send("rtr", &q), Err(DropReason::StackedVlan));
 }
 

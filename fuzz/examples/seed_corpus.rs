@@ -2,6 +2,7 @@
 //! (from the repository root) fills `fuzz/corpus/{parse_classify,trace}/seed-*`.
 
 use flowtable::frames::{self, ACK, L4, SYN};
+use flowtable::wire::ethernet::ethertype;
 use model::Mac;
 use flowtable_fuzz::input;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -246,7 +247,7 @@ fn main() {
         }
         // QinQ: a VLAN-100 frame with a second tag pushed in front.
         let mut q = seeds[11].2.clone();
-        q.splice(12..12, [0x88, 0xa8, 0x00, 0x64]);
+        frames::push_tag(&mut q, ethertype::QINQ, 100);
         std::fs::write(d.join("seed-qinq-uplink"), input(5, &q)).unwrap();
         println!("{} seeds in {}", seeds.len() + 1, d.display());
     }

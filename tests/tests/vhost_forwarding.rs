@@ -4,6 +4,7 @@
 //! Runs without hugepages (`--no-huge`) so it works on any machine with DPDK installed, as root.
 
 use evs_e2e::{serial, skip_unless_dpdk, wait_for, Evsd, Mode, Testpmd};
+use flowtable::wire::ethernet::ethertype::VLAN as ETHERTYPE_VLAN;
 use serde_json::json;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -515,8 +516,8 @@ fn ethdev_uplink_tags_and_untags() {
         pout.display()
     );
     for f in &frames {
-        assert_eq!(&f[12..14], &[0x81, 0x00], "tagged");
-        assert_eq!(u16::from_be_bytes([f[14], f[15]]) & 0xfff, 100);
+        let tag = flowtable::wire::vlan::outer_tag(f).expect("tagged");
+        assert_eq!((tag.tpid, tag.vid()), (ETHERTYPE_VLAN, 100));
         assert_eq!(f.len(), 68, "64-byte guest frame + 4-byte tag");
     }
 }

@@ -1,23 +1,28 @@
-//! Frame templates, checksums and the latency stamp. Pure Rust, no DPDK.
+//! Frame templates, checksums and the latency stamp, through `flowtable::wire`. Pure Rust, no
+//! DPDK.
 //!
 //! Frame sizes follow RFC 2544: "64 bytes" includes the 4-byte FCS, which virtio does not carry,
 //! so the buffer handed to the port is `size - 4` bytes (60 for 64-byte frames).
 
+use flowtable::wire::ethernet::{self, ethertype, EthernetFrame, EthernetRepr};
+use flowtable::wire::ip::{checksum, protocol};
+use flowtable::wire::{ipv4, tcp, udp, vlan};
+use flowtable::wire::{Ipv4Packet, Ipv4Repr, TcpPacket, TcpRepr, UdpPacket, UdpRepr, VlanTag};
+use model::Mac;
 use std::net::Ipv4Addr;
 
-pub const ETH_P_IPV4: u16 = 0x0800;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
 /// IPv4 identification of stamped (latency-sampled) packets; every other packet carries 0.
 pub const STAMP_IP_ID: u16 = 0xe5e5;
 /// Bytes of the stamp after the L4 header: sequence (u32 LE) + TSC (u64 LE).
 pub const STAMP_LEN: usize = 12;
 pub const FCS_LEN: usize = 4;
 
-pub const TCP_FIN: u8 = 0x01;
-pub const TCP_SYN: u8 = 0x02;
-pub const TCP_ACK: u8 = 0x10;
+pub const TCP_FIN: u8 = tcp::flags::FIN;
+pub const TCP_SYN: u8 = tcp::flags::SYN;
+pub const TCP_ACK: u8 = tcp::flags::ACK;
+
+const TTL: u8 = 64;
+const TCP_WINDOW: u16 = 65535;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -58,58 +63,34 @@ pub struct Layout {
 }
 
 pub fn layout(vlan: Option<u16>, proto: Proto) -> Layout {
-    let ip = if vlan.is_some() { 18 } else { 14 };
-    let l4 = ip + 20;
-    let payload = l4 + if proto == Proto::Tcp { 20 } else { 8 };
+    let tag = if vlan.is_some() { vlan::TAG_LEN } else { 0 };
+    let ip = ethernet::HEADER_LEN + tag;
+    let l4 = ip + ipv4::HEADER_LEN;
+    let payload = l4
+        + match proto {
+            Proto::Tcp => tcp::HEADER_LEN,
+            Proto::Udp => udp::HEADER_LEN,
+        };
     Layout { ip, l4, payload }
-}
-
-/// Ones'-complement sum of `data` (big-endian 16-bit words), not folded.
-pub fn sum16(data: &[u8]) -> u32 {
-    let mut s = 0u32;
-    let mut it = data.chunks_exact(2);
-    for w in &mut it {
-        s += u16::from_be_bytes([w[0], w[1]]) as u32;
-    }
-    if let [b] = it.remainder() {
-        s += (*b as u32) << 8;
-    }
-    s
-}
-
-pub fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
 }
 
 /// Recomputes the IPv4 header checksum in place.
 pub fn ipv4_csum(frame: &mut [u8], ip: usize) {
-    frame[ip + 10] = 0;
-    frame[ip + 11] = 0;
-    let c = !fold(sum16(&frame[ip..ip + 20]));
-    frame[ip + 10..ip + 12].copy_from_slice(&c.to_be_bytes());
+    Ipv4Packet::new_unchecked(&mut frame[ip..]).fill_checksum();
 }
 
 /// Recomputes the TCP checksum (pseudo-header included) in place; `end` is the end of the IP
 /// datagram inside `frame`.
 pub fn tcp_csum(frame: &mut [u8], ip: usize, l4: usize, end: usize) {
-    frame[l4 + 16] = 0;
-    frame[l4 + 17] = 0;
-    let len = (end - l4) as u32;
-    let mut s = sum16(&frame[ip + 12..ip + 20]) + IPPROTO_TCP as u32 + len;
-    s += sum16(&frame[l4..end]);
-    let c = !fold(s);
-    frame[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    let h = Ipv4Packet::new_unchecked(&frame[ip..]);
+    let pseudo = checksum::pseudo_v4(h.src().octets(), h.dst().octets(), protocol::TCP, end - l4);
+    TcpPacket::new_unchecked(&mut frame[l4..end]).fill_checksum(pseudo);
 }
 
-/// Adds `words` (whose previous content was zero) to the checksum at `frame[at..at+2]`
+/// The checksum field `old` after words summing to `added` replaced zeros in what it covers
 /// (RFC 1624 incremental update).
-pub fn csum_add(frame: &mut [u8], at: usize, added: u32) {
-    let old = u16::from_be_bytes([frame[at], frame[at + 1]]);
-    let c = !fold((!old) as u32 + added);
-    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+fn csum_add(old: u16, added: u64) -> u16 {
+    checksum::finish((!old) as u64 + added)
 }
 
 /// Builds one frame of `len` bytes (without FCS; at least the headers) for `flow`.
@@ -118,45 +99,59 @@ pub fn build(flow: &Flow, vlan: Option<u16>, proto: Proto, len: usize, tcp_flags
     let lay = layout(vlan, proto);
     let len = len.max(lay.payload).max(60);
     let mut f = vec![0u8; len];
-    f[0..6].copy_from_slice(&flow.dst_mac);
-    f[6..12].copy_from_slice(&flow.src_mac);
-    if let Some(v) = vlan {
-        f[12..14].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
-        f[14..16].copy_from_slice(&(v & 0x0fff).to_be_bytes());
+    let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+    EthernetRepr {
+        src: Mac(flow.src_mac),
+        dst: Mac(flow.dst_mac),
+        ethertype: if vlan.is_some() {
+            ethertype::VLAN
+        } else {
+            ethertype::IPV4
+        },
     }
-    f[lay.ip - 2..lay.ip].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
-    let ip = lay.ip;
+    .emit(&mut eth);
+    if let Some(v) = vlan {
+        let mut tag = VlanTag::new_unchecked(eth.payload_mut());
+        tag.set_tci(v & vlan::VID_MASK);
+        tag.set_ethertype(ethertype::IPV4);
+    }
+    let (ip, l4) = (lay.ip, lay.l4);
     // Handshake segments end at the TCP header (the rest is Ethernet padding).
     let dgram_end = if proto == Proto::Tcp && tcp_flags & (TCP_SYN | TCP_FIN) != 0 {
         lay.payload
     } else {
         len
     };
-    let ip_len = (dgram_end - ip) as u16;
-    f[ip] = 0x45;
-    f[ip + 2..ip + 4].copy_from_slice(&ip_len.to_be_bytes());
-    f[ip + 8] = 64; // TTL
-    f[ip + 9] = if proto == Proto::Tcp {
-        IPPROTO_TCP
-    } else {
-        IPPROTO_UDP
-    };
-    f[ip + 12..ip + 16].copy_from_slice(&flow.src_ip.octets());
-    f[ip + 16..ip + 20].copy_from_slice(&flow.dst_ip.octets());
-    ipv4_csum(&mut f, ip);
-    let l4 = lay.l4;
-    f[l4..l4 + 2].copy_from_slice(&flow.sport.to_be_bytes());
-    f[l4 + 2..l4 + 4].copy_from_slice(&flow.dport.to_be_bytes());
+    Ipv4Repr {
+        src: flow.src_ip,
+        dst: flow.dst_ip,
+        protocol: match proto {
+            Proto::Tcp => protocol::TCP,
+            Proto::Udp => protocol::UDP,
+        },
+        payload_len: dgram_end - l4,
+        ttl: TTL,
+        ident: 0,
+        dont_fragment: false,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(&mut f[ip..]));
     match proto {
-        Proto::Udp => {
-            let ulen = (len - l4) as u16;
-            f[l4 + 4..l4 + 6].copy_from_slice(&ulen.to_be_bytes());
+        Proto::Udp => UdpRepr {
+            src_port: flow.sport,
+            dst_port: flow.dport,
+            payload_len: len - lay.payload,
         }
+        .emit(&mut UdpPacket::new_unchecked(&mut f[l4..])),
         Proto::Tcp => {
-            f[l4 + 4..l4 + 8].copy_from_slice(&1u32.to_be_bytes()); // seq
-            f[l4 + 12] = 5 << 4; // data offset: 20 bytes
-            f[l4 + 13] = tcp_flags;
-            f[l4 + 14..l4 + 16].copy_from_slice(&65535u16.to_be_bytes()); // window
+            TcpRepr {
+                src_port: flow.sport,
+                dst_port: flow.dport,
+                seq: 1,
+                ack: 0,
+                flags: tcp_flags,
+                window: TCP_WINDOW,
+            }
+            .emit(&mut TcpPacket::new_unchecked(&mut f[l4..]));
             tcp_csum(&mut f, ip, l4, dgram_end);
         }
     }
@@ -172,15 +167,18 @@ pub fn stamp_fits(lay: &Layout, len: usize) -> bool {
 /// fixes the checksums incrementally.
 #[inline]
 pub fn stamp(frame: &mut [u8], lay: &Layout, proto: Proto, seq: u32, tsc: u64) {
-    let ip = lay.ip;
-    frame[ip + 4..ip + 6].copy_from_slice(&STAMP_IP_ID.to_be_bytes());
-    csum_add(frame, ip + 10, STAMP_IP_ID as u32);
+    let mut ip = Ipv4Packet::new_unchecked(&mut frame[lay.ip..]);
+    ip.set_ident(STAMP_IP_ID);
+    let c = csum_add(ip.checksum(), STAMP_IP_ID as u64);
+    ip.set_checksum(c);
     let p = lay.payload;
     frame[p..p + 4].copy_from_slice(&seq.to_le_bytes());
     frame[p + 4..p + 12].copy_from_slice(&tsc.to_le_bytes());
     if proto == Proto::Tcp {
-        let added = sum16(&frame[p..p + STAMP_LEN]);
-        csum_add(frame, lay.l4 + 16, added);
+        let added = checksum::sum(&frame[p..p + STAMP_LEN], 0);
+        let mut t = TcpPacket::new_unchecked(&mut frame[lay.l4..]);
+        let c = csum_add(t.checksum(), added);
+        t.set_checksum(c);
     }
 }
 
@@ -194,34 +192,28 @@ pub struct Parsed {
     pub ip_id: u16,
 }
 
+/// Where the headers of a received IPv4 frame (up to two tags) are; the L4 header must be there
+/// for TCP.
 #[inline]
 pub fn parse(d: &[u8]) -> Option<Parsed> {
-    if d.len() < 34 {
-        return None;
-    }
-    let mut et = u16::from_be_bytes([d[12], d[13]]);
-    let mut ip = 14;
-    while et == ETH_P_8021Q || et == 0x88a8 {
-        if d.len() < ip + 4 + 20 {
-            return None;
+    let mut et = EthernetFrame::new_checked(d).ok()?.ethertype();
+    let mut ip = ethernet::HEADER_LEN;
+    for _ in 0..vlan::MAX_TAGS {
+        if !vlan::is_tpid(et) {
+            break;
         }
-        et = u16::from_be_bytes([d[ip + 2], d[ip + 3]]);
-        ip += 4;
+        et = VlanTag::new_checked(d.get(ip..)?).ok()?.ethertype();
+        ip += vlan::HEADER_LEN;
     }
-    if et != ETH_P_IPV4 || d.len() < ip + 20 || d[ip] >> 4 != 4 {
+    if et != ethertype::IPV4 {
         return None;
     }
-    let ihl = ((d[ip] & 0x0f) as usize) * 4;
-    let l4 = ip + ihl;
-    let proto = d[ip + 9];
+    let h = Ipv4Packet::new_quoted(d.get(ip..)?).ok()?;
+    let l4 = ip + h.header_len();
+    let proto = h.protocol();
     let hl = match proto {
-        IPPROTO_UDP => 8,
-        IPPROTO_TCP => {
-            if d.len() < l4 + 20 {
-                return None;
-            }
-            ((d[l4 + 12] >> 4) as usize) * 4
-        }
+        protocol::UDP => udp::HEADER_LEN,
+        protocol::TCP => TcpPacket::new_checked(d.get(l4..)?).ok()?.header_len(),
         _ => 0,
     };
     Some(Parsed {
@@ -229,7 +221,7 @@ pub fn parse(d: &[u8]) -> Option<Parsed> {
         l4,
         proto,
         payload: l4 + hl,
-        ip_id: u16::from_be_bytes([d[ip + 4], d[ip + 5]]),
+        ip_id: h.ident(),
     })
 }
 
@@ -250,46 +242,40 @@ pub fn read_stamp(d: &[u8]) -> Option<(u32, u64)> {
 /// `flags`, seq = `seq`, ack = `ack`, checksums recomputed. Returns false if not TCP.
 pub fn tcp_answer(d: &mut [u8], flags: u8, seq: u32, ack: u32) -> bool {
     let Some(p) = parse(d) else { return false };
-    if p.proto != IPPROTO_TCP {
+    if p.proto != protocol::TCP {
         return false;
     }
     let (ip, l4) = (p.ip, p.l4);
-    let mut mac = [0u8; 6];
-    mac.copy_from_slice(&d[0..6]);
-    d.copy_within(6..12, 0);
-    d[6..12].copy_from_slice(&mac);
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&d[ip + 12..ip + 16]);
-    d.copy_within(ip + 16..ip + 20, ip + 12);
-    d[ip + 16..ip + 20].copy_from_slice(&a);
-    let mut port = [0u8; 2];
-    port.copy_from_slice(&d[l4..l4 + 2]);
-    d.copy_within(l4 + 2..l4 + 4, l4);
-    d[l4 + 2..l4 + 4].copy_from_slice(&port);
-    d[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
-    d[l4 + 8..l4 + 12].copy_from_slice(&ack.to_be_bytes());
-    d[l4 + 13] = flags;
-    d[ip + 4] = 0;
-    d[ip + 5] = 0;
-    ipv4_csum(d, ip);
-    let end = ip + u16::from_be_bytes([d[ip + 2], d[ip + 3]]) as usize;
-    let end = end.min(d.len());
-    tcp_csum(d, ip, l4, end);
+    let mut e = EthernetFrame::new_unchecked(&mut d[..]);
+    let (src, dst) = (e.src(), e.dst());
+    e.set_src(dst);
+    e.set_dst(src);
+    let mut h = Ipv4Packet::new_unchecked(&mut d[ip..]);
+    let (src, dst) = (h.src(), h.dst());
+    h.set_src(dst);
+    h.set_dst(src);
+    h.set_ident(0);
+    h.fill_checksum();
+    let end = (ip + h.total_len() as usize).min(d.len());
+    let mut t = TcpPacket::new_unchecked(&mut d[l4..]);
+    let (sport, dport) = (t.src_port(), t.dst_port());
+    t.set_src_port(dport);
+    t.set_dst_port(sport);
+    t.set_seq(seq);
+    t.set_ack(ack);
+    t.set_flags(flags);
+    tcp_csum(d, ip, l4, end.max(l4 + tcp::HEADER_LEN));
     true
 }
 
 /// (flags, seq, ack) of a TCP segment.
 pub fn tcp_fields(d: &[u8]) -> Option<(u8, u32, u32)> {
     let p = parse(d)?;
-    if p.proto != IPPROTO_TCP {
+    if p.proto != protocol::TCP {
         return None;
     }
-    let l4 = p.l4;
-    Some((
-        d[l4 + 13],
-        u32::from_be_bytes(d[l4 + 4..l4 + 8].try_into().ok()?),
-        u32::from_be_bytes(d[l4 + 8..l4 + 12].try_into().ok()?),
-    ))
+    let t = TcpPacket::new_checked(&d[p.l4..]).ok()?;
+    Some((t.flags() as u8, t.seq(), t.ack()))
 }
 
 /// Parses "02:00:00:00:00:01".
@@ -321,13 +307,14 @@ mod tests {
     }
 
     fn verify_ip(f: &[u8], ip: usize) -> bool {
-        fold(sum16(&f[ip..ip + 20])) == 0xffff
+        Ipv4Packet::new_checked(&f[ip..]).unwrap().verify_checksum()
     }
 
     fn verify_tcp(f: &[u8], ip: usize, l4: usize) -> bool {
-        let end = ip + u16::from_be_bytes([f[ip + 2], f[ip + 3]]) as usize;
-        let s = sum16(&f[ip + 12..ip + 20]) + 6 + (end - l4) as u32 + sum16(&f[l4..end]);
-        fold(s) == 0xffff
+        let h = Ipv4Packet::new_checked(&f[ip..]).unwrap();
+        let seg = &f[l4..ip + h.total_len() as usize];
+        let pseudo = checksum::pseudo_v4(h.src().octets(), h.dst().octets(), 6, seg.len());
+        TcpPacket::new_checked(seg).unwrap().verify_checksum(pseudo)
     }
 
     #[test]
@@ -356,6 +343,28 @@ mod tests {
         assert!(verify_tcp(&s, lay.ip, lay.l4));
         assert_eq!(tcp_fields(&s), Some((TCP_SYN | TCP_ACK, 99, 2)));
         assert_eq!(&s[0..6], &[2, 0, 0, 0, 0, 1]);
-        assert_eq!(&s[lay.ip + 12..lay.ip + 16], &[10, 0, 0, 2]);
+        assert_eq!(
+            Ipv4Packet::new_checked(&s[lay.ip..]).unwrap().src(),
+            Ipv4Addr::new(10, 0, 0, 2)
+        );
+    }
+
+    #[test]
+    fn frames_parse_in_the_switch_as_built() {
+        for vlan in [None, Some(100)] {
+            for proto in [Proto::Udp, Proto::Tcp] {
+                let f = build(&flow(), vlan, proto, 60, TCP_SYN);
+                let (k, l) = flowtable::parse::parse_with_layout(0, &f);
+                let lay = layout(vlan, proto);
+                assert!(!k.is_invalid(), "{vlan:?} {proto:?}");
+                assert_eq!((k.tp_src(), k.tp_dst()), (1024, 80));
+                assert_eq!(
+                    (l.l3() as usize, l.l4().map(usize::from)),
+                    (lay.ip, Some(lay.l4))
+                );
+                let p = parse(&f).unwrap();
+                assert_eq!((p.ip, p.l4, p.payload), (lay.ip, lay.l4, lay.payload));
+            }
+        }
     }
 }

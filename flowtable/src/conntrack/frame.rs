@@ -1,129 +1,78 @@
 //! The few header reads conntrack needs beyond the flow key: the ICMP echo identifier, and the IP
-//! header plus first L4 bytes embedded in an ICMP error. Plain bounds-checked byte reads; `None`
-//! whenever something is missing or malformed.
+//! header plus first L4 bytes an ICMP error quotes. Through [`crate::wire`] views, from the ICMP
+//! header the parser found ([`crate::wire::Layout::l4_bytes`]); `None` whenever something is
+//! missing or malformed.
 
-use crate::key::{
-    ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_QINQ, ETH_TYPE_VLAN, IP_PROTO_ICMP, IP_PROTO_ICMPV6,
-    IP_PROTO_TCP, IP_PROTO_UDP,
-};
+use crate::wire::ip::{self, protocol, ExtHeader};
+use crate::wire::ipv6::{FragmentHeader, FRAGMENT_HEADER_LEN};
+use crate::wire::{icmp, IcmpPacket, Ipv4Packet, Ipv6Packet};
 
-#[inline(always)]
-fn be16(b: &[u8], off: usize) -> Option<u16> {
-    let s = b.get(off..off + 2)?;
-    Some(u16::from_be_bytes([s[0], s[1]]))
+/// The identifier of the ICMP echo request or reply `msg` (the frame from the ICMP header on).
+///
+/// Out of line for the same reason as the black_box at its caller: inlined into the datapath's
+/// per-segment loop, its reads would be hoisted into every packet's path.
+#[inline(never)]
+pub(super) fn echo_id(msg: &[u8]) -> Option<u16> {
+    Some(IcmpPacket::new_checked(msg).ok()?.echo_ident())
 }
 
-#[inline(always)]
-fn be128(b: &[u8], off: usize) -> Option<u128> {
-    Some(u128::from_be_bytes(b.get(off..off + 16)?.try_into().ok()?))
+/// The parts of a quoted IP header conntrack uses.
+struct IpHdr {
+    src: u128,
+    dst: u128,
+    proto: u8,
+    /// Offset of the transport header from the start of the IP header.
+    l4: usize,
 }
 
-/// Offset of the network header: after the Ethernet header and at most two VLAN tags.
-pub(super) fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
-    let mut off = 12;
-    let mut tags = 0;
-    loop {
-        let et = be16(frame, off)?;
-        if et == ETH_TYPE_VLAN || et == ETH_TYPE_QINQ {
-            if tags == 2 {
-                return None;
-            }
-            tags += 1;
-            off += 4;
-            continue;
-        }
-        return Some((off + 2, et));
-    }
-}
-
-/// The parts of an IP header conntrack uses.
-pub(super) struct IpHdr {
-    pub src: u128,
-    pub dst: u128,
-    pub proto: u8,
-    /// Offset of the transport header.
-    pub l4: usize,
-}
-
-/// An IPv4 header at `off`. Non-first fragments give `None` (they carry no transport header).
-pub(super) fn ipv4(b: &[u8], off: usize) -> Option<IpHdr> {
-    let h = b.get(off..off + 20)?;
-    if h[0] >> 4 != 4 {
-        return None;
-    }
-    let ihl = (h[0] & 0x0f) as usize * 4;
-    if ihl < 20 || u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
+/// A quoted IPv4 header. Non-first fragments give `None` (they carry no transport header).
+fn ipv4(b: &[u8]) -> Option<IpHdr> {
+    let h = Ipv4Packet::new_quoted(b).ok()?;
+    if h.frag_offset() != 0 {
         return None;
     }
     Some(IpHdr {
-        src: u32::from_be_bytes([h[12], h[13], h[14], h[15]]) as u128,
-        dst: u32::from_be_bytes([h[16], h[17], h[18], h[19]]) as u128,
-        proto: h[9],
-        l4: off + ihl,
+        src: u32::from(h.src()) as u128,
+        dst: u32::from(h.dst()) as u128,
+        proto: h.protocol(),
+        l4: h.header_len(),
     })
 }
 
-/// An IPv6 header at `off`, skipping hop-by-hop, routing, destination-options, fragment (first
-/// fragment only) and AH extension headers.
-pub(super) fn ipv6(b: &[u8], off: usize) -> Option<IpHdr> {
-    let h = b.get(off..off + 40)?;
-    if h[0] >> 4 != 6 {
-        return None;
-    }
-    let mut nh = h[6];
-    let mut l4 = off + 40;
-    for _ in 0..8 {
+/// Most extension headers stepped over in a quoted IPv6 packet.
+const MAX_QUOTED_EXTS: usize = 8;
+
+/// A quoted IPv6 header, stepping over hop-by-hop, routing, destination-options, fragment (first
+/// fragment only) and AH extension headers. Only their chaining bytes need be quoted: the quote
+/// may end inside one, and the transport header is then missing, not the packet.
+fn ipv6(b: &[u8]) -> Option<IpHdr> {
+    let h = Ipv6Packet::new_quoted(b).ok()?;
+    let mut nh = h.next_header();
+    let mut l4 = crate::wire::ipv6::HEADER_LEN;
+    for _ in 0..MAX_QUOTED_EXTS {
         match nh {
-            0 | 43 | 60 => {
-                let e = b.get(l4..l4 + 2)?;
-                nh = e[0];
-                l4 += (e[1] as usize + 1) * 8;
+            protocol::HOP_BY_HOP | protocol::ROUTING | protocol::DEST_OPTS | protocol::AUTH => {
+                let e = ExtHeader::new_checked(b.get(l4..)?).ok()?;
+                l4 += e.header_len(nh);
+                nh = e.next_header();
             }
-            44 => {
-                let e = b.get(l4..l4 + 8)?;
-                if u16::from_be_bytes([e[2], e[3]]) & 0xfff8 != 0 {
+            protocol::FRAGMENT => {
+                let f = FragmentHeader::new_checked(b.get(l4..)?).ok()?;
+                if f.frag_offset() != 0 {
                     return None;
                 }
-                nh = e[0];
-                l4 += 8;
-            }
-            51 => {
-                let e = b.get(l4..l4 + 2)?;
-                nh = e[0];
-                l4 += (e[1] as usize + 2) * 4;
+                nh = f.next_header();
+                l4 += FRAGMENT_HEADER_LEN;
             }
             _ => break,
         }
     }
     Some(IpHdr {
-        src: be128(b, off + 8)?,
-        dst: be128(b, off + 24)?,
+        src: u128::from(h.src()),
+        dst: u128::from(h.dst()),
         proto: nh,
         l4,
     })
-}
-
-/// Offset of the ICMP (v4) or ICMPv6 header of `frame`, with at least 8 bytes of it present.
-pub(super) fn icmp_offset(frame: &[u8], v6: bool) -> Option<usize> {
-    let (l3, et) = l3_offset(frame)?;
-    let ip = if v6 {
-        if et != ETH_TYPE_IPV6 {
-            return None;
-        }
-        ipv6(frame, l3)?
-    } else {
-        if et != ETH_TYPE_IPV4 {
-            return None;
-        }
-        ipv4(frame, l3)?
-    };
-    let want = if v6 { IP_PROTO_ICMPV6 } else { IP_PROTO_ICMP };
-    (ip.proto == want && frame.len() >= ip.l4 + 8).then_some(ip.l4)
-}
-
-/// The identifier of an ICMP echo request or reply whose header is at `icmp`.
-pub(super) fn echo_id(frame: &[u8], icmp: usize) -> Option<u16> {
-    be16(frame, icmp + 4)
 }
 
 /// What an ICMP error quotes of the packet that caused it.
@@ -142,37 +91,30 @@ pub(super) enum EmbeddedL4 {
     Bare,
 }
 
-/// The packet quoted by the ICMP error whose header is at `icmp` (the quote starts 8 bytes later).
-/// `None` when it is truncated, a non-first fragment, or itself an ICMP error (never related).
-pub(super) fn embedded(frame: &[u8], icmp: usize, v6: bool) -> Option<Embedded> {
-    let off = icmp + 8;
-    let ip = if v6 {
-        ipv6(frame, off)?
-    } else {
-        ipv4(frame, off)?
+/// The packet quoted by the ICMP error `msg` (the frame from the ICMP header on; the quote
+/// starts after the 8-byte header). `None` when it is truncated, a non-first fragment, or itself
+/// an ICMP error (never related).
+pub(super) fn embedded(msg: &[u8], v6: bool) -> Option<Embedded> {
+    let m = IcmpPacket::new_checked(msg).ok()?;
+    let quoted = m.payload();
+    let ip = if v6 { ipv6(quoted)? } else { ipv4(quoted)? };
+    let l4 = quoted.get(ip.l4..).unwrap_or(&[]);
+    let echo = |req: u8, rep: u8| -> Option<EmbeddedL4> {
+        let (ty, id) = icmp::quoted_echo(l4)?;
+        match ty {
+            t if t == req => Some(EmbeddedL4::EchoRequest(id)),
+            t if t == rep => Some(EmbeddedL4::EchoReply(id)),
+            t if super::is_icmp_error(v6, t) => None,
+            _ => Some(EmbeddedL4::Bare),
+        }
     };
     let l4 = match ip.proto {
-        IP_PROTO_TCP | IP_PROTO_UDP => {
-            EmbeddedL4::Ports(be16(frame, ip.l4)?, be16(frame, ip.l4 + 2)?)
+        protocol::TCP | protocol::UDP => {
+            let (s, d) = ip::ports(l4)?;
+            EmbeddedL4::Ports(s, d)
         }
-        IP_PROTO_ICMP if !v6 => {
-            let id = be16(frame, ip.l4 + 4)?;
-            match frame[ip.l4] {
-                8 => EmbeddedL4::EchoRequest(id),
-                0 => EmbeddedL4::EchoReply(id),
-                t if crate::key::is_icmp_error(false, t) => return None,
-                _ => EmbeddedL4::Bare,
-            }
-        }
-        IP_PROTO_ICMPV6 if v6 => {
-            let id = be16(frame, ip.l4 + 4)?;
-            match frame[ip.l4] {
-                128 => EmbeddedL4::EchoRequest(id),
-                129 => EmbeddedL4::EchoReply(id),
-                t if crate::key::is_icmp_error(true, t) => return None,
-                _ => EmbeddedL4::Bare,
-            }
-        }
+        protocol::ICMP if !v6 => echo(icmp::v4::ECHO_REQUEST, icmp::v4::ECHO_REPLY)?,
+        protocol::ICMPV6 if v6 => echo(icmp::v6::ECHO_REQUEST, icmp::v6::ECHO_REPLY)?,
         _ => EmbeddedL4::Bare,
     };
     Some(Embedded {

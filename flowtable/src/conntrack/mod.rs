@@ -58,6 +58,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::key::{self, ct, flags, is_icmp_error, FlowKey};
+use crate::wire::Layout;
 use table::{KeyWords, ShardTable, Slot, KF_USED};
 
 /// Number of shards (a power of two).
@@ -523,31 +524,43 @@ impl ConnTrack {
 
     /// Tracks one packet in `zone`.
     ///
-    /// `key` is the packet's parsed flow key; `frame` the whole Ethernet frame, read only for ICMP
-    /// (echo identifier, quoted packet of errors): it may be empty for other protocols. With
-    /// `commit`, a NEW packet creates its connection. `now_ns` is the caller's monotonic clock.
+    /// `key` is the packet's parsed flow key; `frame` the whole Ethernet frame and `layout` where
+    /// the parser found its headers: only the transport header is read, for ICMP (echo
+    /// identifier, quoted packet of errors), so both may be empty / default for other protocols.
+    /// With `commit`, a NEW packet creates its connection. `now_ns` is the caller's monotonic
+    /// clock.
     pub fn process(
         &self,
         zone: u16,
         key: &FlowKey,
         frame: &[u8],
+        layout: &Layout,
         commit: bool,
         now_ns: u64,
     ) -> CtResult {
-        self.process_inner(zone, key, frame, commit, now_ns, false)
+        self.process_inner(zone, key, frame, layout, commit, now_ns, false)
     }
 
-    /// What `process(zone, key, frame, false, now_ns)` would answer, changing nothing: no state
-    /// transition, no timer refresh, no counter. For traces.
-    pub fn peek(&self, zone: u16, key: &FlowKey, frame: &[u8], now_ns: u64) -> CtResult {
-        self.process_inner(zone, key, frame, false, now_ns, true)
+    /// What `process(zone, key, frame, layout, false, now_ns)` would answer, changing nothing:
+    /// no state transition, no timer refresh, no counter. For traces.
+    pub fn peek(
+        &self,
+        zone: u16,
+        key: &FlowKey,
+        frame: &[u8],
+        layout: &Layout,
+        now_ns: u64,
+    ) -> CtResult {
+        self.process_inner(zone, key, frame, layout, false, now_ns, true)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn process_inner(
         &self,
         zone: u16,
         key: &FlowKey,
         frame: &[u8],
+        layout: &Layout,
         commit: bool,
         now_ns: u64,
         dry: bool,
@@ -564,12 +577,13 @@ impl ConnTrack {
         let l4 = match proto {
             key::IP_PROTO_TCP | key::IP_PROTO_UDP => Transport::Ports(key.tp_src(), key.tp_dst()),
             key::IP_PROTO_ICMP | key::IP_PROTO_ICMPV6 if v6 == (proto == key::IP_PROTO_ICMPV6) => {
+                // The layout stays behind its reference (black_box): otherwise the compiler
+                // hoists its reads out of the datapath's per-segment loop, into every packet.
+                let msg = || std::hint::black_box(layout).l4_bytes(frame);
                 let ty = key.tp_src() as u8;
                 let (req, rep) = if v6 { (128, 129) } else { (8, 0) };
                 if ty == req || ty == rep {
-                    let Some(id) =
-                        frame::icmp_offset(frame, v6).and_then(|o| frame::echo_id(frame, o))
-                    else {
+                    let Some(id) = frame::echo_id(msg()) else {
                         return self.early_invalid();
                     };
                     if ty == req {
@@ -578,7 +592,7 @@ impl ConnTrack {
                         Transport::EchoReply(id)
                     }
                 } else if is_icmp_error(v6, ty) {
-                    return self.related(zone, v6, frame, now_ns);
+                    return self.related(zone, v6, msg(), now_ns);
                 } else {
                     Transport::Bare
                 }
@@ -776,9 +790,8 @@ impl ConnTrack {
     }
 
     /// An ICMP error: RELATED when it quotes a packet of a live connection, INVALID otherwise.
-    fn related(&self, zone: u16, v6: bool, frame: &[u8], now: u64) -> CtResult {
-        let Some(e) = frame::icmp_offset(frame, v6).and_then(|o| frame::embedded(frame, o, v6))
-        else {
+    fn related(&self, zone: u16, v6: bool, msg: &[u8], now: u64) -> CtResult {
+        let Some(e) = frame::embedded(msg, v6) else {
             return self.early_invalid();
         };
         let l4 = match e.l4 {

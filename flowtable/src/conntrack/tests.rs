@@ -1,5 +1,9 @@
 use super::*;
-use crate::parse::parse;
+use crate::parse::{parse, parse_with_layout};
+use crate::wire::{self, EthernetFrame, EthernetRepr, IcmpEchoRepr, IcmpPacket, Layout};
+use crate::wire::{Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, TcpPacket, TcpRepr};
+use crate::wire::{UdpPacket, UdpRepr, VlanTag};
+use model::Mac;
 use proptest::prelude::*;
 
 const S: u64 = SEC;
@@ -9,66 +13,84 @@ const S: u64 = SEC;
 const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
 const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
 
+/// An Ethernet header (and 802.1Q tag) announcing `ethertype`.
 fn eth(ethertype: u16, vlan: Option<u16>) -> Vec<u8> {
-    let mut f = Vec::with_capacity(128);
-    f.extend_from_slice(&MAC_B);
-    f.extend_from_slice(&MAC_A);
-    if let Some(v) = vlan {
-        f.extend_from_slice(&key::ETH_TYPE_VLAN.to_be_bytes());
-        f.extend_from_slice(&v.to_be_bytes());
+    let tag = if vlan.is_some() {
+        wire::vlan::TAG_LEN
+    } else {
+        0
+    };
+    let mut f = vec![0; wire::ethernet::HEADER_LEN + tag];
+    let mut e = EthernetFrame::new_unchecked(&mut f[..]);
+    EthernetRepr {
+        src: Mac(MAC_A),
+        dst: Mac(MAC_B),
+        ethertype: if vlan.is_some() {
+            key::ETH_TYPE_VLAN
+        } else {
+            ethertype
+        },
     }
-    f.extend_from_slice(&ethertype.to_be_bytes());
+    .emit(&mut e);
+    if let Some(v) = vlan {
+        let mut t = VlanTag::new_unchecked(e.payload_mut());
+        t.set_tci(v);
+        t.set_ethertype(ethertype);
+    }
     f
 }
 
-fn csum(b: &[u8]) -> u16 {
-    let mut s = 0u32;
-    for c in b.chunks(2) {
-        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
-    }
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
-}
-
 fn ipv4_hdr(src: [u8; 4], dst: [u8; 4], proto: u8, payload_len: usize) -> Vec<u8> {
-    let mut h = vec![0x45, 0];
-    h.extend_from_slice(&((20 + payload_len) as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 1, 0, 0, 64, proto, 0, 0]);
-    h.extend_from_slice(&src);
-    h.extend_from_slice(&dst);
-    let c = csum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut h = vec![0; wire::ipv4::HEADER_LEN];
+    Ipv4Repr {
+        src: src.into(),
+        dst: dst.into(),
+        protocol: proto,
+        payload_len,
+        ttl: 64,
+        ident: 1,
+        dont_fragment: false,
+    }
+    .emit(&mut Ipv4Packet::new_unchecked(&mut h[..]));
     h
 }
 
 fn ipv6_hdr(src: u128, dst: u128, nh: u8, payload_len: usize) -> Vec<u8> {
-    let mut h = vec![0x60, 0, 0, 0];
-    h.extend_from_slice(&(payload_len as u16).to_be_bytes());
-    h.extend_from_slice(&[nh, 64]);
-    h.extend_from_slice(&src.to_be_bytes());
-    h.extend_from_slice(&dst.to_be_bytes());
+    let mut h = vec![0; wire::ipv6::HEADER_LEN];
+    Ipv6Repr {
+        src: src.into(),
+        dst: dst.into(),
+        next_header: nh,
+        payload_len,
+        hop_limit: 64,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut h[..]));
     h
 }
 
+/// A TCP header with checksum 0 (conntrack does not read it).
 fn tcp_hdr(sp: u16, dp: u16, fl: u16) -> Vec<u8> {
-    let mut t = Vec::new();
-    t.extend_from_slice(&sp.to_be_bytes());
-    t.extend_from_slice(&dp.to_be_bytes());
-    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
-    t.extend_from_slice(&(0x5000 | fl).to_be_bytes());
-    t.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+    let mut t = vec![0; wire::tcp::HEADER_LEN];
+    TcpRepr {
+        src_port: sp,
+        dst_port: dp,
+        seq: 1,
+        ack: 0,
+        flags: fl as u8,
+        window: 0xffff,
+    }
+    .emit(&mut TcpPacket::new_unchecked(&mut t[..]));
     t
 }
 
 fn udp_hdr(sp: u16, dp: u16, payload: usize) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sp.to_be_bytes());
-    u.extend_from_slice(&dp.to_be_bytes());
-    u.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.resize(8 + payload, 0xab);
+    let mut u = vec![0xab; wire::udp::HEADER_LEN + payload];
+    UdpRepr {
+        src_port: sp,
+        dst_port: dp,
+        payload_len: payload,
+    }
+    .emit(&mut UdpPacket::new_unchecked(&mut u[..]));
     u
 }
 
@@ -95,12 +117,20 @@ fn tcp6(src: u128, sp: u16, dst: u128, dp: u16, fl: u16) -> Vec<u8> {
     f
 }
 
+/// An ICMP message: type, code, the four type-dependent bytes (identifier and sequence number
+/// of an echo), `body`; checksummed as ICMPv4 (conntrack does not read it).
 fn icmp_msg(ty: u8, code: u8, rest: [u8; 4], body: &[u8]) -> Vec<u8> {
-    let mut m = vec![ty, code, 0, 0];
-    m.extend_from_slice(&rest);
+    let mut m = vec![0; wire::icmp::HEADER_LEN];
     m.extend_from_slice(body);
-    let c = csum(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut p = IcmpPacket::new_unchecked(&mut m[..]);
+    IcmpEchoRepr {
+        msg_type: ty,
+        ident: u16::from_be_bytes([rest[0], rest[1]]),
+        seq: u16::from_be_bytes([rest[2], rest[3]]),
+    }
+    .emit(&mut p);
+    p.set_code(code);
+    p.fill_checksum(0);
     m
 }
 
@@ -123,16 +153,21 @@ fn echo6(src: u128, dst: u128, ty: u8, id: u16) -> Vec<u8> {
     f
 }
 
-/// An ICMPv4 error of `ty`/`code` from `src` to `dst`, quoting the IP packet of `quoted` (an
-/// Ethernet frame built by the helpers above): its IP header and 8 bytes of L4.
+/// What an ICMP error quotes of the frame `quoted` (built by the helpers above): its IP header
+/// and 8 bytes of L4.
+fn quote(quoted: &[u8]) -> &[u8] {
+    let l = parse_with_layout(1, quoted).1;
+    &quoted[l.l3() as usize..l.l4().unwrap() as usize + 8]
+}
+
+/// An ICMPv4 error of `ty`/`code` from `src` to `dst`, quoting the IP packet of `quoted`.
 fn icmp4_error(src: [u8; 4], dst: [u8; 4], ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
-    let q = &quoted[14..14 + 28];
-    v4(src, dst, key::IP_PROTO_ICMP, &icmp_msg(ty, code, [0; 4], q))
+    let m = icmp_msg(ty, code, [0; 4], quote(quoted));
+    v4(src, dst, key::IP_PROTO_ICMP, &m)
 }
 
 fn icmp6_error(src: u128, dst: u128, ty: u8, quoted: &[u8]) -> Vec<u8> {
-    let q = &quoted[14..14 + 48];
-    let m = icmp_msg(ty, 0, [0; 4], q);
+    let m = icmp_msg(ty, 0, [0; 4], quote(quoted));
     let mut f = eth(key::ETH_TYPE_IPV6, None);
     f.extend(ipv6_hdr(src, dst, key::IP_PROTO_ICMPV6, m.len()));
     f.extend(m);
@@ -152,10 +187,15 @@ fn small(max: usize) -> ConnTrack {
     })
 }
 
+/// Where the parser finds the headers of `frame`.
+fn lay(frame: &[u8]) -> Layout {
+    parse_with_layout(1, frame).1
+}
+
 fn go(c: &ConnTrack, zone: u16, frame: &[u8], commit: bool, now: u64) -> CtResult {
-    let k = parse(1, frame);
+    let (k, l) = parse_with_layout(1, frame);
     assert!(!k.is_invalid(), "test frame does not parse: {k:?}");
-    c.process(zone, &k, frame, commit, now)
+    c.process(zone, &k, frame, &l, commit, now)
 }
 
 const NEW: u8 = ct::TRACKED | ct::NEW;
@@ -458,7 +498,10 @@ fn conntrack_icmp_echo() {
     assert_eq!(go(&c, 0, &echo6(b, a, 129, 99), true, 0).state, EST_REPLY);
     // the identifier comes from the frame: without it, the echo is invalid
     let k = parse(1, &echo6(a, b, 128, 99));
-    assert_eq!(c.process(0, &k, &[], true, 0).state, INV);
+    assert_eq!(
+        c.process(0, &k, &[], &Layout::default(), true, 0).state,
+        INV
+    );
 }
 
 #[test]
@@ -525,19 +568,22 @@ fn conntrack_non_ip_invalid_fragments() {
     arp.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
     arp.extend_from_slice(&[0; 20]);
     let k = parse(1, &arp);
-    assert_eq!(c.process(0, &k, &arp, true, 0).state, INV);
+    assert_eq!(c.process(0, &k, &arp, &lay(&arp), true, 0).state, INV);
     // a truncated frame
     let f = tcp4(A, 1000, B, 80, SYN);
     let k = parse(1, &f[..40]);
     assert!(k.is_invalid());
-    assert_eq!(c.process(0, &k, &f[..40], true, 0).state, INV);
+    assert_eq!(
+        c.process(0, &k, &f[..40], &lay(&f[..40]), true, 0).state,
+        INV
+    );
     // a non-first fragment
     let mut f = udp4(A, 5000, B, 53);
-    f[14 + 6] = 0x00;
-    f[14 + 7] = 0x10; // offset 16 × 8 bytes
+    let l3 = lay(&f).l3() as usize;
+    Ipv4Packet::new_unchecked(&mut f[l3..]).set_frag_offset(16); // × 8 bytes
     let k = parse(1, &f);
     assert!(k.flags() & flags::FRAG_LATER != 0);
-    assert_eq!(c.process(0, &k, &f, true, 0).state, INV);
+    assert_eq!(c.process(0, &k, &f, &lay(&f), true, 0).state, INV);
     assert!(c.is_empty());
     assert_eq!(c.stats().invalid, 3);
 }
@@ -634,10 +680,13 @@ fn conntrack_many_entries_and_threads() {
                     let src = [10, t, (i >> 8) as u8, i as u8];
                     let f = udp4(src, i, B, 53);
                     let k = parse(1, &f);
-                    assert_eq!(c.process(0, &k, &f, true, i as u64).state, NEW);
+                    assert_eq!(c.process(0, &k, &f, &lay(&f), true, i as u64).state, NEW);
                     let r = udp4(B, 53, src, i);
                     let k = parse(1, &r);
-                    assert_eq!(c.process(0, &k, &r, false, i as u64).state, EST_REPLY);
+                    assert_eq!(
+                        c.process(0, &k, &r, &lay(&r), false, i as u64).state,
+                        EST_REPLY
+                    );
                 }
             })
         })
@@ -808,17 +857,20 @@ fn peek_answers_like_process_but_changes_nothing() {
     let fin = tcp4(A, 1000, B, 80, FIN | ACK);
     let k = parse(1, &fin);
     let before = c.dump_at(10, 5);
-    assert_eq!(c.peek(0, &k, &fin, 5).state, EST);
+    assert_eq!(c.peek(0, &k, &fin, &lay(&fin), 5).state, EST);
     // Still established, same expiry: the FIN was only looked at.
     assert_eq!(state_of(&c), CtState::Established);
     assert_eq!(c.dump_at(10, 5)[0].expires_at_ns, before[0].expires_at_ns);
     // A packet that would be invalid is reported invalid without counting.
     let stray = tcp4(A, 2000, B, 80, ACK);
     let invalid_before = c.stats().invalid;
-    assert_eq!(c.peek(0, &parse(1, &stray), &stray, 5).state, INV);
+    assert_eq!(
+        c.peek(0, &parse(1, &stray), &stray, &lay(&stray), 5).state,
+        INV
+    );
     assert_eq!(c.stats().invalid, invalid_before);
     // An unknown SYN is new, and nothing is created.
     let syn = tcp4(A, 3000, B, 80, SYN);
-    assert_eq!(c.peek(0, &parse(1, &syn), &syn, 5).state, NEW);
+    assert_eq!(c.peek(0, &parse(1, &syn), &syn, &lay(&syn), 5).state, NEW);
     assert_eq!(c.len(), 1);
 }

@@ -46,13 +46,9 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+/// The outer VLAN id, 0 when untagged.
 fn outer_vid(frame: &[u8]) -> u16 {
-    // wire: ethertype at 12..14 (0x8100 / 0x88a8 = tagged), VID in the low 12 bits of 14..16
-    if frame.len() >= 16 && matches!([frame[12], frame[13]], [0x81, 0x00] | [0x88, 0xa8]) {
-        u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff
-    } else {
-        0
-    }
+    flowtable::wire::vlan::outer_tag(frame).map_or(0, |t| t.vid())
 }
 
 fn main() {
