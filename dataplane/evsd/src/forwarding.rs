@@ -13,7 +13,7 @@
 //! acknowledges by publishing the update's generation. On [`Command::Stop`] it hands back all it
 //! holds.
 
-use crate::port::{outer_vid, Burst, Packet, RxQueue, TxBuffer, TxQueue, VlanError, MAX_BURST};
+use crate::port::{Burst, Packet, RxQueue, TxBuffer, TxQueue, VlanError, MAX_BURST};
 use crate::stats::ThreadStats;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use evs_dpdk as dpdk;
@@ -302,6 +302,7 @@ fn fanout<P: Packet, T: TxQueue<Packet = P>>(
     dests: &mut [Option<TxTarget<T>>],
     stats: &ThreadStats,
     m: P,
+    vid: Option<u16>,
     emits: &[Emit],
     class: usize,
 ) {
@@ -310,7 +311,6 @@ fn fanout<P: Packet, T: TxQueue<Packet = P>>(
             c.drop(r, 1);
         }
     };
-    let vid = outer_vid(m.data());
     let (mut keeps, mut edits) = (0usize, 0usize);
     for e in emits {
         match usable(dests, e.port) {
@@ -499,7 +499,9 @@ pub fn run<R, T>(
                     continue; // freed by burst.clear()
                 }
                 if let Some(m) = burst.take(i) {
-                    fanout(&mut tx, &mut plan.tx, &stats, m, emits, class);
+                    // The parser's layout says whether the frame is tagged: no second walk.
+                    let vid = result.packets[i].layout.vlan();
+                    fanout(&mut tx, &mut plan.tx, &stats, m, vid, emits, class);
                 }
             }
             burst.clear();
@@ -556,6 +558,20 @@ mod tests {
     //! [`crate::port::fake`]: no DPDK.
 
     use super::*;
+    use crate::port::outer_vid;
+
+    /// The fan-out as the loop calls it, with the frame's tag read from the frame.
+    fn fan<P: Packet, T: TxQueue<Packet = P>>(
+        tx: &mut Tx<P>,
+        dests: &mut [Option<TxTarget<T>>],
+        stats: &ThreadStats,
+        m: P,
+        emits: &[Emit],
+        class: usize,
+    ) {
+        let vid = outer_vid(m.data());
+        fanout(tx, dests, stats, m, vid, emits, class)
+    }
     use crate::port::fake::*;
     use crate::port::TX_BUFFER_CAP;
     use flowtable::switch::{Switch, SwitchConfig};
@@ -648,7 +664,7 @@ mod tests {
             emit(2, VlanEdit::Set(100)),
             emit(3, VlanEdit::Strip),
         ];
-        fanout(&mut tx, &mut dests, &stats, pool.packet(&tagged), &emits, 1);
+        fan(&mut tx, &mut dests, &stats, pool.packet(&tagged), &emits, 1);
         tx.flush_all(&mut dests, &stats);
         let (p1, p2, p3) = (qs[1].take_sent(), qs[2].take_sent(), qs[3].take_sent());
         assert_eq!((p1.len(), p2.len(), p3.len()), (1, 1, 1));
@@ -673,9 +689,9 @@ mod tests {
         let (qs, mut dests, mut tx, stats) = setup(4);
         let tagged = udp_frame(1, mac(2), Some(100));
         let emits = [emit(1, VlanEdit::Strip), emit(2, VlanEdit::Set(200))];
-        fanout(&mut tx, &mut dests, &stats, pool.packet(&tagged), &emits, 1);
+        fan(&mut tx, &mut dests, &stats, pool.packet(&tagged), &emits, 1);
         // One packet alone, re-tagged: the original itself, no copy.
-        fanout(
+        fan(
             &mut tx,
             &mut dests,
             &stats,
@@ -779,7 +795,7 @@ mod tests {
             emit(9, VlanEdit::Keep),
             emit(3, VlanEdit::Keep),
         ];
-        fanout(&mut tx, &mut dests, &stats, marked(&pool, 1), &emits, 1);
+        fan(&mut tx, &mut dests, &stats, marked(&pool, 1), &emits, 1);
         tx.flush_all(&mut dests, &stats);
         assert_eq!(drops(&stats, 1, DropReason::TxFull), 1, "down: tx_full");
         assert_eq!(drops(&stats, 2, DropReason::NoPort), 1, "detached: no_port");

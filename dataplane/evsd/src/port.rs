@@ -12,6 +12,8 @@
 //! - [`Burst`] and [`TxBuffer`]: the fixed-size containers the loop keeps per thread; nothing
 //!   here allocates, locks or makes a system call.
 
+use flowtable::wire::{ethernet, vlan};
+
 /// Most packets handled per burst; fixed so bursts live on the stack.
 pub const MAX_BURST: usize = evs_dpdk::MAX_BURST;
 
@@ -19,11 +21,6 @@ pub const MAX_BURST: usize = evs_dpdk::MAX_BURST;
 /// take right now wait for the next loop iteration (where higher priority classes go first)
 /// instead of being dropped at once, while a stalled destination pins only a few buffers.
 pub const TX_BUFFER_CAP: usize = 2 * MAX_BURST;
-
-/// Size of the 802.1Q tag.
-const VLAN_TAG_LEN: u16 = 4;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
 
 /// Why a raw edit of a packet's bytes was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -83,55 +80,37 @@ pub trait Packet: Sized {
 
     /// Inserts an 802.1Q tag with `tci` after the MAC addresses.
     fn vlan_push(&mut self, tci: u16) -> Result<(), VlanError> {
-        // wire: Ethernet header (MACs at 0..12, ethertype at 12), tag inserted at 12
-        if self.data().len() < 14 {
+        if self.data().len() < ethernet::HEADER_LEN {
             return Err(VlanError::NotTagged);
         }
-        let d = self.prepend(VLAN_TAG_LEN)?;
-        d.copy_within(4..16, 0);
-        d[12..14].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
-        d[14..16].copy_from_slice(&tci.to_be_bytes());
-        Ok(())
+        let d = self.prepend(vlan::TAG_LEN as u16)?;
+        vlan::push_in_headroom(d, ethernet::ethertype::VLAN, tci).map_err(|_| VlanError::NotTagged)
     }
 
     /// Removes the outer tag.
     fn vlan_pop(&mut self) -> Result<(), VlanError> {
-        // wire: outer 802.1Q/802.1ad tag at 12..16, removed by moving the MACs over it
         let d = self.data_mut().ok_or(VlanError::Shared)?;
-        if outer_vid(d).is_none() {
-            return Err(VlanError::NotTagged);
-        }
-        d.copy_within(0..12, 4);
-        self.adj(VLAN_TAG_LEN)?;
+        vlan::pop_to_headroom(d).map_err(|_| VlanError::NotTagged)?;
+        self.adj(vlan::TAG_LEN as u16)?;
         Ok(())
     }
 
     /// Gives the outer tag VLAN `vid` (keeping its priority bits), pushing one if untagged.
     fn vlan_set(&mut self, vid: u16) -> Result<(), VlanError> {
-        // wire: TCI of the outer tag at 14..16 (PCP/DEI 0xf000, VID 0x0fff)
         let d = self.data_mut().ok_or(VlanError::Shared)?;
-        if outer_vid(d).is_some() {
-            let tci = u16::from_be_bytes([d[14], d[15]]);
-            let tci = (tci & 0xf000) | (vid & 0x0fff);
-            d[14..16].copy_from_slice(&tci.to_be_bytes());
+        if vlan::set_outer_vid(d, vid).is_ok() {
             Ok(())
         } else {
-            self.vlan_push(vid & 0x0fff)
+            self.vlan_push(vid & vlan::VID_MASK)
         }
     }
 }
 
-/// The outer VLAN id of a frame, if it is tagged.
+/// The outer VLAN id of a frame, if it is tagged (what the VLAN edits act on; the parser's
+/// `Layout::vlan` says the same for a received frame).
 #[inline]
 pub fn outer_vid(frame: &[u8]) -> Option<u16> {
-    // wire: ethertype at 12..14 (0x8100 / 0x88a8 = tagged), VID in the low 12 bits of 14..16
-    if frame.len() >= 18 {
-        let t = u16::from_be_bytes([frame[12], frame[13]]);
-        if t == ETH_P_8021Q || t == ETH_P_8021AD {
-            return Some(u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff);
-        }
-    }
-    None
+    vlan::outer_tag(frame).map(|t| t.vid())
 }
 
 /// The receive side of one queue; the value is the right to poll it.
