@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 if [ -x scripts/setup.sh ]; then
     scripts/setup.sh
 fi
+# Lints first (workspace lints in Cargo.toml: undocumented unsafe blocks denied, ...).
+cargo clippy --workspace --all-targets -- -D warnings 2>&1
 # The store suite must really run against etcd (setup.sh installed it), not skip.
 DVS_STORE_REQUIRE_ETCD=1 cargo test --workspace 2>&1
 if [ "${EVS_SKIP_BENCH_SMOKE:-0}" != 1 ]; then

@@ -51,8 +51,8 @@ fn main() {
     let mut plan: Vec<(u32, Vec<&[u8]>)> = vec![];
     let fb = bursts(&fw);
     let bb = if bw.is_empty() { vec![] } else { bursts(&bw) };
-    for i in 0..fb.len() {
-        plan.push((vm0, fb[i].clone()));
+    for (i, f) in fb.iter().enumerate() {
+        plan.push((vm0, f.clone()));
         if let Some(b) = bb.get(i) {
             plan.push((vm1, b.clone()));
         }

@@ -80,16 +80,7 @@ pub(crate) trait Mode {
 
     /// Conntrack's verdict on the packet in `zone`; `commit` asks for a new connection to be
     /// created.
-    fn ct(
-        &mut self,
-        zone: u16,
-        key: &FlowKey,
-        frame: &[u8],
-        layout: &Layout,
-        commit: bool,
-        now: u64,
-        egress: bool,
-    ) -> CtResult;
+    fn ct(&mut self, zone: u16, key: &FlowKey, cx: &Ctx, commit: bool, egress: bool) -> CtResult;
 
     /// `src` (a unicast source) was seen on `port` in `domain`; false when the port may learn
     /// no more MACs.
@@ -192,7 +183,7 @@ fn run_from<M: Mode>(
                 commit,
                 table,
             } => {
-                let r = m.ct(zone, &key, cx.frame, &cx.layout, commit, cx.now, egress);
+                let r = m.ct(zone, &key, cx, commit, egress);
                 if commit && r.full {
                     return discard(m, cx, &key, egress, DropReason::CtFull, Cause::CtFull);
                 }

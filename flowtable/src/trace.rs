@@ -14,7 +14,6 @@ use crate::parse::parse_with_layout;
 use crate::pipeline::{Pipeline, Segment, Visit};
 use crate::shared::Shared;
 use crate::verdict::{DropReason, Emit, VlanEdit};
-use crate::wire::Layout;
 use model::Mac;
 use serde::Serialize;
 use std::fmt;
@@ -179,17 +178,8 @@ impl Mode for Tracer<'_> {
     }
 
     /// What conntrack would say, committing nothing.
-    fn ct(
-        &mut self,
-        zone: u16,
-        key: &FlowKey,
-        frame: &[u8],
-        layout: &Layout,
-        commit: bool,
-        now: u64,
-        egress: bool,
-    ) -> CtResult {
-        let r = self.sh.ct.peek(zone, key, frame, layout, now);
+    fn ct(&mut self, zone: u16, key: &FlowKey, cx: &Ctx, commit: bool, egress: bool) -> CtResult {
+        let r = self.sh.ct.peek(zone, key, cx.frame, &cx.layout, cx.now);
         let st = ct_bits(r.state);
         self.say(
             egress,

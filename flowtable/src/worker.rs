@@ -16,7 +16,6 @@ use crate::parse::parse_into;
 use crate::pipeline::{Pipeline, Segment};
 use crate::shared::Shared;
 use crate::verdict::{BurstResult, DropReason, PacketResult};
-use crate::wire::Layout;
 use model::Mac;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -227,19 +226,11 @@ impl Mode for Worker {
     }
 
     #[inline(always)]
-    fn ct(
-        &mut self,
-        zone: u16,
-        key: &FlowKey,
-        frame: &[u8],
-        layout: &Layout,
-        commit: bool,
-        now: u64,
-        _egress: bool,
-    ) -> CtResult {
+    fn ct(&mut self, zone: u16, key: &FlowKey, cx: &Ctx, commit: bool, _egress: bool) -> CtResult {
+        let (frame, layout) = (cx.frame, &cx.layout);
         self.shared
             .ct
-            .process(zone, key, frame, layout, commit, now)
+            .process(zone, key, frame, layout, commit, cx.now)
     }
 
     #[inline(always)]

@@ -497,7 +497,7 @@ fn refill(s: &mut Stream, pool: &Mempool, want: usize, proto: Proto, sample_ever
         d.copy_from_slice(t);
         *len = t.len() as u32;
         s.made += 1;
-        if sample_every != 0 && s.made % sample_every as u64 == 0 && s.stamp_ok[class] {
+        if sample_every != 0 && s.made.is_multiple_of(sample_every as u64) && s.stamp_ok[class] {
             s.seq = s.seq.wrapping_add(1);
             packet::stamp(d, &s.lay, proto, s.seq, now);
         }

@@ -1,5 +1,5 @@
 //! `evsd`: the EVS switch daemon and its control client.
-#![forbid(unsafe_code)]
+
 #![forbid(unsafe_code)]
 
 fn main() {

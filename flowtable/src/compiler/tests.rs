@@ -7,7 +7,10 @@ use model::{
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr};
 
-fn snapshot(c: &Compiler) -> Vec<Vec<(u64, u32, Match, Vec<Action>, String)>> {
+/// One rule as the snapshot compares it: id, priority, match, actions, note.
+type RuleView = (u64, u32, Match, Vec<Action>, String);
+
+fn snapshot(c: &Compiler) -> Vec<Vec<RuleView>> {
     c.pipeline
         .tables
         .iter()
