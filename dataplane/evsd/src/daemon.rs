@@ -118,7 +118,7 @@ fn handle(dp: &mut Dataplane, req: Request) -> Result<Reply, String> {
             Reply::Connections(reports::connections(&sw, limit, now))
         }
         Request::Apply { model } => {
-            let before = sw.model();
+            let before = sw.pipeline();
             let r = sw.apply(model).map_err(|e| e.to_string())?;
             let applied = reports::applied(&sw, &before, &r);
             log(format!("{applied}"));

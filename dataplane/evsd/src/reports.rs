@@ -5,10 +5,10 @@ use api::{
     Applied, Connection, ConnectionEntry, MacEntry, RuleReport, TableDump, TableReport, TraceEmit,
     TraceReport, TraceStep,
 };
+use flowtable::pipeline::Pipeline;
 use flowtable::switch::{ApplyReport, Switch};
 use flowtable::trace::Trace;
 use flowtable::verdict::VlanEdit;
-use model::Model;
 
 /// Every non-empty table of the version in force, highest priority first.
 pub fn tables(sw: &Switch) -> TableDump {
@@ -83,25 +83,17 @@ pub fn connections(sw: &Switch, limit: usize, now_ns: u64) -> Vec<ConnectionEntr
         .collect()
 }
 
-/// `before`: the model the apply replaced (to name the ports it removed).
-pub fn applied(sw: &Switch, before: &Model, r: &ApplyReport) -> Applied {
-    let after = sw.model();
-    let names = |m: &Model| -> Vec<String> {
-        m.uplinks
-            .iter()
-            .map(|u| u.name.clone())
-            .chain(m.ports.iter().map(|p| p.name.clone()))
-            .collect()
-    };
-    let kept = names(&after);
+/// `before`: the tables the apply replaced, which still name the ports it removed.
+pub fn applied(sw: &Switch, before: &Pipeline, r: &ApplyReport) -> Applied {
     Applied {
         generation: sw.pipeline().version,
         rules_added: r.rules_added,
         rules_removed: r.rules_removed,
         owners_recompiled: r.owners_recompiled,
-        removed_ports: names(before)
-            .into_iter()
-            .filter(|n| !kept.contains(n))
+        removed_ports: r
+            .removed_ports
+            .iter()
+            .map(|&id| before.port_name(id))
             .collect(),
     }
 }
@@ -131,5 +123,49 @@ pub fn trace(t: Trace) -> TraceReport {
             .collect(),
         drop: t.drop.map(|r| r.name().to_string()),
         verdict: t.verdict,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowtable::switch::SwitchConfig;
+    use model::Model;
+
+    const MODEL: &str = r#"
+[[uplinks]]
+name = "up0"
+
+[[port_groups]]
+name = "web"
+vlan = 100
+
+[[ports]]
+name = "vm1"
+mac = "02:00:00:00:00:01"
+port_group = "web"
+
+[[ports]]
+name = "vm2"
+mac = "02:00:00:00:00:02"
+port_group = "web"
+"#;
+
+    #[test]
+    fn apply_answer_names_removed_ports_and_the_new_generation() {
+        let mut m: Model = toml::from_str(MODEL).unwrap();
+        let sw = Switch::new(SwitchConfig::default(), m.clone()).unwrap();
+        let gen0 = sw.pipeline().version;
+        m.ports.retain(|p| p.name != "vm2");
+        m.uplinks.clear();
+        let before = sw.pipeline();
+        let r = sw.apply(m).unwrap();
+        let a = applied(&sw, &before, &r);
+        let mut removed = a.removed_ports.clone();
+        removed.sort();
+        assert_eq!(removed, ["up0", "vm2"]);
+        assert!(a.generation > gen0, "{a:?}");
+        assert_eq!(a.generation, sw.pipeline().version);
+        assert!(a.rules_removed > 0, "{a:?}");
     }
 }
