@@ -57,6 +57,7 @@ pub fn ports_model(n_ports: usize) -> Model {
         port_groups: groups,
         security_groups: vec![],
         ports,
+        remote_members: vec![],
     }
 }
 
@@ -149,6 +150,7 @@ pub fn sg_model(filler: usize, variant: u16) -> Model {
         port_groups: vec![PortGroup::access("pg0", 100)],
         security_groups: vec![sg],
         ports: vec![port(0, "pg0", None), port(1, "pg0", Some("srv"))],
+        remote_members: vec![],
     }
 }
 

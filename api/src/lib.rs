@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod dvs;
 pub mod reply;
 pub mod request;
 pub mod text;

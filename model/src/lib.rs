@@ -7,9 +7,11 @@
 #![forbid(unsafe_code)]
 
 mod attach;
+pub mod cluster;
 mod mac;
 mod switch;
 
 pub use attach::{Attach, Backend, EthdevConfig, Role, VhostConfig};
+pub use cluster::{Cluster, HostSlice, Kind, Object, ObjectId};
 pub use mac::{Mac, MacParseError};
 pub use switch::*;

@@ -21,6 +21,18 @@ pub struct Model {
     pub security_groups: Vec<SecurityGroup>,
     #[serde(default)]
     pub ports: Vec<Port>,
+    /// Addresses of members of security groups that are not ports of this switch: the ports on
+    /// other hosts of a DVS, which the controller sends so remote-group rules cover them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_members: Vec<RemoteMembers>,
+}
+
+/// The addresses of a security group's members elsewhere (see [`Model::remote_members`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteMembers {
+    pub security_group: String,
+    pub ips: Vec<IpAddr>,
 }
 
 /// A physical port (or bond) that carries tagged traffic of the listed VLANs to the network.
@@ -473,6 +485,22 @@ impl Model {
     }
     pub fn security_group(&self, name: &str) -> Option<&SecurityGroup> {
         self.security_groups.iter().find(|p| p.name == name)
+    }
+
+    /// Every address of the members of security group `group`: this switch's ports in it and
+    /// the remote members the controller listed.
+    pub fn group_member_ips(&self, group: &str) -> BTreeSet<IpAddr> {
+        let local = self
+            .ports
+            .iter()
+            .filter(|p| p.security_group.as_deref() == Some(group))
+            .flat_map(|p| p.ips.iter().copied());
+        let remote = self
+            .remote_members
+            .iter()
+            .filter(|r| r.security_group == group)
+            .flat_map(|r| r.ips.iter().copied());
+        local.chain(remote).collect()
     }
 
     /// Checks every object; the first mistake found is returned.

@@ -148,6 +148,7 @@ impl Config {
             port_groups: self.port_groups.clone(),
             security_groups: self.security_groups.clone(),
             ports: self.ports.clone(),
+            remote_members: vec![],
         }
     }
 

@@ -14,7 +14,7 @@ use crate::matcher::MatchBuilder;
 use crate::pipeline::{Pipeline, Segment, Terminal};
 use crate::verdict::DropReason;
 use model::{Direction, EtherType, Model, Port, Remote, SecurityGroup, SgRule};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// The `ct_state` bits a security-group check table matches as "part of an allowed connection".
@@ -176,15 +176,7 @@ pub(super) fn remote_members(m: &Model, sg: &SecurityGroup) -> BTreeMap<String, 
     let mut out = BTreeMap::new();
     for r in &sg.rules {
         if let Some(Remote::Group(g)) = &r.remote {
-            let mut ips: Vec<IpAddr> = m
-                .ports
-                .iter()
-                .filter(|p| p.security_group.as_deref() == Some(g.as_str()))
-                .flat_map(|p| p.ips.iter().copied())
-                .collect();
-            ips.sort();
-            ips.dedup();
-            out.insert(g.clone(), ips);
+            out.insert(g.clone(), m.group_member_ips(g).into_iter().collect());
         }
     }
     out
@@ -242,14 +234,10 @@ fn sg_rule_matches(m: &Model, r: &SgRule, base: MatchBuilder, dir: Direction) ->
         None => None,
         Some(Remote::Cidr(c)) => Some(vec![(c.addr, c.len)]),
         Some(Remote::Group(g)) => Some(
-            m.ports
-                .iter()
-                .filter(|p| p.security_group.as_deref() == Some(g.as_str()))
-                .flat_map(|p| p.ips.iter())
-                .filter(|ip| ip.is_ipv4() == (r.ethertype == EtherType::IPv4))
-                .map(|ip| (*ip, if ip.is_ipv4() { 32 } else { 128 }))
-                .collect::<BTreeSet<_>>()
+            m.group_member_ips(g)
                 .into_iter()
+                .filter(|ip| ip.is_ipv4() == (r.ethertype == EtherType::IPv4))
+                .map(|ip| (ip, if ip.is_ipv4() { 32 } else { 128 }))
                 .collect(),
         ),
     };
