@@ -24,6 +24,18 @@ pub enum Cmd {
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Follow this DVS controller (overrides the config's `[controller] url`).
+        #[arg(long, requires = "host")]
+        controller: Option<String>,
+        /// This host's name in the DVS.
+        #[arg(long, requires = "controller")]
+        host: Option<String>,
+        /// The host's token file (`dvsctl host add NAME --token-file F`).
+        #[arg(long, requires = "controller")]
+        token_file: Option<PathBuf>,
+        /// Where the agent keeps the last applied slice (default /var/lib/evs).
+        #[arg(long, requires = "controller")]
+        agent_state_dir: Option<PathBuf>,
     },
     /// Parse and validate a config, print the EAL arguments it implies, and exit.
     Check {
@@ -118,8 +130,32 @@ pub fn main() {
 
 pub fn main_with(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Run { config } => {
-            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
+        Cmd::Run {
+            config,
+            controller,
+            host,
+            token_file,
+            agent_state_dir,
+        } => {
+            let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
+            if let (Some(url), Some(host)) = (controller, host) {
+                let c = cfg
+                    .controller
+                    .get_or_insert(crate::config::ControllerSection {
+                        url: url.clone(),
+                        host: host.clone(),
+                        token_file: None,
+                        state_dir: "/var/lib/evs".into(),
+                    });
+                c.url = url;
+                c.host = host;
+                if token_file.is_some() {
+                    c.token_file = token_file;
+                }
+                if let Some(d) = agent_state_dir {
+                    c.state_dir = d;
+                }
+            }
             crate::daemon::run(cfg)
         }
         Cmd::Check { config } => {

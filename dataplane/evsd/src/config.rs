@@ -18,6 +18,9 @@ pub struct Config {
     pub dataplane: DataplaneSection,
     #[serde(default)]
     pub attach: Vec<Attach>,
+    /// Follow a DVS controller: the model and attachments come from it (see `agent.rs`).
+    #[serde(default)]
+    pub controller: Option<ControllerSection>,
     #[serde(default)]
     pub uplinks: Vec<Uplink>,
     #[serde(default)]
@@ -93,6 +96,26 @@ impl EalSection {
         a.extend(self.args.iter().cloned());
         a
     }
+}
+
+/// `[controller]`: this host's agent (or `evsd run --controller URL --host NAME --token-file F`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerSection {
+    /// `http://controller:9660`
+    pub url: String,
+    /// This host's name in the DVS.
+    pub host: String,
+    /// The host's token (from `dvsctl host add NAME --token-file F`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Where the agent keeps the last applied slice.
+    #[serde(default = "default_agent_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+fn default_agent_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/evs")
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -58,7 +58,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
             }
         }
     }
-    drop(calls_tx);
     for a in &cfg.attach {
         let r = a
             .backend()
@@ -71,6 +70,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
         }
         log(format!("attached {}", a.port));
     }
+    if let Some(c) = &cfg.controller {
+        if let Err(e) = crate::agent::start(c, calls_tx.clone(), stop.clone()) {
+            dp.shutdown();
+            let _ = std::fs::remove_file(&sock);
+            return Err(e);
+        }
+        log(format!("host {} following controller {}", c.host, c.url));
+    }
+    drop(calls_tx);
     log("forwarding");
     let tick = Duration::from_millis(cfg.dataplane.link_poll_ms.max(1));
     let clock = dpdk::TscClock::new(dpdk::tsc_hz());

@@ -8,10 +8,13 @@
 //! - [`stats`]: per-thread counters the control thread reads without locks;
 //! - [`switchd`]: ports, threads and plans, driven from the control thread;
 //! - [`config`], [`control`] (the server side of `api`), [`reports`] (the switch's state as
-//!   `api` answers), [`metrics`], [`daemon`], [`cli`]: the evsd process.
+//!   `api` answers), [`metrics`], [`daemon`], [`cli`]: the evsd process;
+//! - [`agent`]: with a controller, the host agent thread (crate `dvs-agent`), which drives the
+//!   switch through the control loop like `evsd ctl` does.
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod control;

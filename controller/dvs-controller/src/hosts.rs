@@ -1,0 +1,240 @@
+//! Everything about hosts: each host's watch stream of its slice, the status it reports under its
+//! lease, `dvsctl status`, and `--wait=hosts`.
+
+use crate::cache::Snapshot;
+use crate::error::ApiErr;
+use crate::http::{caller, operator, Caller};
+use crate::{keys, State, HOST_LEASE_TTL};
+use api::dvs::{
+    fingerprint, HostReport, HostStatus, StatusReport, WaitReport, WatchEvent, HEARTBEAT,
+};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::Json;
+use dvs_store::{StoreError, Txn};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type St = axum::extract::State<Arc<State>>;
+
+async fn host_or_operator(st: &State, headers: &HeaderMap, host: &str) -> Result<(), ApiErr> {
+    match caller(st, headers).await? {
+        Caller::Operator => Ok(()),
+        Caller::Host(h) if h == host => Ok(()),
+        Caller::Host(h) => Err(ApiErr::forbidden(format!(
+            "the token of host {h:?} does not give access to host {host:?}"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct WatchQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    fingerprint: String,
+}
+
+/// What the stream sends next: the slice if it differs from what the agent has.
+struct Follower {
+    host: String,
+    fingerprint: String,
+    seq: u64,
+}
+
+impl Follower {
+    fn event(&mut self, snap: &Snapshot, force_check: bool) -> Option<WatchEvent> {
+        let missed = snap.seq != self.seq + 1;
+        self.seq = snap.seq;
+        if !(force_check || missed || snap.affected.contains(&self.host)) {
+            return None;
+        }
+        let slice = snap.cluster.host_slice(&self.host);
+        let fp = fingerprint(&slice);
+        if fp == self.fingerprint {
+            return None;
+        }
+        self.fingerprint = fp.clone();
+        Some(WatchEvent::Slice {
+            revision: snap.txn_revision,
+            fingerprint: fp,
+            slice,
+        })
+    }
+}
+
+fn line(e: &WatchEvent) -> Result<Bytes, std::io::Error> {
+    let mut v = serde_json::to_vec(e).map_err(std::io::Error::other)?;
+    v.push(b'\n');
+    Ok(Bytes::from(v))
+}
+
+/// `GET /v1/hosts/{host}/watch`: newline-delimited [`WatchEvent`]s for ever. The first event is
+/// the slice, unless the agent's fingerprint says it already runs it (then a heartbeat).
+pub async fn watch(
+    st: St,
+    headers: HeaderMap,
+    Path(host): Path<String>,
+    Query(q): Query<WatchQuery>,
+) -> Result<Response, ApiErr> {
+    host_or_operator(&st, &headers, &host).await?;
+    let snap = st.fresh_snapshot().await?;
+    if !snap.cluster.hosts.contains_key(&host) {
+        return Err(ApiErr::not_found(format!(
+            "unknown host {host:?} (dvsctl host add {host})"
+        )));
+    }
+    let mut f = Follower {
+        host: host.clone(),
+        fingerprint: q.fingerprint,
+        seq: snap.seq,
+    };
+    let first = f.event(&snap, true).unwrap_or(WatchEvent::Heartbeat {
+        revision: snap.txn_revision.max(q.after),
+    });
+    let rx = st.snapshot.clone();
+    let stream = futures_util::stream::unfold(
+        (Some(first), f, rx),
+        |(pending, mut f, mut rx)| async move {
+            if let Some(e) = pending {
+                return Some((line(&e), (None, f, rx)));
+            }
+            loop {
+                let woke = tokio::time::timeout(HEARTBEAT, rx.changed()).await;
+                let snap = rx.borrow_and_update().clone();
+                match woke {
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        let e = WatchEvent::Heartbeat {
+                            revision: snap.txn_revision,
+                        };
+                        return Some((line(&e), (None, f, rx)));
+                    }
+                    Ok(Ok(())) => {}
+                }
+                if !snap.cluster.hosts.contains_key(&f.host) {
+                    // The host was removed: end the stream; its switch keeps what it has.
+                    return None;
+                }
+                if let Some(e) = f.event(&snap, false) {
+                    return Some((line(&e), (None, f, rx)));
+                }
+            }
+        },
+    );
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiErr::internal(e.to_string()))
+}
+
+/// `PUT /v1/hosts/{host}/status`: the host's report, under its lease. An unchanged report only
+/// renews the lease (no write, no revision), so 1,000 idle hosts cost the store nothing but
+/// keep-alives.
+pub async fn put_status(
+    st: St,
+    headers: HeaderMap,
+    Path(host): Path<String>,
+    Json(s): Json<HostStatus>,
+) -> Result<Json<serde_json::Value>, ApiErr> {
+    host_or_operator(&st, &headers, &host).await?;
+    let raw = serde_json::to_vec(&s).map_err(|e| ApiErr::internal(e.to_string()))?;
+    let held = st.leases.lock().expect("lease map").get(&host).copied();
+    let mut fresh = false;
+    let lease = match held {
+        Some(id) => match st.store.keep_alive(id).await {
+            Ok(_) => id,
+            Err(StoreError::LeaseNotFound { .. }) => {
+                fresh = true;
+                st.store.grant_lease(HOST_LEASE_TTL).await?.id
+            }
+            Err(e) => return Err(e.into()),
+        },
+        None => {
+            fresh = true;
+            st.store.grant_lease(HOST_LEASE_TTL).await?.id
+        }
+    };
+    st.leases
+        .lock()
+        .expect("lease map")
+        .insert(host.clone(), lease);
+    let current = st.status.borrow().get(&host).cloned();
+    let unchanged = !fresh && current.is_some_and(|c| c.raw == raw && c.lease == Some(lease));
+    if !unchanged {
+        st.store
+            .txn(Txn::new().put_with_lease(keys::status(&host), raw, lease))
+            .await?;
+    }
+    Ok(Json(serde_json::json!({})))
+}
+
+fn report(snap: &Snapshot, status: &crate::cache::StatusMap, host: &str) -> HostReport {
+    let r = status.get(host);
+    let in_sync =
+        r.is_some_and(|r| r.status.fingerprint == fingerprint(&snap.cluster.host_slice(host)));
+    HostReport {
+        host: host.into(),
+        alive: r.is_some(),
+        lease: r.and_then(|r| r.lease).map(|l| l.to_string()),
+        in_sync,
+        status: r.map(|r| r.status.clone()),
+    }
+}
+
+/// `GET /v1/status`.
+pub async fn status_report(st: St, headers: HeaderMap) -> Result<Json<StatusReport>, ApiErr> {
+    operator(&st, &headers).await?;
+    let snap = st.fresh_snapshot().await?;
+    let status = st.status.borrow().clone();
+    let hosts = snap
+        .cluster
+        .hosts
+        .keys()
+        .map(|h| report(&snap, &status, h))
+        .collect();
+    Ok(Json(StatusReport {
+        revision: snap.txn_revision,
+        store: st.store.backend().into(),
+        hosts,
+    }))
+}
+
+/// Waits until every affected host that is alive runs a slice at least as new as `revision`
+/// (or one equal to its current slice), at most `limit`.
+pub async fn wait(st: &State, affected: &[String], revision: u64, limit: Duration) -> WaitReport {
+    let start = Instant::now();
+    let mut rx = st.status.clone();
+    loop {
+        let snap = st.snapshot.borrow().clone();
+        let status = rx.borrow_and_update().clone();
+        let (mut applied, mut down, mut pending) = (vec![], vec![], vec![]);
+        for h in affected {
+            match status.get(h) {
+                None => down.push(h.clone()),
+                Some(r)
+                    if r.status.error.is_none()
+                        && (r.status.applied_revision >= revision
+                            || r.status.fingerprint
+                                == fingerprint(&snap.cluster.host_slice(h))) =>
+                {
+                    applied.push(h.clone())
+                }
+                Some(_) => pending.push(h.clone()),
+            }
+        }
+        let left = limit.saturating_sub(start.elapsed());
+        if pending.is_empty() || left.is_zero() {
+            return WaitReport {
+                waited_ms: start.elapsed().as_millis() as u64,
+                applied,
+                down,
+                pending,
+            };
+        }
+        let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
+    }
+}

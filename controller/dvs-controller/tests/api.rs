@@ -1,0 +1,242 @@
+//! The controller's API end to end, in process, on the embedded store: transactions with
+//! validation and resource versions, authentication, a host's watch stream carrying only its
+//! slice, status under a lease, and `--wait=hosts`.
+
+use api::dvs::{ControllerClient, HostStatus, TxnOp, TxnRequest, WatchEvent};
+use dvs_controller::{Auth, State};
+use model::cluster::{Dvs, DvsPort, DvsPortGroup, Host, UplinkGroup};
+use model::{Kind, Mac, Object, ObjectId, Port, PortGroup};
+use std::sync::mpsc;
+
+/// A controller on an embedded store in `dir`, serving on a free loopback port.
+fn start(dir: &std::path::Path, operator_token: &str) -> String {
+    let (tx, rx) = mpsc::channel();
+    let path = dir.join("c.redb");
+    let hash = dvs_controller::txn::sha256_hex(operator_token);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let store = dvs_store::open(&dvs_store::StoreConfig::embedded(path))
+                .await
+                .unwrap();
+            let st = State::new(
+                store,
+                Auth {
+                    operator_token_hashes: vec![hash],
+                },
+            );
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(format!("http://{}", l.local_addr().unwrap()))
+                .unwrap();
+            dvs_controller::serve(l, st, std::future::pending())
+                .await
+                .unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn create(o: Object) -> TxnOp {
+    TxnOp::Create {
+        object: o,
+        may_exist: false,
+    }
+}
+
+fn port(name: &str, n: u8, host: &str) -> Object {
+    Object::Port(DvsPort {
+        dvs: "prod".into(),
+        port: Port {
+            name: name.into(),
+            mac: Mac([2, 0, 0, 0, 0, n]),
+            ips: vec![format!("10.0.0.{n}").parse().unwrap()],
+            port_group: "web".into(),
+            security_group: None,
+        },
+        host: Some(host.into()),
+        vhost: None,
+    })
+}
+
+fn host(name: &str) -> Object {
+    Object::Host(Host {
+        name: name.into(),
+        vhost_dir: None,
+        token_sha256: None,
+    })
+}
+
+#[test]
+fn operator_defines_a_dvs_and_each_host_sees_its_slice() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = start(dir.path(), "op-secret");
+    let op = ControllerClient::new(&url, Some("op-secret".into()));
+
+    // Without the operator token: refused.
+    let e = ControllerClient::new(&url, None).list(None).unwrap_err();
+    assert_eq!(e.code(), "unauthorized", "{e}");
+
+    let r = op
+        .txn(&TxnRequest {
+            ops: vec![
+                create(Object::Dvs(Dvs {
+                    name: "prod".into(),
+                    vlans: vec!["100-199".parse().unwrap()],
+                })),
+                create(host("h1")),
+                create(host("h2")),
+                create(Object::PortGroup(DvsPortGroup {
+                    dvs: "prod".into(),
+                    group: PortGroup::access("web", 100),
+                })),
+                create(Object::Uplink(UplinkGroup {
+                    name: "up".into(),
+                    dvs: "prod".into(),
+                    host: "h1".into(),
+                    members: vec!["net_af_packet0,iface=up0".into()],
+                    bond_mode: Default::default(),
+                })),
+                create(port("vm1", 1, "h1")),
+                create(port("vm2", 2, "h2")),
+            ],
+            wait_ms: None,
+        })
+        .unwrap();
+    assert_eq!(r.host_tokens.len(), 2);
+    assert_eq!(r.affected_hosts, ["h1", "h2"]);
+    let token = |h: &str| {
+        r.host_tokens
+            .iter()
+            .find(|t| t.host == h)
+            .unwrap()
+            .token
+            .clone()
+    };
+
+    // A whole transaction is refused when one op is invalid, naming object and field.
+    let e = op
+        .txn(&TxnRequest {
+            ops: vec![create(port("vm3", 3, "h1")), create(port("vm4", 1, "h2"))],
+            wait_ms: None,
+        })
+        .unwrap_err();
+    assert_eq!(e.code(), "invalid");
+    assert!(e.to_string().contains("port \"vm4\": mac:"), "{e}");
+    assert!(
+        op.get(&ObjectId::new(Kind::Port, "vm3"))
+            .unwrap_err()
+            .code()
+            == "not_found"
+    );
+
+    // A host token reads its own slice only.
+    let h1 = ControllerClient::new(&url, Some(token("h1")));
+    assert_eq!(h1.list(None).unwrap_err().code(), "forbidden");
+    assert_eq!(h1.watch("h2", 0, "").err().unwrap().code(), "forbidden");
+    let mut w = h1.watch("h1", 0, "").unwrap();
+    let Some(Ok(WatchEvent::Slice {
+        revision,
+        fingerprint,
+        slice,
+    })) = w.next()
+    else {
+        panic!()
+    };
+    assert_eq!(revision, r.revision);
+    let names: Vec<&str> = slice.model.ports.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["vm1"]);
+    assert_eq!(slice.model.uplinks[0].name, "prod/up");
+    // h1 reports what it runs: alive from now on.
+    let s = HostStatus {
+        applied_revision: revision,
+        fingerprint: fingerprint.clone(),
+        ..Default::default()
+    };
+    h1.put_status("h1", &s).unwrap();
+
+    // Resuming with the fingerprint it has: no slice again, a heartbeat.
+    let mut w2 = h1.watch("h1", revision, &fingerprint).unwrap();
+    assert!(matches!(w2.next(), Some(Ok(WatchEvent::Heartbeat { .. }))));
+
+    // An update with a stale resource version is a conflict; with the current one it goes
+    // through and reaches h1's stream.
+    let cur = op.get(&ObjectId::new(Kind::PortGroup, "prod/web")).unwrap();
+    let Object::PortGroup(mut pg) = cur.object.clone() else {
+        panic!()
+    };
+    pg.group.dhcp_isolation = true;
+    let stale = TxnOp::Update {
+        object: Object::PortGroup(pg.clone()),
+        resource_version: Some(cur.resource_version - 1),
+    };
+    assert_eq!(
+        op.txn(&TxnRequest {
+            ops: vec![stale],
+            wait_ms: None
+        })
+        .unwrap_err()
+        .code(),
+        "conflict"
+    );
+    let upd = TxnOp::Update {
+        object: Object::PortGroup(pg),
+        resource_version: Some(cur.resource_version),
+    };
+
+    // h1 reports it applied what it gets, in a thread, while the operator waits for hosts.
+    let h1c = h1.clone();
+    let agent = std::thread::spawn(move || {
+        for ev in w {
+            if let Ok(WatchEvent::Slice {
+                revision,
+                fingerprint,
+                slice,
+            }) = ev
+            {
+                assert!(slice.model.port_groups[0].dhcp_isolation);
+                let s = HostStatus {
+                    applied_revision: revision,
+                    fingerprint,
+                    ..Default::default()
+                };
+                h1c.put_status("h1", &s).unwrap();
+                return revision;
+            }
+        }
+        panic!("stream ended")
+    });
+    let r2 = op
+        .txn(&TxnRequest {
+            ops: vec![upd],
+            wait_ms: Some(20_000),
+        })
+        .unwrap();
+    assert_eq!(agent.join().unwrap(), r2.revision);
+    let wait = r2.wait.unwrap();
+    assert_eq!(wait.applied, ["h1"]);
+    // h2 never reported: it is down, and does not hold the wait up.
+    assert_eq!(wait.down, ["h2"]);
+    assert!(wait.pending.is_empty());
+
+    let st = op.status().unwrap();
+    let h1r = st.hosts.iter().find(|h| h.host == "h1").unwrap();
+    assert!(h1r.alive && h1r.in_sync && h1r.lease.is_some(), "{h1r:?}");
+    assert!(!st.hosts.iter().find(|h| h.host == "h2").unwrap().alive);
+
+    // Deleting a host that still has ports is refused by validation, naming the port.
+    let e = op
+        .txn(&TxnRequest {
+            ops: vec![TxnOp::Delete {
+                id: ObjectId::new(Kind::Host, "h2"),
+                if_exists: false,
+                resource_version: None,
+            }],
+            wait_ms: None,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("port \"vm2\": host:"), "{e}");
+}
