@@ -20,15 +20,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the switch with a TOML config.
+    /// Run the switch with a TOML config (and the state saved at run time, if any).
     Run {
         #[arg(short, long)]
         config: PathBuf,
+        /// Start from the config file's model and attachments even if changes made at run time
+        /// were saved in dataplane.state_dir (the state file is moved aside, not deleted).
+        #[arg(long)]
+        discard_state: bool,
     },
-    /// Parse and validate a config, print the EAL arguments it implies, and exit.
+    /// Parse and validate a config and the saved state, print the EAL arguments, and exit.
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Check the config alone, as `evsd run --discard-state` would use it.
+        #[arg(long)]
+        discard_state: bool,
     },
     /// Talk to a running evsd over its control socket.
     Ctl {
@@ -118,14 +125,23 @@ pub fn main() {
 
 pub fn main_with(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Run { config } => {
+        Cmd::Run {
+            config,
+            discard_state,
+        } => {
             let cfg = Config::load(&config).map_err(|e| e.to_string())?;
-            crate::daemon::run(cfg)
+            crate::daemon::run(cfg, discard_state)
         }
-        Cmd::Check { config } => {
+        Cmd::Check {
+            config,
+            discard_state,
+        } => {
             let cfg = Config::load(&config).map_err(|e| e.to_string())?;
             println!("config OK: {} attach entries", cfg.attach.len());
             println!("EAL args: {}", cfg.eal.to_args().join(" "));
+            if !discard_state {
+                println!("{}", crate::state::inspect(&cfg)?);
+            }
             Ok(())
         }
         Cmd::Ctl { socket, json, cmd } => ctl(&socket, json, cmd),
