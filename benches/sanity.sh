@@ -131,6 +131,7 @@ cores = [1]
 idle_sleep_us = 0
 mbufs = 16383
 control_socket = "$WORK/evsd.sock"
+state_dir = "$WORK/state"
 [[port_groups]]
 name = "pg"
 vlan = 100

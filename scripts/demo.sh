@@ -48,6 +48,7 @@ args = ["--no-pci"]
 cores = [1]
 idle_sleep_us = 20
 control_socket = "$WORK/evsd.sock"
+state_dir = "$WORK/state"
 metrics_listen = "127.0.0.1:9651"
 
 [[port_groups]]

@@ -394,17 +394,21 @@ class Evsd:
                'file_prefix = "%s"\nargs = ["--no-pci", "--log-level=lib.eal:notice", '
                '"--log-level=lib.vhost.config:warning"]\n'
                '[dataplane]\ncores = [%d]\nidle_sleep_us = 0\nmbufs = 16383\n'
-               'control_socket = "%s"\n[switch]\nct_max_entries = %d\n\n%s\n'
+               'control_socket = "%s"\nstate_dir = "%s/state"\n'
+               '[switch]\nct_max_entries = %d\n\n%s\n'
                '[[attach]]\nport = "a"\nvhost = { socket = "%s/a.sock", role = "%s" }\n'
                '[[attach]]\nport = "b"\nvhost = { socket = "%s/b.sock", role = "%s" }\n'
-               % (GEN_CPU, ENV["HUGE_DIR"], prefix, SW_CPU, self.ctl, self.ct_max,
+               % (GEN_CPU, ENV["HUGE_DIR"], prefix, SW_CPU, self.ctl, self.work, self.ct_max,
                   evsd_model(model),
                   self.work, role, self.work, role))
         path = os.path.join(self.work, "evsd.toml")
         with open(path, "w") as f:
             f.write(cfg)
         self.t_exec = time.time()
-        self.p = spawn([ENV["EVSD"], "run", "-c", path], os.path.join(self.work, "evsd.log"))
+        # Every scenario starts from its own config, not from a model an earlier scenario
+        # applied at run time (P6) and evsd saved in its state directory.
+        self.p = spawn([ENV["EVSD"], "run", "-c", path, "--discard-state"],
+                       os.path.join(self.work, "evsd.log"))
         if not client:
             wait_for(lambda: self._sockets() or self.p.poll() is not None, 30, "evsd sockets")
             if self.p.poll() is not None:

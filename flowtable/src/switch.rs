@@ -12,6 +12,7 @@ use crate::pipeline::Pipeline;
 use crate::trace::Trace;
 use crate::worker::Worker;
 use model::{Model, ModelError};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 pub use crate::compiler::ApplyReport;
@@ -31,9 +32,24 @@ pub struct Switch {
 
 impl Switch {
     pub fn new(cfg: SwitchConfig, model: Model) -> Result<Switch, ModelError> {
+        Switch::with_compiler(cfg, model, Compiler::new())
+    }
+
+    /// A switch that continues a previous run: its first tables are version `generation` and the
+    /// named ports get these ids (see [`Compiler::resuming`]).
+    pub fn resume(
+        cfg: SwitchConfig,
+        model: Model,
+        ids: BTreeMap<String, u32>,
+        generation: u64,
+    ) -> Result<Switch, ModelError> {
+        Switch::with_compiler(cfg, model, Compiler::resuming(ids, generation))
+    }
+
+    fn with_compiler(cfg: SwitchConfig, model: Model, c: Compiler) -> Result<Switch, ModelError> {
         let sw = Switch {
             shared: Arc::new(Shared::new(cfg)),
-            control: Arc::new(Mutex::new(Compiler::new())),
+            control: Arc::new(Mutex::new(c)),
             retired: Arc::new(Mutex::new(None)),
         };
         sw.apply(model)?;
@@ -82,6 +98,11 @@ impl Switch {
     /// The numeric id of a port or uplink, stable across `apply`.
     pub fn port_id(&self, name: &str) -> Option<u32> {
         self.control.lock().unwrap().port_id(name)
+    }
+
+    /// Every port's and uplink's id, by name.
+    pub fn port_ids(&self) -> BTreeMap<String, u32> {
+        self.control.lock().unwrap().ids().clone()
     }
 
     /// The current tables (for dumps and tests).

@@ -74,6 +74,19 @@ pub struct EthdevConfig {
 }
 
 impl Attach {
+    /// The entry that gives `port` this backend (what a config or a state file records).
+    pub fn new(port: impl Into<String>, backend: Backend) -> Attach {
+        let (vhost, ethdev) = match backend {
+            Backend::Vhost(v) => (Some(v), None),
+            Backend::Ethdev { devargs } => (None, Some(EthdevConfig { devargs })),
+        };
+        Attach {
+            port: port.into(),
+            vhost,
+            ethdev,
+        }
+    }
+
     pub fn backend(&self) -> Result<Backend, String> {
         match (&self.vhost, &self.ethdev) {
             (Some(v), None) => Ok(Backend::Vhost(v.clone())),

@@ -195,8 +195,10 @@ macro_rules! evsd_bin {
 }
 
 /// The `[eal]` and `[dataplane]` sections the end-to-end tests share: no hugepages, forwarding on
-/// CPU 1 with a short idle sleep (guests share the two CPUs with the switch), the control socket in
-/// `dir`. `extra` goes at the end of `[dataplane]` (e.g. `metrics_listen = "127.0.0.1:0"`).
+/// CPU 1 with a short idle sleep (guests share the two CPUs with the switch), the control socket
+/// and the state directory in `dir` (never the host's `/var/lib/evs`: a test's run-time changes
+/// must not become another run's starting point). `extra` goes at the end of `[dataplane]` (e.g.
+/// `metrics_listen = "127.0.0.1:0"`).
 pub fn base_config(dir: &Path, prefix: &str, extra: &str) -> String {
     format!(
         r#"
@@ -211,6 +213,7 @@ cores = [1]
 idle_sleep_us = 20
 mbufs = 4095
 control_socket = "{dir}/evsd.sock"
+state_dir = "{dir}/state"
 {extra}
 "#,
         dir = dir.display()
@@ -229,17 +232,28 @@ impl Evsd {
     pub fn start(dir: &Path, name: &str, config: &str) -> Evsd {
         let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(&cfg, config).unwrap();
-        let socket = control_socket_of(config).expect("config sets dataplane.control_socket");
+        Evsd::run(dir, name, &cfg, &[])
+    }
+
+    /// Starts evsd on the config file `cfg` with more `evsd run` arguments (`--discard-state`),
+    /// logging to `dir/name.log`; returns once the control socket answers. Starting twice from
+    /// one file is a restart with the same boot config.
+    pub fn run(dir: &Path, name: &str, cfg: &Path, args: &[&str]) -> Evsd {
+        let config = std::fs::read_to_string(cfg).expect("config file");
+        let socket = control_socket_of(&config).expect("config sets dataplane.control_socket");
         let mut proc = Proc::spawn(
             name,
-            Command::new(evsd_bin()).args(["run", "-c"]).arg(&cfg),
+            Command::new(evsd_bin())
+                .args(["run", "-c"])
+                .arg(cfg)
+                .args(args),
             dir.join(format!("{name}.log")),
         );
-        proc.runtime_dir = file_prefix_of(config).map(|p| Path::new("/var/run/dpdk").join(p));
+        proc.runtime_dir = file_prefix_of(&config).map(|p| Path::new("/var/run/dpdk").join(p));
         let mut e = Evsd {
             proc,
             socket,
-            config: cfg,
+            config: cfg.to_path_buf(),
         };
         wait_for("evsd control socket", Duration::from_secs(30), || {
             if let Some(s) = e.proc.exited() {
@@ -248,6 +262,18 @@ impl Evsd {
             e.try_ctl(&json!({"cmd": "show_threads"})).ok()
         });
         e
+    }
+
+    /// `kill -9`: the process gets no chance to save, answer or clean up anything, as in a
+    /// crash. Its DPDK runtime directory stays too, as it would (the next evsd with the same
+    /// file prefix takes it over).
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.proc.child.take() {
+            // std's kill is SIGKILL.
+            c.kill().expect("SIGKILL evsd");
+            c.wait().expect("reap evsd");
+        }
+        self.proc.runtime_dir = None;
     }
 
     pub fn try_ctl(&self, req: &Value) -> Result<Value, String> {

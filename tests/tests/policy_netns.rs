@@ -416,6 +416,7 @@ cores = [1]
 idle_sleep_us = 50
 mbufs = 8191
 control_socket = "{dir}/evsd.sock"
+state_dir = "{dir}/state"
 "#,
             prefix = unique("evs-netns-")
         );

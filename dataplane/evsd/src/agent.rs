@@ -6,13 +6,15 @@ use crate::config::ControllerSection;
 use crate::control::{self, Call};
 use crossbeam_channel::Sender;
 use dvs_agent::{Agent, AgentConfig, FnSwitch};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Starts the agent thread; it first restores the saved slice, then follows the controller
-/// until `stop`.
+/// until `stop`. The last applied slice is kept in `state_dir/agent.json`.
 pub fn start(
     c: &ControllerSection,
+    state_dir: &Path,
     calls: Sender<Call>,
     stop: Arc<AtomicBool>,
 ) -> Result<(), String> {
@@ -29,7 +31,7 @@ pub fn start(
         controller: c.url.clone(),
         host: c.host.clone(),
         token,
-        state_dir: c.state_dir.clone(),
+        state_dir: state_dir.to_owned(),
     };
     let switch = FnSwitch(move |req| control::call(&calls, req));
     let mut agent = Agent::new(cfg, switch);

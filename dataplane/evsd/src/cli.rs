@@ -20,7 +20,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Run the switch with a TOML config.
+    /// Run the switch with a TOML config (and the state saved at run time, if any).
     Run {
         #[arg(short, long)]
         config: PathBuf,
@@ -33,14 +33,18 @@ pub enum Cmd {
         /// The host's token file (`dvsctl host add NAME --token-file F`).
         #[arg(long, requires = "controller")]
         token_file: Option<PathBuf>,
-        /// Where the agent keeps the last applied slice (default /var/lib/evs).
-        #[arg(long, requires = "controller")]
-        agent_state_dir: Option<PathBuf>,
+        /// Start from the config file's model and attachments even if changes made at run time
+        /// were saved in dataplane.state_dir (the state file is moved aside, not deleted).
+        #[arg(long)]
+        discard_state: bool,
     },
-    /// Parse and validate a config, print the EAL arguments it implies, and exit.
+    /// Parse and validate a config and the saved state, print the EAL arguments, and exit.
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Check the config alone, as `evsd run --discard-state` would use it.
+        #[arg(long)]
+        discard_state: bool,
     },
     /// Talk to a running evsd over its control socket.
     Ctl {
@@ -135,7 +139,7 @@ pub fn main_with(cli: Cli) -> Result<(), String> {
             controller,
             host,
             token_file,
-            agent_state_dir,
+            discard_state,
         } => {
             let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
             if let (Some(url), Some(host)) = (controller, host) {
@@ -145,23 +149,25 @@ pub fn main_with(cli: Cli) -> Result<(), String> {
                         url: url.clone(),
                         host: host.clone(),
                         token_file: None,
-                        state_dir: "/var/lib/evs".into(),
                     });
                 c.url = url;
                 c.host = host;
                 if token_file.is_some() {
                     c.token_file = token_file;
                 }
-                if let Some(d) = agent_state_dir {
-                    c.state_dir = d;
-                }
             }
-            crate::daemon::run(cfg)
+            crate::daemon::run(cfg, discard_state)
         }
-        Cmd::Check { config } => {
+        Cmd::Check {
+            config,
+            discard_state,
+        } => {
             let cfg = Config::load(&config).map_err(|e| e.to_string())?;
             println!("config OK: {} attach entries", cfg.attach.len());
             println!("EAL args: {}", cfg.eal.to_args().join(" "));
+            if !discard_state {
+                println!("{}", crate::state::inspect(&cfg)?);
+            }
             Ok(())
         }
         Cmd::Ctl { socket, json, cmd } => ctl(&socket, json, cmd),

@@ -109,13 +109,6 @@ pub struct ControllerSection {
     /// The host's token (from `dvsctl host add NAME --token-file F`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
-    /// Where the agent keeps the last applied slice.
-    #[serde(default = "default_agent_state_dir")]
-    pub state_dir: PathBuf,
-}
-
-fn default_agent_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/evs")
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -135,6 +128,9 @@ pub struct DataplaneSection {
     pub control_socket: PathBuf,
     /// How often the control thread polls link state, ms.
     pub link_poll_ms: u64,
+    /// Where the changes made at run time (apply, attach, detach) are kept across restarts
+    /// (`state.json`, see the `state` module); created if missing.
+    pub state_dir: PathBuf,
 }
 
 impl Default for DataplaneSection {
@@ -147,6 +143,7 @@ impl Default for DataplaneSection {
             metrics_listen: None,
             control_socket: PathBuf::from("/run/evs/evsd.sock"),
             link_poll_ms: 100,
+            state_dir: PathBuf::from("/var/lib/evs"),
         }
     }
 }
@@ -229,6 +226,14 @@ impl Config {
         }
         if d.mbufs < 1024 {
             return Err(format!("dataplane.mbufs: {} is below 1024", d.mbufs));
+        }
+        // A relative directory would follow the working directory, and a restart from another
+        // one would silently not find the state.
+        if !d.state_dir.is_absolute() {
+            return Err(format!(
+                "dataplane.state_dir: {:?} must be an absolute path",
+                d.state_dir
+            ));
         }
         let model = self.model();
         let names: Vec<&str> = model

@@ -1,15 +1,16 @@
-//! evsd's life: EAL up, threads up, ports attached, then the control loop until SIGINT/SIGTERM or
-//! a `shutdown` request, then an orderly teardown.
+//! evsd's life: the saved state (or the config) decides the model and attachments, EAL up,
+//! threads up, ports attached, then the control loop until SIGINT/SIGTERM or a `shutdown`
+//! request, then an orderly teardown.
 
 use crate::config::Config;
 use crate::control::{self, Call};
 use crate::metrics;
 use crate::reports;
+use crate::state::{self, InForce};
 use crate::switchd::Dataplane;
 use api::{Reply, Request, Response};
 use crossbeam_channel::RecvTimeoutError;
 use evs_dpdk::{self as dpdk, Eal};
-use flowtable::switch::Switch;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +19,20 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("evsd: {}", msg.as_ref());
 }
 
-pub fn run(cfg: Config) -> Result<(), String> {
+/// `discard_state`: start from the config file's model and attachments even if changes made at
+/// run time were saved (the saved file is moved aside).
+pub fn run(boot: Config, discard_state: bool) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
-    let switch = Switch::new(cfg.switch.clone(), cfg.model()).map_err(|e| e.to_string())?;
+    // Before the EAL: a state file evsd refuses costs no DPDK start-up.
+    let start = state::startup(boot, discard_state)?;
+    log(&start.origin);
+    let switch = start.switch().map_err(|e| e.to_string())?;
+    let attach_source = start.attach_source();
+    let (cfg, mut store) = (start.config, start.store);
     let args = cfg.eal.to_args();
     log(format!("EAL args: {}", args.join(" ")));
     let eal = Eal::init(&args).map_err(|e| e.to_string())?;
@@ -66,12 +74,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
         if let Err(e) = r {
             dp.shutdown();
             let _ = std::fs::remove_file(&sock);
-            return Err(e);
+            return Err(format!("{e} (attachment from {attach_source})"));
         }
         log(format!("attached {}", a.port));
     }
+    store.started(in_force(&dp));
     if let Some(c) = &cfg.controller {
-        if let Err(e) = crate::agent::start(c, calls_tx.clone(), stop.clone()) {
+        if let Err(e) =
+            crate::agent::start(c, &cfg.dataplane.state_dir, calls_tx.clone(), stop.clone())
+        {
             dp.shutdown();
             let _ = std::fs::remove_file(&sock);
             return Err(e);
@@ -92,7 +103,13 @@ pub fn run(cfg: Config) -> Result<(), String> {
                     let _ = reply.send(Response::ok(&Reply::Text("stopping".into())));
                     break;
                 }
-                let _ = reply.send(Response::from(handle(&mut dp, req)));
+                // Saved before the answer: what a client sees acknowledged survives a crash.
+                let persist = state::persists(&req);
+                let mut answer = handle(&mut dp, req);
+                if persist {
+                    answer = store.sync(answer, &in_force(&dp));
+                }
+                let _ = reply.send(Response::from(answer));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
@@ -104,13 +121,24 @@ pub fn run(cfg: Config) -> Result<(), String> {
             last_housekeeping = std::time::Instant::now();
             // Same clock as the forwarding threads' `now_ns`.
             dp.switch().housekeeping(clock.now_ns());
+            if let Some(m) = store.retry(|| in_force(&dp)) {
+                log(m);
+            }
         }
     }
     log("shutting down");
+    if let Some(m) = store.at_exit(|| in_force(&dp)) {
+        log(m);
+    }
     dp.shutdown();
     let _ = std::fs::remove_file(&sock);
     log("stopped");
     Ok(())
+}
+
+/// What a restart must bring back.
+fn in_force(dp: &Dataplane) -> InForce {
+    InForce::of(dp.switch(), dp.attachments())
 }
 
 fn handle(dp: &mut Dataplane, req: Request) -> Result<Reply, String> {

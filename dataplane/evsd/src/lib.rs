@@ -8,7 +8,8 @@
 //! - [`stats`]: per-thread counters the control thread reads without locks;
 //! - [`switchd`]: ports, threads and plans, driven from the control thread;
 //! - [`config`], [`control`] (the server side of `api`), [`reports`] (the switch's state as
-//!   `api` answers), [`metrics`], [`daemon`], [`cli`]: the evsd process;
+//!   `api` answers), [`metrics`], [`state`] (what survives a restart), [`daemon`], [`cli`]: the
+//!   evsd process;
 //! - [`agent`]: with a controller, the host agent thread (crate `dvs-agent`), which drives the
 //!   switch through the control loop like `evsd ctl` does.
 
@@ -24,5 +25,6 @@ pub mod forwarding;
 pub mod metrics;
 pub mod port;
 pub mod reports;
+pub mod state;
 pub mod stats;
 pub mod switchd;

@@ -8,7 +8,7 @@
 //! an update takes from it ([`Returned`], on its return channel), and everything when it stops;
 //! a port is stopped and removed only once all its tokens are home again.
 
-use crate::config::{Backend, DataplaneSection};
+use crate::config::{Attach, Backend, DataplaneSection};
 use crate::ethdev::EthTx;
 use crate::forwarding::{self, Command, LoopConfig, Returned, RxAssign, RxSlot, TxTarget, Update};
 use crate::stats::{PortSnapshot, ThreadSnapshot, ThreadStats, MAX_PORTS};
@@ -548,6 +548,14 @@ impl Dataplane {
         }
         let base = self.port_base.get(&id).copied().unwrap_or_default();
         s.sub(&base)
+    }
+
+    /// Every port's backend in force, in name order (what a restart must attach again).
+    pub fn attachments(&self) -> Vec<Attach> {
+        self.ports
+            .iter()
+            .map(|(name, a)| Attach::new(name.as_str(), a.backend.clone()))
+            .collect()
     }
 
     pub fn show_ports(&self) -> Vec<PortReport> {

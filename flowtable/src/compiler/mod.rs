@@ -121,6 +121,15 @@ impl Compiler {
         }
     }
 
+    /// A fresh compiler whose first update publishes version `generation` with these port ids:
+    /// a restarted daemon continues the generations it acknowledged before (a client comparing
+    /// generations never sees one go back) and keeps its ports' ids (conntrack zones, counters).
+    pub fn resuming(ids: BTreeMap<String, u32>, generation: u64) -> Compiler {
+        let mut c = Compiler::with_ids(ids);
+        c.pipeline.version = generation.saturating_sub(1);
+        c
+    }
+
     pub fn ids(&self) -> &BTreeMap<String, u32> {
         &self.ids
     }

@@ -313,3 +313,24 @@ fn invalid_model_changes_nothing() {
     assert_eq!(snapshot(&c), before);
     assert_eq!(c.model(), &m);
 }
+
+#[test]
+fn resuming_continues_the_generation_and_keeps_ids() {
+    let mut c = Compiler::new();
+    let mut m = base();
+    for n in 0..4 {
+        apply_op(&mut m, &ModelOp::AddPort { n, pg: 0, sg: 0 });
+    }
+    c.update(&m).unwrap();
+    // A removal leaves a hole a compilation from scratch would fill differently.
+    m.ports.remove(1);
+    c.update(&m).unwrap();
+    c.update(&m).unwrap();
+    let mut r = Compiler::resuming(c.ids().clone(), c.pipeline.version);
+    r.update(&m).unwrap();
+    assert_eq!(r.pipeline.version, c.pipeline.version);
+    assert_eq!(r.ids(), c.ids());
+    assert_eq!(snapshot(&r), snapshot(&c));
+    r.update(&m).unwrap();
+    assert_eq!(r.pipeline.version, c.pipeline.version + 1);
+}
