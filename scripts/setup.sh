@@ -37,6 +37,10 @@ GUEST_PKGS="qemu-system-x86 busybox-static"
 # The controller's distributed store: etcd (tests start their own members on loopback; the
 # packaged service is disabled) and protoc, which the etcd client's build script runs.
 PKGS="$PKGS etcd-server protobuf-compiler"
+# The namespace tests: ethtool turns veth offloads off (policy_netns and the multi-host lab skip
+# without it); nftables makes the lab's top-of-rack bridge VLAN-aware where the kernel has no
+# bridge VLAN filtering (tests/src/lab.rs).
+PKGS="$PKGS ethtool nftables"
 missing_of() {
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo -n " $p"

@@ -7,7 +7,9 @@ kernel/machine has. Every subcommand is bounded in time; results go to stdout as
 (long-running ones print READY first, once their sockets are open).
 
 Subcommands:
-  ping DST [--timeout S]                     one ICMP echo; exit 0 iff a reply came back
+  ping DST [--timeout S] [--count N] [--interval S]
+                                             N ICMP echoes (default 1); JSON with sent/received;
+                                             exit 0 iff a reply came back
   serve-tcp PORT... [--seconds S]            TCP echo server on each port (prints READY)
   connect DST PORT [--timeout S] [--payload] connect, send, expect the echo; exit 0 iff echoed
   session DST PORT [--rounds N]             one TCP connection kept open: every 0.2 s send a line
@@ -211,24 +213,36 @@ class Raw:
 # ---------------------------------------------------------------------------- subcommands
 
 def cmd_ping(a):
+    """--count echoes, one every --interval s; each waits up to --timeout for its reply (a late
+    reply to an earlier echo still counts). Exit 0 iff at least one reply came back."""
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     ident = os.getpid() & 0xFFFF
-    pkt = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"evs-e2e-ping"
-    pkt = pkt[:2] + struct.pack("!H", csum(pkt)) + pkt[4:]
-    s.sendto(pkt, (a.dst, 0))
-    deadline = time.monotonic() + a.timeout
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
+    got = set()
+    sent = 0
+    t0 = time.monotonic()
+    # The last echo gets the full timeout; the earlier ones at least an interval.
+    end = t0 + (a.count - 1) * a.interval + a.timeout
+    next_tx = t0
+    while time.monotonic() < end and len(got) < a.count:
+        now = time.monotonic()
+        if sent < a.count and now >= next_tx:
+            sent += 1
+            pkt = struct.pack("!BBHHH", 8, 0, 0, ident, sent) + b"evs-e2e-ping"
+            pkt = pkt[:2] + struct.pack("!H", csum(pkt)) + pkt[4:]
+            s.sendto(pkt, (a.dst, 0))
+            next_tx = now + a.interval
+        wait_until = min(end, next_tx) if sent < a.count else end
+        r, _, _ = select.select([s], [], [], max(0, wait_until - time.monotonic()))
         if not r:
-            break
+            continue
         data, addr = s.recvfrom(2048)
         ihl = (data[0] & 15) * 4
-        t, _c, _ck, i, _seq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
+        t, _c, _ck, i, seq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
         if t == 0 and i == ident and addr[0] == a.dst:
-            out({"reply": True, "from": addr[0]})
-            return 0
-    out({"reply": False})
-    return 1
+            got.add(seq)
+    out({"reply": bool(got), "from": a.dst, "sent": sent, "received": len(got),
+         "secs": round(time.monotonic() - t0, 3)})
+    return 0 if got else 1
 
 
 def cmd_serve_tcp(a):
@@ -514,6 +528,8 @@ def main():
     x = sp.add_parser("ping")
     x.add_argument("dst")
     x.add_argument("--timeout", type=float, default=1.0)
+    x.add_argument("--count", type=int, default=1)
+    x.add_argument("--interval", type=float, default=0.2)
     x = sp.add_parser("serve-tcp")
     x.add_argument("ports", type=int, nargs="+")
     x.add_argument("--seconds", type=float, default=300)

@@ -4,6 +4,8 @@
 //! Every wait is a bounded poll on an observable condition (control socket, testpmd's periodic
 //! stats), never a fixed sleep.
 
+pub mod lab;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
