@@ -110,6 +110,10 @@ pub struct DvsPort {
     /// The vhost-user endpoint; absent: `<host's vhost_dir>/<name>.sock`, switch as server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vhost: Option<VhostConfig>,
+    /// Instead of vhost-user: a DPDK ethdev on the host (an SR-IOV VF, or `net_af_packet` on a
+    /// veth towards a namespace guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethdev: Option<EthdevConfig>,
 }
 
 /// The kinds of objects, in the order a transaction creates them (deletes go in reverse).
@@ -538,6 +542,16 @@ impl Cluster {
                     return Err(err(o, "host", format!("unknown host {h:?}")));
                 };
                 per_host_dvs.entry(h).or_default().insert(&p.dvs);
+                if p.ethdev.is_some() {
+                    if p.vhost.is_some() {
+                        return Err(err(
+                            o,
+                            "ethdev",
+                            "has both `vhost` and `ethdev`; choose one",
+                        ));
+                    }
+                    continue;
+                }
                 let sock = self.socket_of(host, p);
                 if let Some(other) = sockets.insert((h, sock.socket.clone()), name) {
                     return Err(err(
@@ -631,10 +645,17 @@ impl Cluster {
             if let Some(s) = &p.port.security_group {
                 sgs.insert(s.clone());
             }
-            attach.push(Attach {
-                port: p.port.name.clone(),
-                vhost: Some(self.socket_of(h, p)),
-                ethdev: None,
+            attach.push(match &p.ethdev {
+                Some(e) => Attach {
+                    port: p.port.name.clone(),
+                    vhost: None,
+                    ethdev: Some(e.clone()),
+                },
+                None => Attach {
+                    port: p.port.name.clone(),
+                    vhost: Some(self.socket_of(h, p)),
+                    ethdev: None,
+                },
             });
         }
         for pg in &pgs {

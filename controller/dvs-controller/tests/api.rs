@@ -59,6 +59,7 @@ fn port(name: &str, n: u8, host: &str) -> Object {
         },
         host: Some(host.into()),
         vhost: None,
+        ethdev: None,
     })
 }
 

@@ -586,6 +586,10 @@ pub struct PortAddArgs {
     /// Which side creates --socket (default server: the switch).
     #[arg(long, value_enum, requires = "socket")]
     pub role: Option<RoleArg>,
+    /// Attach a DPDK ethdev instead of a vhost-user socket (an SR-IOV VF's PCI address, or
+    /// `net_af_packet1,iface=veth1` towards a namespace guest).
+    #[arg(long, value_name = "DEVARGS", conflicts_with_all = ["socket", "role"])]
+    pub ethdev: Option<String>,
     /// Do nothing if a port of this name exists.
     #[arg(long)]
     pub may_exist: bool,

@@ -972,6 +972,13 @@ pub fn new_port(a: &PortAddArgs) -> Result<DvsPort, Failure> {
                 })
             })
             .transpose()?,
+        ethdev: match &a.ethdev {
+            Some(d) if d.trim().is_empty() => {
+                return Err(Failure::usage(&o, "--ethdev", "must not be empty"))
+            }
+            Some(d) => Some(model::EthdevConfig { devargs: d.clone() }),
+            None => None,
+        },
     })
 }
 

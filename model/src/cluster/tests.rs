@@ -18,6 +18,7 @@ fn port(name: &str, n: u8, pg: &str, sg: Option<&str>, host: Option<&str>) -> Ob
         },
         host: host.map(Into::into),
         vhost: None,
+        ethdev: None,
     })
 }
 

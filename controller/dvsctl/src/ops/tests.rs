@@ -436,6 +436,7 @@ fn sg_and_port_ops() {
                     socket: "/run/vm/web1.sock".into(),
                     role: Role::Client,
                 }),
+                ethdev: None,
             }),
             false
         )]
@@ -746,6 +747,7 @@ fn port_obj(vhost: Option<VhostConfig>) -> Object {
         },
         host: None,
         vhost,
+        ethdev: None,
     })
 }
 

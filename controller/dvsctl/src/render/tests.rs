@@ -22,6 +22,7 @@ fn port(name: &str, n: u8, host: Option<&str>, vhost: Option<VhostConfig>) -> Ve
         },
         host: host.map(Into::into),
         vhost,
+        ethdev: None,
     }))
 }
 
