@@ -42,6 +42,8 @@ pub trait HostSwitch {
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// One URL per controller replica, comma-separated; the agent moves to the next when one
+    /// fails.
     pub controller: String,
     pub host: String,
     pub token: Option<String>,
@@ -51,6 +53,8 @@ pub struct AgentConfig {
 
 pub struct Agent<S: HostSwitch> {
     cfg: AgentConfig,
+    /// One client per replica; `client` is the one in use.
+    clients: Vec<ControllerClient>,
     client: ControllerClient,
     switch: S,
     state: StateFile,
@@ -76,10 +80,21 @@ fn typed<T: serde::de::DeserializeOwned>(r: Response) -> Result<T, String> {
 
 impl<S: HostSwitch> Agent<S> {
     pub fn new(cfg: AgentConfig, switch: S) -> Agent<S> {
-        let client = ControllerClient::new(&cfg.controller, cfg.token.clone());
+        let clients: Vec<ControllerClient> = cfg
+            .controller
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| ControllerClient::new(u, cfg.token.clone()))
+            .collect();
+        let client = clients
+            .first()
+            .cloned()
+            .unwrap_or_else(|| ControllerClient::new(&cfg.controller, cfg.token.clone()));
         let state = StateFile::new(cfg.state_dir.join("agent.json"));
         Agent {
             cfg,
+            clients,
             client,
             switch,
             state,
@@ -324,12 +339,18 @@ impl<S: HostSwitch> Agent<S> {
     /// forwarding on its last state meanwhile.
     pub fn run(&mut self, stop: &AtomicBool) {
         let mut backoff = Duration::from_millis(200);
+        let mut next = 0;
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
             let e = match self.follow() {
                 Ok(()) => continue,
                 Err(e) => e,
             };
+            // The next replica, if there are several.
+            next = (next + 1) % self.clients.len().max(1);
+            if let Some(c) = self.clients.get(next) {
+                self.client = c.clone();
+            }
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(200);
             }
