@@ -833,6 +833,53 @@ impl Lab {
         g
     }
 
+    /// A management network for a controller: namespace `<id>-mgmt`, one veth per host (`mgmt0`
+    /// inside the host, 10.254.<i+1>.2/30; the mgmt side 10.254.<i+1>.1/30). A controller run in
+    /// that namespace listening on 0.0.0.0 is `http://10.254.<i+1>.1:PORT` for host `i` and
+    /// `http://127.0.0.1:PORT` for tools run there ([`Lab::mgmt_addr`]). Separate from the
+    /// uplinks, as a real management network is; gone with the lab.
+    pub fn add_management(&mut self) -> String {
+        let ns = format!("{}-mgmt", self.id);
+        new_ns(&ns);
+        self.guest_ns.push(ns.clone());
+        for (i, h) in self.hosts.iter().enumerate() {
+            let side = format!("m{}", h.name);
+            sh(&format!(
+                "ip -n {ns} link add {side} type veth peer name mgmt0 netns {}",
+                h.ns
+            ));
+            sh(&format!(
+                "ip -n {ns} addr add 10.254.{}.1/30 dev {side}",
+                i + 1
+            ));
+            sh(&format!("ip -n {ns} link set {side} up"));
+            sh(&format!(
+                "ip -n {} addr add 10.254.{}.2/30 dev mgmt0",
+                h.ns,
+                i + 1
+            ));
+            sh(&format!("ip -n {} link set mgmt0 up", h.ns));
+        }
+        ns
+    }
+
+    /// The controller's address as host `i` sees it on the management network.
+    pub fn mgmt_addr(&self, i: usize) -> String {
+        format!("10.254.{}.1", i + 1)
+    }
+
+    /// The DPDK devargs of namespace guest `g`'s port (what a DVS port record attaches).
+    pub fn devargs(&self, g: &Guest) -> Option<String> {
+        let (_, body) = self.hosts[g.host]
+            .attach
+            .iter()
+            .find(|(p, _)| *p == g.name)?;
+        body.strip_prefix("ethdev = ")?
+            .split('"')
+            .nth(1)
+            .map(str::to_owned)
+    }
+
     /// The config evsd of host `i` is started with.
     pub fn evsd_config(&self, i: usize, o: &EvsdOptions) -> String {
         let h = &self.hosts[i];
@@ -850,6 +897,7 @@ cores = [{fwd}]
 idle_sleep_us = {sleep}
 mbufs = 4095
 control_socket = "{sock}"
+state_dir = "{state}"
 {extra}
 "#,
             eal = h.eal_core,
@@ -857,6 +905,7 @@ control_socket = "{sock}"
             fwd = h.fwd_core,
             sleep = self.spec.idle_sleep_us,
             sock = h.control_socket.display(),
+            state = h.state_dir.display(),
             extra = o.dataplane_extra,
         );
         c += &o.extra_toml;
@@ -977,6 +1026,13 @@ control_socket = "{sock}"
     pub fn stop_evsd(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         let mut e = self.hosts[i].evsd.take()?;
         e.proc.stop(Duration::from_secs(5))
+    }
+
+    /// `kill -9` of host `i`'s evsd: no chance to save or clean up, as in a crash.
+    pub fn kill9_evsd(&mut self, i: usize) {
+        if let Some(e) = self.hosts[i].evsd.take() {
+            e.kill9();
+        }
     }
 
     /// Attaches guest `g`'s port to its host's running evsd at run time (its port must be in

@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
+pub mod cli;
 pub mod error;
 pub mod hosts;
 pub mod http;

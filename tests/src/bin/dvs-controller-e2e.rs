@@ -1,0 +1,7 @@
+//! dvs-controller, built inside the test crate so the tests can find it (see Cargo.toml).
+
+#![forbid(unsafe_code)]
+
+fn main() {
+    dvs_controller::cli::main();
+}
