@@ -5,7 +5,7 @@
 //!
 //! Every check is by packets actually received: pings and TCP between namespace guests.
 
-use evs_e2e::lab::{skip_reason, EvsdOptions, Guest, Lab, LabSpec};
+use evs_e2e::lab::{skip_reason, testpmd_missing, EvsdOptions, Guest, Lab, LabSpec, PmdMode};
 use evs_e2e::{wait_for, Proc};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -256,18 +256,24 @@ struct Guests {
     web: Vec<Guest>,
     db: Vec<Guest>,
     app: Vec<Guest>,
+    /// A namespace guest on h1 and a dpdk-testpmd guest (vhost-user, the agent creates the
+    /// socket) on h3, alone in port group pmd: testpmd answers ARP for any address.
+    pmd: (Guest, Guest),
 }
 
 fn define(lab: &mut Lab, c: &Control) -> Guests {
     c.dvsctl(&["dvs", "add", "prod", "--vlans", "100-299"]);
-    for (i, h) in lab.hosts.iter().enumerate() {
+    for h in &lab.hosts {
         let token = h.dir.join("host.token");
+        let vhost_dir = h.vhost_dir.display().to_string();
         c.dvsctl(&[
             "host",
             "add",
             &h.name,
             "--token-file",
             token.to_str().unwrap(),
+            "--vhost-dir",
+            &vhost_dir,
         ]);
         c.dvsctl(&[
             "uplink",
@@ -278,11 +284,11 @@ fn define(lab: &mut Lab, c: &Control) -> Guests {
             "--member",
             &h.uplink_devargs(),
         ]);
-        let _ = i;
     }
     c.dvsctl(&["pg", "add", "prod", "web", "--vlan", "100"]);
     c.dvsctl(&["pg", "add", "prod", "db", "--vlan", "200"]);
     c.dvsctl(&["pg", "add", "prod", "app", "--vlan", "250"]);
+    c.dvsctl(&["pg", "add", "prod", "pmd", "--vlan", "260"]);
     // srv admits ICMP only from the members of cli, wherever they run.
     c.dvsctl(&["sg", "add", "cli", "--default-rules"]);
     c.dvsctl(&["sg", "add", "other", "--default-rules"]);
@@ -314,7 +320,14 @@ fn define(lab: &mut Lab, c: &Control) -> Guests {
         c.dvsctl(&args);
         g
     };
+    let pmd_client = add(lab, 0, "pmdc", 41, "pmd", None);
+    let pmd = lab.add_vhost_port(2, "pmd3", "02:00:00:00:03:2b", "10.1.0.43");
+    c.dvsctl(&[
+        "port", "add", "pmd3", "--dvs", "prod", "--pg", "pmd", "--mac", &pmd.mac, "--ip", &pmd.ip,
+        "--host", "h3",
+    ]);
     Guests {
+        pmd: (pmd_client, pmd),
         web: (0..3)
             .map(|h| add(lab, h, &format!("web{}", h + 1), 11 + h as u8, "web", None))
             .collect(),
@@ -344,7 +357,7 @@ fn wait_ports_up(lab: &Lab, g: &Guests) {
     for h in &lab.hosts {
         h.wait_port_up("prod/up");
     }
-    for x in g.web.iter().chain(&g.db).chain(&g.app) {
+    for x in g.web.iter().chain(&g.db).chain(&g.app).chain([&g.pmd.0]) {
         lab.hosts[x.host].wait_port_up(&x.name);
     }
 }
@@ -382,6 +395,10 @@ fn scenario(backend: Backend) {
         );
         return;
     }
+    if let Some(why) = testpmd_missing() {
+        eprintln!("*** SKIPPING the DVS multi-host test: {why} ***");
+        return;
+    }
     evs_e2e::evsd_bin!();
     let etcd = matches!(backend, Backend::Etcd);
     let mut lab = Lab::new(LabSpec::hosts(3));
@@ -411,6 +428,12 @@ fn scenario(backend: Backend) {
         "web1 must not reach db2 (other VLAN)"
     );
     assert!(reaches(&lab, &g.db[0], &g.db[1]), "db1 -> db2 across hosts");
+    // A DPDK guest on the vhost-user socket the agent created for its port.
+    let _pmd = lab.start_testpmd(&g.pmd.1, PmdMode::IcmpEcho, 1);
+    assert!(
+        reaches(&lab, &g.pmd.0, &g.pmd.1),
+        "pmdc (h1) -> testpmd guest (h3)"
+    );
 
     // A remote-group rule: srv (app3 on h3) admits ICMP from cli's members (app1 on h1) only.
     assert!(
