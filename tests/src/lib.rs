@@ -5,6 +5,7 @@
 //! stats), never a fixed sleep.
 
 pub mod lab;
+pub mod qemu;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};

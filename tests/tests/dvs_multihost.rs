@@ -6,6 +6,7 @@
 //! Every check is by packets actually received: pings and TCP between namespace guests.
 
 use evs_e2e::lab::{skip_reason, testpmd_missing, EvsdOptions, Guest, Lab, LabSpec, PmdMode};
+use evs_e2e::qemu::{assert_ping_ok, guest_image, Guest as QemuGuest, BOOT};
 use evs_e2e::{wait_for, Proc};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -259,7 +260,13 @@ struct Guests {
     /// A namespace guest on h1 and a dpdk-testpmd guest (vhost-user, the agent creates the
     /// socket) on h3, alone in port group pmd: testpmd answers ARP for any address.
     pmd: (Guest, Guest),
+    /// A second web guest on h1: traffic between it and web1 stays on the host.
+    web1b: Guest,
 }
+
+/// The QEMU guest on h2 (port vm2, web): its socket is the one the agent creates.
+const VM_IP: &str = "10.1.0.52";
+const VM_MAC: &str = "02:00:00:00:02:34";
 
 fn define(lab: &mut Lab, c: &Control) -> Guests {
     c.dvsctl(&["dvs", "add", "prod", "--vlans", "100-299"]);
@@ -326,7 +333,13 @@ fn define(lab: &mut Lab, c: &Control) -> Guests {
         "port", "add", "pmd3", "--dvs", "prod", "--pg", "pmd", "--mac", &pmd.mac, "--ip", &pmd.ip,
         "--host", "h3",
     ]);
+    let web1b = add(lab, 0, "web1b", 14, "web", None);
+    c.dvsctl(&[
+        "port", "add", "vm2", "--dvs", "prod", "--pg", "web", "--mac", VM_MAC, "--ip", VM_IP,
+        "--host", "h2",
+    ]);
     Guests {
+        web1b,
         pmd: (pmd_client, pmd),
         web: (0..3)
             .map(|h| add(lab, h, &format!("web{}", h + 1), 11 + h as u8, "web", None))
@@ -357,7 +370,13 @@ fn wait_ports_up(lab: &Lab, g: &Guests) {
     for h in &lab.hosts {
         h.wait_port_up("prod/up");
     }
-    for x in g.web.iter().chain(&g.db).chain(&g.app).chain([&g.pmd.0]) {
+    for x in g
+        .web
+        .iter()
+        .chain(&g.db)
+        .chain(&g.app)
+        .chain([&g.pmd.0, &g.web1b])
+    {
         lab.hosts[x.host].wait_port_up(&x.name);
     }
 }
@@ -377,6 +396,38 @@ fn vlan_of_web(lab: &Lab, host: usize) -> u64 {
     pgs.iter().find(|p| p["name"] == "prod/web").unwrap()["vlan"]
         .as_u64()
         .unwrap()
+}
+
+/// A real Linux guest (QEMU/TCG) on port vm2 of h2 pings web1 on h1 and is pinged back.
+fn qemu_guest(lab: &Lab, g: &Guests) {
+    let image = match guest_image() {
+        Ok(i) => i,
+        Err(r) if std::env::var_os("EVS_REQUIRE_QEMU").is_some_and(|v| v == "1") => {
+            panic!("EVS_REQUIRE_QEMU=1 but no QEMU guest: {r}")
+        }
+        Err(r) => {
+            eprintln!("*** SKIPPING the QEMU guest of the DVS test: {r} ***");
+            return;
+        }
+    };
+    let socket = lab.hosts[1].vhost_dir.join("vm2.sock");
+    wait_for("the agent's vhost-user socket for vm2", WAIT, || {
+        socket.exists().then_some(())
+    });
+    let dir = lab.dir.path().join("qemu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut vm = QemuGuest::start(&dir, "vm2", VM_IP, VM_MAC, &socket, &image);
+    let ready = vm.wait_line(&["EVS-READY"], None, BOOT);
+    assert!(ready.contains("carrier=1"), "{ready}");
+    lab.hosts[1].wait_port_up("vm2");
+    let p = vm.ping(&g.web[0].ip, 3);
+    assert_ping_ok(&p, &g.web[0].ip, 3);
+    assert_eq!(
+        lab.ping(&g.web[0], VM_IP, 3, Duration::from_secs(5)),
+        3,
+        "web1 -> QEMU guest"
+    );
+    vm.poweroff();
 }
 
 fn scenario(backend: Backend) {
@@ -434,6 +485,23 @@ fn scenario(backend: Backend) {
         reaches(&lab, &g.pmd.0, &g.pmd.1),
         "pmdc (h1) -> testpmd guest (h3)"
     );
+
+    // Traffic between two guests of one host stays on the host: h1's uplink sends nothing for
+    // it (the first exchange has learned the MACs and filled the ARP caches).
+    assert!(reaches(&lab, &g.web[0], &g.web1b), "web1 -> web1b on h1");
+    let before = lab.hosts[0].port("prod/up").tx_packets;
+    assert_eq!(
+        lab.ping(&g.web[0], &g.web1b.ip, 5, Duration::from_secs(5)),
+        5
+    );
+    assert_eq!(
+        lab.hosts[0].port("prod/up").tx_packets,
+        before,
+        "local traffic left h1 through its uplink"
+    );
+    if !etcd {
+        qemu_guest(&lab, &g);
+    }
 
     // A remote-group rule: srv (app3 on h3) admits ICMP from cli's members (app1 on h1) only.
     assert!(
