@@ -246,13 +246,52 @@ impl std::fmt::Debug for ControllerClient {
 }
 
 impl ControllerClient {
-    /// `url` like `http://127.0.0.1:9660`; `token` is sent as a bearer token.
+    /// `url` like `http://127.0.0.1:9660`; `token` is sent as a bearer token. An `https://`
+    /// controller is verified against the system's web roots (see [`ControllerClient::with_ca`]).
     pub fn new(url: &str, token: Option<String>) -> ControllerClient {
-        let agent = ureq::AgentBuilder::new()
+        Self::build(url, token, None)
+    }
+
+    /// As [`ControllerClient::new`], trusting the CA certificates in the PEM file `ca` (a
+    /// private CA of the controller's certificate) instead of the web roots.
+    pub fn with_ca(
+        url: &str,
+        token: Option<String>,
+        ca: &std::path::Path,
+    ) -> Result<ControllerClient, String> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::CertificateDer;
+        let what = |e: &dyn std::fmt::Display| format!("CA file {}: {e}", ca.display());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).map_err(|e| what(&e))? {
+            roots.add(c.map_err(|e| what(&e))?).map_err(|e| what(&e))?;
+        }
+        if roots.is_empty() {
+            return Err(what(&"no certificate in it"));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| what(&e))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self::build(url, token, Some(std::sync::Arc::new(tls))))
+    }
+
+    fn build(
+        url: &str,
+        token: Option<String>,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> ControllerClient {
+        let with_tls = |b: ureq::AgentBuilder| match &tls {
+            Some(t) => b.tls_config(t.clone()),
+            None => b,
+        };
+        let agent = with_tls(ureq::AgentBuilder::new())
             .timeout_connect(Duration::from_secs(3))
             .timeout(Duration::from_secs(130))
             .build();
-        let stream_agent = ureq::AgentBuilder::new()
+        let stream_agent = with_tls(ureq::AgentBuilder::new())
             .timeout_connect(Duration::from_secs(3))
             .timeout_read(HEARTBEAT * 3)
             .build();

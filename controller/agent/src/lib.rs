@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub controller: String,
     pub host: String,
     pub token: Option<String>,
+    /// A PEM file of CA certificates for an https:// controller (default: the web roots).
+    pub ca_file: Option<PathBuf>,
     /// Where the last applied slice is kept.
     pub state_dir: PathBuf,
 }
@@ -79,20 +81,25 @@ fn typed<T: serde::de::DeserializeOwned>(r: Response) -> Result<T, String> {
 }
 
 impl<S: HostSwitch> Agent<S> {
-    pub fn new(cfg: AgentConfig, switch: S) -> Agent<S> {
+    /// Fails only on an unreadable CA file.
+    pub fn new(cfg: AgentConfig, switch: S) -> Result<Agent<S>, String> {
+        let client_for = |u: &str| match &cfg.ca_file {
+            None => Ok(ControllerClient::new(u, cfg.token.clone())),
+            Some(ca) => ControllerClient::with_ca(u, cfg.token.clone(), ca),
+        };
         let clients: Vec<ControllerClient> = cfg
             .controller
             .split(',')
             .map(str::trim)
             .filter(|u| !u.is_empty())
-            .map(|u| ControllerClient::new(u, cfg.token.clone()))
-            .collect();
+            .map(client_for)
+            .collect::<Result<_, _>>()?;
         let client = clients
             .first()
             .cloned()
             .unwrap_or_else(|| ControllerClient::new(&cfg.controller, cfg.token.clone()));
         let state = StateFile::new(cfg.state_dir.join("agent.json"));
-        Agent {
+        Ok(Agent {
             cfg,
             clients,
             client,
@@ -102,7 +109,7 @@ impl<S: HostSwitch> Agent<S> {
             error: None,
             port_errors: BTreeMap::new(),
             last_report: None,
-        }
+        })
     }
 
     pub fn switch(&mut self) -> &mut S {

@@ -27,6 +27,12 @@ pub struct Args {
     /// A file of operator tokens, one per line. Without it the operator API is open.
     #[arg(long)]
     operator_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// The daemon's `main`: parses the command line, runs until SIGTERM/SIGINT.
@@ -71,6 +77,10 @@ fn run(args: Args) -> Result<(), String> {
             },
         }
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => Some(crate::tls::acceptor(c, k)?),
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -99,7 +109,7 @@ fn run(args: Args) -> Result<(), String> {
             }
             eprintln!("dvs-controller: stopping");
         };
-        crate::serve(listener, state, shutdown)
+        crate::serve(listener, tls, state, shutdown)
             .await
             .map_err(|e| e.to_string())
     })

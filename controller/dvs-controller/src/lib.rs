@@ -28,6 +28,7 @@ pub mod error;
 pub mod hosts;
 pub mod http;
 pub mod keys;
+pub mod tls;
 pub mod txn;
 
 use cache::{Snapshot, StatusMap};
@@ -120,13 +121,26 @@ impl State {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Serves the API on `listener` until `shutdown` resolves; HTTPS with `tls`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<State>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = http::router(state);
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(acceptor) => {
+            let l = tls::TlsListener {
+                tcp: listener,
+                acceptor,
+            };
+            axum::serve(l, app).with_graceful_shutdown(shutdown).await
+        }
+    }
 }

@@ -10,6 +10,14 @@ use std::sync::mpsc;
 
 /// A controller on an embedded store in `dir`, serving on a free loopback port.
 fn start(dir: &std::path::Path, operator_token: &str) -> String {
+    start_with(dir, operator_token, None)
+}
+
+fn start_with(
+    dir: &std::path::Path,
+    operator_token: &str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> String {
     let (tx, rx) = mpsc::channel();
     let path = dir.join("c.redb");
     let hash = dvs_controller::txn::sha256_hex(operator_token);
@@ -30,9 +38,10 @@ fn start(dir: &std::path::Path, operator_token: &str) -> String {
                 },
             );
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(format!("http://{}", l.local_addr().unwrap()))
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tx.send(format!("{scheme}://{}", l.local_addr().unwrap()))
                 .unwrap();
-            dvs_controller::serve(l, st, std::future::pending())
+            dvs_controller::serve(l, tls, st, std::future::pending())
                 .await
                 .unwrap();
         });
@@ -240,4 +249,65 @@ fn operator_defines_a_dvs_and_each_host_sees_its_slice() {
         })
         .unwrap_err();
     assert!(e.to_string().contains("port \"vm2\": host:"), "{e}");
+}
+
+/// A private CA and a server certificate for 127.0.0.1, made with the openssl command.
+fn make_certs(dir: &std::path::Path) -> Option<()> {
+    let sh = |c: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(c)
+            .current_dir(dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    if !sh("command -v openssl") {
+        return None;
+    }
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    assert!(sh(&format!("openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=dvs-test-ca 2>/dev/null")));
+    assert!(sh(&format!(
+        "openssl req {ec} -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null"
+    )));
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    assert!(sh("openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 -extfile ext 2>/dev/null"));
+    Some(())
+}
+
+#[test]
+fn https_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    if make_certs(dir.path()).is_none() {
+        eprintln!(
+            "*** SKIPPING https_with_a_private_ca: no openssl command to make certificates ***"
+        );
+        return;
+    }
+    let acceptor =
+        dvs_controller::tls::acceptor(&dir.path().join("srv.pem"), &dir.path().join("srv.key"))
+            .unwrap();
+    let url = start_with(dir.path(), "op", Some(acceptor));
+    assert!(url.starts_with("https://"));
+    let ok =
+        ControllerClient::with_ca(&url, Some("op".into()), &dir.path().join("ca.pem")).unwrap();
+    assert_eq!(ok.list(None).unwrap().objects.len(), 0);
+    // The system's web roots do not know the private CA: refused before any request is sent.
+    let e = ControllerClient::new(&url, Some("op".into()))
+        .list(None)
+        .unwrap_err();
+    assert_eq!(e.code(), "unreachable", "{e}");
+    // Plain HTTP to the TLS port gets nowhere either.
+    let plain = url.replace("https://", "http://");
+    assert!(ControllerClient::new(&plain, Some("op".into()))
+        .list(None)
+        .is_err());
+    // A CA file that is not one is named.
+    std::fs::write(dir.path().join("bad.pem"), "nonsense").unwrap();
+    let e = ControllerClient::with_ca(&url, None, &dir.path().join("bad.pem")).unwrap_err();
+    assert!(e.contains("bad.pem") && e.contains("no certificate"), "{e}");
 }

@@ -48,6 +48,10 @@ pub struct Global {
     /// A file holding the operator's token (else $DVS_TOKEN). Give it before the subcommand.
     #[arg(long, env = "DVS_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+    /// Trust the CA certificates in this PEM file for an https:// controller (default: the
+    /// system's web roots).
+    #[arg(long, env = "DVS_CA_FILE", value_name = "FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
     /// Print what the controller answered as JSON (the protocol's types) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

@@ -92,7 +92,11 @@ pub fn main_with(c: cli::Cli) -> Result<(), Failure> {
         plan => {
             check_url(&c.global.controller)?;
             let token = token(&c.global, std::env::var("DVS_TOKEN").ok())?;
-            let client = api::dvs::ControllerClient::new(&c.global.controller, token);
+            let client = match &c.global.ca_file {
+                None => api::dvs::ControllerClient::new(&c.global.controller, token),
+                Some(ca) => api::dvs::ControllerClient::with_ca(&c.global.controller, token, ca)
+                    .map_err(|e| Failure::new(exit::Exit::Usage, format!("--ca-file: {e}")))?,
+            };
             run::execute(&c.global, plan, &client, &mut out)
         }
     }

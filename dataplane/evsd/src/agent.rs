@@ -31,10 +31,11 @@ pub fn start(
         controller: c.url.clone(),
         host: c.host.clone(),
         token,
+        ca_file: c.ca_file.clone(),
         state_dir: state_dir.to_owned(),
     };
     let switch = FnSwitch(move |req| control::call(&calls, req));
-    let mut agent = Agent::new(cfg, switch);
+    let mut agent = Agent::new(cfg, switch).map_err(|e| format!("controller.ca_file: {e}"))?;
     std::thread::Builder::new()
         .name("evs-agent".into())
         .spawn(move || {

@@ -33,6 +33,9 @@ pub enum Cmd {
         /// The host's token file (`dvsctl host add NAME --token-file F`).
         #[arg(long, requires = "controller")]
         token_file: Option<PathBuf>,
+        /// CA certificates (PEM) for an https:// controller.
+        #[arg(long, requires = "controller")]
+        controller_ca: Option<PathBuf>,
         /// Start from the config file's model and attachments even if changes made at run time
         /// were saved in dataplane.state_dir (the state file is moved aside, not deleted).
         #[arg(long)]
@@ -139,6 +142,7 @@ pub fn main_with(cli: Cli) -> Result<(), String> {
             controller,
             host,
             token_file,
+            controller_ca,
             discard_state,
         } => {
             let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
@@ -149,11 +153,15 @@ pub fn main_with(cli: Cli) -> Result<(), String> {
                         url: url.clone(),
                         host: host.clone(),
                         token_file: None,
+                        ca_file: None,
                     });
                 c.url = url;
                 c.host = host;
                 if token_file.is_some() {
                     c.token_file = token_file;
+                }
+                if controller_ca.is_some() {
+                    c.ca_file = controller_ca;
                 }
             }
             crate::daemon::run(cfg, discard_state)

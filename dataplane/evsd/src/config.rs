@@ -109,6 +109,9 @@ pub struct ControllerSection {
     /// The host's token (from `dvsctl host add NAME --token-file F`).
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) for an `https://` controller; absent: the system's web roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
