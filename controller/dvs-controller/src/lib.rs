@@ -39,6 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Store revisions of history kept for watchers that fall behind (older ones re-list).
+pub const KEEP_REVISIONS: u64 = 10_000;
+
 /// How long a host stays alive without reporting.
 pub const HOST_LEASE_TTL: Duration = Duration::from_secs(10);
 
@@ -69,6 +72,7 @@ impl State {
         let (status_tx, status) = watch::channel(Arc::new(StatusMap::new()));
         tokio::spawn(cache::follow_config(store.clone(), snap_tx, ready_tx));
         tokio::spawn(cache::follow_status(store.clone(), status_tx));
+        tokio::spawn(compact(store.clone()));
         Arc::new(State {
             store,
             auth,
@@ -118,6 +122,27 @@ impl State {
             r.wait_for(|s| s.txn_revision >= revision),
         )
         .await;
+    }
+}
+
+/// Keeps the store's history bounded: etcd keeps every revision until told otherwise (the
+/// embedded store bounds its log itself; compacting it again is a no-op). Every replica does
+/// it; compacting to a revision already compacted changes nothing.
+async fn compact(store: Arc<dyn Store>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let Ok(rev) = store.current_revision().await else {
+            continue;
+        };
+        if rev > KEEP_REVISIONS {
+            if let Err(e) = store.compact(rev - KEEP_REVISIONS).await {
+                eprintln!(
+                    "dvs-controller: compacting the store to {}: {e}",
+                    rev - KEEP_REVISIONS
+                );
+            }
+        }
     }
 }
 
