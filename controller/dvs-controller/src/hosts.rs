@@ -96,14 +96,17 @@ pub async fn watch(
         revision: snap.txn_revision.max(q.after),
     });
     let rx = st.snapshot.clone();
+    // Each turn yields one line. A heartbeat goes out whenever nothing was sent for
+    // HEARTBEAT, however busy the installation is with other hosts' changes.
     let stream = futures_util::stream::unfold(
-        (Some(first), f, rx),
-        |(pending, mut f, mut rx)| async move {
+        (Some(first), f, rx, Instant::now()),
+        |(pending, mut f, mut rx, last)| async move {
             if let Some(e) = pending {
-                return Some((line(&e), (None, f, rx)));
+                return Some((line(&e), (None, f, rx, Instant::now())));
             }
             loop {
-                let woke = tokio::time::timeout(HEARTBEAT, rx.changed()).await;
+                let deadline = tokio::time::Instant::from_std(last + HEARTBEAT);
+                let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
                 let snap = rx.borrow_and_update().clone();
                 match woke {
                     Ok(Err(_)) => return None,
@@ -111,7 +114,7 @@ pub async fn watch(
                         let e = WatchEvent::Heartbeat {
                             revision: snap.txn_revision,
                         };
-                        return Some((line(&e), (None, f, rx)));
+                        return Some((line(&e), (None, f, rx, Instant::now())));
                     }
                     Ok(Ok(())) => {}
                 }
@@ -120,7 +123,7 @@ pub async fn watch(
                     return None;
                 }
                 if let Some(e) = f.event(&snap, false) {
-                    return Some((line(&e), (None, f, rx)));
+                    return Some((line(&e), (None, f, rx, Instant::now())));
                 }
             }
         },
