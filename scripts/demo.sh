@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job (README's first command): install what is missing, build, start evsd with two
-# vhost-user ports in one port group, attach two dpdk-testpmd "guests" (virtio_user), let guest A
-# send to guest B for a few seconds, print the port statistics of both sides, and stop cleanly.
+# The single-host demo (the README's first command is scripts/dvs-demo.sh, the distributed one):
+# install what is missing, build, start evsd with two vhost-user ports in one port group, attach
+# two dpdk-testpmd "guests" (virtio_user), let guest A send to guest B for a few seconds, print
+# the port statistics of both sides, and stop cleanly.
 #
 #   scripts/demo.sh --qemu    the guests are two real Linux VMs under QEMU (TCG, so no hardware
 #                             virtualization needed; image from scripts/guest-image.sh): A pings B

@@ -41,6 +41,9 @@ PKGS="$PKGS etcd-server protobuf-compiler"
 # without it); nftables makes the lab's top-of-rack bridge VLAN-aware where the kernel has no
 # bridge VLAN filtering (tests/src/lab.rs).
 PKGS="$PKGS ethtool nftables"
+# The namespace guests' traffic (tests/scripts/nstool.py, standard library only: the lab tests and
+# scripts/dvs-demo.sh); minimal images lack python3.
+PKGS="$PKGS python3"
 missing_of() {
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo -n " $p"

@@ -99,7 +99,8 @@ fn run(args: Args) -> Result<(), String> {
             "dvs-controller: serving http://{addr} on the {} store",
             store.backend()
         );
-        let shutdown = async {
+        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                     .expect("SIGTERM handler");
@@ -108,9 +109,30 @@ fn run(args: Args) -> Result<(), String> {
                 _ = term.recv() => {}
             }
             eprintln!("dvs-controller: stopping");
+            let _ = stopping_tx.send(true);
         };
-        crate::serve(listener, tls, state, shutdown)
-            .await
-            .map_err(|e| e.to_string())
+        // A graceful shutdown waits for every response in flight, and a host's watch stream
+        // never ends by itself: while an agent watches, the server would not stop (and would
+        // keep heartbeating agents that can no longer report). Requests get a grace period;
+        // then the process exits, the agents' streams break and they reconnect elsewhere.
+        let grace = async move {
+            if stopping.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            r = crate::serve(listener, tls, state, shutdown) => r.map_err(|e| e.to_string()),
+            _ = grace => {
+                eprintln!(
+                    "dvs-controller: closing the connections still open after {SHUTDOWN_GRACE:?} \
+                     (host watch streams)"
+                );
+                Ok(())
+            }
+        }
     })
 }
+
+/// How long requests in flight (a `--wait=hosts`, a watch stream) may go on after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
