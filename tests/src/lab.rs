@@ -94,7 +94,7 @@ pub fn sh(cmd: &str) -> String {
 }
 
 /// Runs `sh -c cmd`, ignoring failure (cleanup).
-fn sh_quiet(cmd: &str) {
+pub fn sh_quiet(cmd: &str) {
     let _ = Command::new("sh")
         .args(["-c", cmd])
         .stdin(Stdio::null())
@@ -103,13 +103,13 @@ fn sh_quiet(cmd: &str) {
         .status();
 }
 
-fn have(bin: &str) -> bool {
+pub fn have(bin: &str) -> bool {
     crate::which(bin).is_some()
 }
 
 /// The distribution's python3 (a pyenv shim may point elsewhere; the tool needs only the
 /// standard library).
-fn python() -> String {
+pub fn python() -> String {
     if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3".into()
     } else {
@@ -117,12 +117,12 @@ fn python() -> String {
     }
 }
 
-fn tool_path() -> PathBuf {
+pub fn tool_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nstool.py")
 }
 
 /// The JSON object a tool run printed last.
-fn last_json(text: &str) -> Value {
+pub fn last_json(text: &str) -> Value {
     text.lines()
         .rev()
         .find_map(|l| {

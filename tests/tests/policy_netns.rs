@@ -36,10 +36,11 @@
 //! every step runs even if an earlier one failed, and the test fails listing the failed steps.
 //! `POLICY_NETNS_STEPS=trunk,shaping` runs a subset.
 
+use evs_e2e::lab::{have, last_json, python, sh, sh_quiet, tool_path};
 use evs_e2e::{skip_reason, unique, wait_for, Evsd, Proc};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
@@ -167,52 +168,6 @@ port_group = "shaped"
 // ------------------------------------------------------------------------------------------------
 // Shell and namespace helpers
 
-/// Runs `sh -c cmd`; panics with its output when it fails.
-fn sh(cmd: &str) -> String {
-    let o = Command::new("sh")
-        .args(["-c", cmd])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run sh: {e}"));
-    if !o.status.success() {
-        panic!(
-            "command failed ({}): {cmd}\nstdout: {}\nstderr: {}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Runs `sh -c cmd`, ignoring failure (cleanup).
-fn sh_quiet(cmd: &str) {
-    let _ = Command::new("sh")
-        .args(["-c", cmd])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn have(bin: &str) -> bool {
-    evs_e2e::which(bin).is_some()
-}
-
-fn python() -> String {
-    // The distribution's interpreter: a pyenv shim may point at a build without raw-socket
-    // support quirks of its own; the tool needs only the standard library.
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3".into()
-    } else {
-        "python3".into()
-    }
-}
-
-fn tool_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nstool.py")
-}
-
 /// Deletes namespaces and host veths left by earlier runs whose process is gone (a run killed
 /// by SIGKILL cannot clean up after itself).
 fn remove_stale() {
@@ -246,19 +201,6 @@ fn remove_stale() {
             }
         }
     }
-}
-
-/// The JSON object a tool run printed last.
-fn last_json(text: &str) -> Value {
-    text.lines()
-        .rev()
-        .find_map(|l| {
-            let l = l.trim();
-            l.starts_with('{')
-                .then(|| serde_json::from_str(l).ok())
-                .flatten()
-        })
-        .unwrap_or(Value::Null)
 }
 
 /// A tool run that has finished.

@@ -72,6 +72,16 @@ pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
 }
 
 /// The whole program after parsing.
+/// The binary's `main`: parse the command line, run it, exit with the documented code.
+pub fn main() {
+    use clap::Parser;
+    let cli = cli::Cli::parse();
+    if let Err(f) = main_with(cli) {
+        eprintln!("dvsctl: {f}");
+        std::process::exit(f.exit.code());
+    }
+}
+
 pub fn main_with(c: cli::Cli) -> Result<(), Failure> {
     let plan = ops::plan(&c.cmd)?;
     let stdout = std::io::stdout();

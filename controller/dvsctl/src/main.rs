@@ -2,12 +2,6 @@
 
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-
 fn main() {
-    let cli = dvsctl::cli::Cli::parse();
-    if let Err(f) = dvsctl::main_with(cli) {
-        eprintln!("dvsctl: {f}");
-        std::process::exit(f.exit.code());
-    }
+    dvsctl::main();
 }
