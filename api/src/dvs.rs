@@ -192,9 +192,14 @@ pub struct ErrorBody {
 /// A stable digest of a slice (FNV-1a over its JSON), so an agent and the controller can tell
 /// whether they hold the same one without sending it.
 pub fn fingerprint(slice: &HostSlice) -> String {
-    let bytes = serde_json::to_vec(slice).unwrap_or_default();
+    fingerprint_of_json(&serde_json::to_vec(slice).unwrap_or_default())
+}
+
+/// [`fingerprint`] of a slice already serialized with `serde_json::to_vec` (the controller
+/// serializes each slice once, for both the fingerprint and the watch stream).
+pub fn fingerprint_of_json(bytes: &[u8]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
+    for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }

@@ -1,13 +1,11 @@
 //! Everything about hosts: each host's watch stream of its slice, the status it reports under its
 //! lease, `dvsctl status`, and `--wait=hosts`.
 
-use crate::cache::Snapshot;
+use crate::cache::{CachedSlice, Snapshot};
 use crate::error::ApiErr;
 use crate::http::{caller, operator, Caller};
 use crate::{keys, State, HOST_LEASE_TTL};
-use api::dvs::{
-    fingerprint, HostReport, HostStatus, StatusReport, WaitReport, WatchEvent, HEARTBEAT,
-};
+use api::dvs::{HostReport, HostStatus, StatusReport, WaitReport, WatchEvent, HEARTBEAT};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query};
 use axum::http::HeaderMap;
@@ -46,24 +44,33 @@ struct Follower {
 }
 
 impl Follower {
-    fn event(&mut self, snap: &Snapshot, force_check: bool) -> Option<WatchEvent> {
+    fn event(&mut self, snap: &Snapshot, force_check: bool) -> Option<Bytes> {
         let missed = snap.seq != self.seq + 1;
         self.seq = snap.seq;
         if !(force_check || missed || snap.affected.contains(&self.host)) {
             return None;
         }
-        let slice = snap.cluster.host_slice(&self.host);
-        let fp = fingerprint(&slice);
-        if fp == self.fingerprint {
+        let c = snap.slice(&self.host)?;
+        if c.fingerprint == self.fingerprint {
             return None;
         }
-        self.fingerprint = fp.clone();
-        Some(WatchEvent::Slice {
-            revision: snap.txn_revision,
-            fingerprint: fp,
-            slice,
-        })
+        self.fingerprint = c.fingerprint.clone();
+        Some(slice_line(snap.txn_revision, &c))
     }
+}
+
+/// The stream line of a [`WatchEvent::Slice`], around the slice's JSON serialized once for all
+/// streams (the fingerprint is hex, the revision a number: nothing to escape).
+fn slice_line(revision: u64, c: &CachedSlice) -> Bytes {
+    let head = format!(
+        "{{\"type\":\"slice\",\"revision\":{revision},\"fingerprint\":\"{}\",\"slice\":",
+        c.fingerprint
+    );
+    let mut v = Vec::with_capacity(head.len() + c.json.len() + 2);
+    v.extend_from_slice(head.as_bytes());
+    v.extend_from_slice(&c.json);
+    v.extend_from_slice(b"}\n");
+    Bytes::from(v)
 }
 
 fn line(e: &WatchEvent) -> Result<Bytes, std::io::Error> {
@@ -92,17 +99,21 @@ pub async fn watch(
         fingerprint: q.fingerprint,
         seq: snap.seq,
     };
-    let first = f.event(&snap, true).unwrap_or(WatchEvent::Heartbeat {
-        revision: snap.txn_revision.max(q.after),
-    });
+    let first = match f.event(&snap, true) {
+        Some(l) => l,
+        None => line(&WatchEvent::Heartbeat {
+            revision: snap.txn_revision.max(q.after),
+        })
+        .map_err(|e| ApiErr::internal(e.to_string()))?,
+    };
     let rx = st.snapshot.clone();
     // Each turn yields one line. A heartbeat goes out whenever nothing was sent for
     // HEARTBEAT, however busy the installation is with other hosts' changes.
     let stream = futures_util::stream::unfold(
         (Some(first), f, rx, Instant::now()),
         |(pending, mut f, mut rx, last)| async move {
-            if let Some(e) = pending {
-                return Some((line(&e), (None, f, rx, Instant::now())));
+            if let Some(l) = pending {
+                return Some((Ok(l), (None, f, rx, Instant::now())));
             }
             loop {
                 let deadline = tokio::time::Instant::from_std(last + HEARTBEAT);
@@ -122,8 +133,8 @@ pub async fn watch(
                     // The host was removed: end the stream; its switch keeps what it has.
                     return None;
                 }
-                if let Some(e) = f.event(&snap, false) {
-                    return Some((line(&e), (None, f, rx, Instant::now())));
+                if let Some(l) = f.event(&snap, false) {
+                    return Some((Ok(l), (None, f, rx, Instant::now())));
                 }
             }
         },
@@ -177,8 +188,10 @@ pub async fn put_status(
 
 fn report(snap: &Snapshot, status: &crate::cache::StatusMap, host: &str) -> HostReport {
     let r = status.get(host);
-    let in_sync =
-        r.is_some_and(|r| r.status.fingerprint == fingerprint(&snap.cluster.host_slice(host)));
+    let in_sync = r.is_some_and(|r| {
+        snap.slice(host)
+            .is_some_and(|c| r.status.fingerprint == c.fingerprint)
+    });
     HostReport {
         host: host.into(),
         alive: r.is_some(),
@@ -212,23 +225,29 @@ pub async fn wait(st: &State, affected: &[String], revision: u64, limit: Duratio
     let start = Instant::now();
     let mut rx = st.status.clone();
     loop {
-        let snap = st.snapshot.borrow().clone();
-        let status = rx.borrow_and_update().clone();
-        let (mut applied, mut down, mut pending) = (vec![], vec![], vec![]);
-        for h in affected {
-            match status.get(h) {
-                None => down.push(h.clone()),
-                Some(r)
-                    if r.status.error.is_none()
-                        && (r.status.applied_revision >= revision
-                            || r.status.fingerprint
-                                == fingerprint(&snap.cluster.host_slice(h))) =>
-                {
-                    applied.push(h.clone())
+        // Hold the snapshot only while counting, not across the wait below (the cache recycles
+        // superseded snapshots that nobody holds).
+        let (applied, down, pending) = {
+            let snap = st.snapshot.borrow().clone();
+            let status = rx.borrow_and_update().clone();
+            let (mut applied, mut down, mut pending) = (vec![], vec![], vec![]);
+            for h in affected {
+                match status.get(h) {
+                    None => down.push(h.clone()),
+                    Some(r)
+                        if r.status.error.is_none()
+                            && (r.status.applied_revision >= revision
+                                || snap
+                                    .slice(h)
+                                    .is_some_and(|c| r.status.fingerprint == c.fingerprint)) =>
+                    {
+                        applied.push(h.clone())
+                    }
+                    Some(_) => pending.push(h.clone()),
                 }
-                Some(_) => pending.push(h.clone()),
             }
-        }
+            (applied, down, pending)
+        };
         let left = limit.saturating_sub(start.elapsed());
         if pending.is_empty() || left.is_zero() {
             return WaitReport {
@@ -239,5 +258,32 @@ pub async fn wait(st: &State, affected: &[String], revision: u64, limit: Duratio
             };
         }
         let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::Cluster;
+
+    #[test]
+    fn a_slice_line_is_the_slice_event_serde_writes() {
+        let mut c = Cluster::default();
+        c.insert(model::Object::Host(model::cluster::Host {
+            name: "h1".into(),
+            vhost_dir: None,
+            token_sha256: None,
+        }));
+        let cached = CachedSlice::new(c.host_slice("h1"));
+        let l = slice_line(42, &cached);
+        assert!(l.ends_with(b"\n"));
+        let parsed: WatchEvent = serde_json::from_slice(&l).unwrap();
+        let want = WatchEvent::Slice {
+            revision: 42,
+            fingerprint: api::dvs::fingerprint(&c.host_slice("h1")),
+            slice: c.host_slice("h1"),
+        };
+        assert_eq!(parsed, want);
+        assert_eq!(&l[..], &line(&want).unwrap()[..], "byte for byte");
     }
 }

@@ -53,13 +53,8 @@ pub async fn caller(st: &State, headers: &HeaderMap) -> Result<Caller, ApiErr> {
         return Ok(Caller::Operator);
     }
     let snap = st.snapshot().await?;
-    match snap
-        .cluster
-        .hosts
-        .values()
-        .find(|h| h.token_sha256.as_deref() == Some(hash.as_str()))
-    {
-        Some(h) => Ok(Caller::Host(h.name.clone())),
+    match snap.host_by_token.get(&hash) {
+        Some(h) => Ok(Caller::Host(h.clone())),
         None => Err(ApiErr::unauthorized("unknown token")),
     }
 }
@@ -134,7 +129,7 @@ async fn transaction(
 ) -> Result<Json<TxnReply>, ApiErr> {
     operator(&st, &headers).await?;
     let req: TxnRequest = parse_strict(&body)?;
-    let (mut reply, _before, after) = txn::execute(&st, &req).await?;
+    let (mut reply, after) = txn::execute(&st, &req).await?;
     for c in &reply.changed {
         eprintln!(
             "dvs-controller: audit: revision {}: {c} {}",

@@ -114,16 +114,18 @@ fn apply_ops(
     Ok((changed.into_iter().collect(), tokens))
 }
 
-/// Runs `req` to commit (or refusal); the reply's revision is the commit's.
-pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster, Cluster), ApiErr> {
+/// Runs `req` to commit (or refusal); the reply's revision is the commit's. Also returns the
+/// desired state the transaction produced.
+pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster), ApiErr> {
     if req.ops.is_empty() {
         return Err(ApiErr::invalid("a transaction needs at least one op"));
     }
     let mut last_conflict = String::new();
     for _ in 0..ATTEMPTS {
         let snap = st.fresh_snapshot().await?;
-        let before = snap.cluster.clone();
-        let mut after = before.clone();
+        // One copy (the result); the snapshot itself is the state before.
+        let before = &snap.cluster;
+        let mut after = Cluster::clone(before);
         let (changed, host_tokens) = apply_ops(&mut after, &snap.versions, &req.ops)?;
         if changed.is_empty() {
             return Ok((
@@ -134,7 +136,6 @@ pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster,
                     host_tokens,
                     wait: None,
                 },
-                before,
                 after,
             ));
         }
@@ -158,7 +159,7 @@ pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster,
         t = t.put(keys::SEQ, b"seq".to_vec());
         match st.store.txn(t).await {
             Ok(r) => {
-                let affected = Cluster::affected_hosts(&before, &after, &changed);
+                let affected = Cluster::affected_hosts(before, &after, &changed);
                 st.wait_for_txn(r.revision).await;
                 return Ok((
                     TxnReply {
@@ -168,7 +169,6 @@ pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster,
                         host_tokens,
                         wait: None,
                     },
-                    before,
                     after,
                 ));
             }

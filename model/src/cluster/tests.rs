@@ -119,6 +119,20 @@ fn example_validates_and_slices_per_host() {
 }
 
 #[test]
+fn slices_of_several_hosts_in_one_pass_are_each_hosts_slice() {
+    let c = example();
+    let all = c.host_slices(["a", "b", "nowhere"]);
+    assert_eq!(
+        all.keys().collect::<Vec<_>>(),
+        ["a", "b"],
+        "unknown hosts are left out"
+    );
+    assert_eq!(all["a"], c.host_slice("a"));
+    assert_eq!(all["b"], c.host_slice("b"));
+    assert_eq!(c.host_slice("nowhere").model, Model::default());
+}
+
+#[test]
 fn affected_hosts_follow_placement_and_remote_groups() {
     let before = example();
     // A new web port on a: a (placement) and b (db names web as a remote group).
