@@ -161,6 +161,7 @@ fn spawn_agent(
         controller: url.into(),
         host: host.into(),
         token: Some(token.into()),
+        ca_file: None,
         state_dir,
     };
     std::thread::Builder::new()
@@ -168,7 +169,7 @@ fn spawn_agent(
         .stack_size(stack)
         .spawn(move || {
             let start = Instant::now();
-            let mut a = Agent::new(cfg, switch);
+            let mut a = Agent::new(cfg, switch).expect("an agent without a CA file");
             if let Err(e) = a.restore() {
                 eprintln!("bench: agent {}: restore: {e}", a.applied_revision());
             }
