@@ -160,16 +160,15 @@ async fn transaction(
 fn parse_strict(body: &[u8]) -> Result<TxnRequest, ApiErr> {
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiErr::invalid(format!("bad JSON: {e}")))?;
-    let req: TxnRequest = serde_path_to_error_free(&v)?;
+    let req: TxnRequest = serde_path_to_error::deserialize(&v).map_err(|e| {
+        let path = e.path().to_string();
+        ApiErr::invalid(format!("bad transaction at `{path}`: {}", e.into_inner()))
+    })?;
     let back = serde_json::to_value(&req).map_err(|e| ApiErr::internal(e.to_string()))?;
     if let Some(path) = unknown_field(&v, &back, String::new()) {
         return Err(ApiErr::invalid(format!("unknown field `{path}`")));
     }
     Ok(req)
-}
-
-fn serde_path_to_error_free(v: &serde_json::Value) -> Result<TxnRequest, ApiErr> {
-    TxnRequest::deserialize(v).map_err(|e| ApiErr::invalid(format!("bad transaction: {e}")))
 }
 
 /// The first key of `input` that did not survive a parse and re-serialization (ignoring keys
