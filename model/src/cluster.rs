@@ -19,7 +19,7 @@ use crate::attach::{Attach, EthdevConfig, Role, VhostConfig};
 use crate::switch::{Model, ModelError, Port, PortGroup, PortMode, Remote, RemoteMembers};
 use crate::switch::{SecurityGroup, Uplink, VlanRange};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -258,15 +258,18 @@ fn err(object: impl Into<String>, field: &str, message: impl Into<String>) -> Mo
     }
 }
 
-/// Names become store keys, URL segments and socket file names: keep them to a safe alphabet.
-pub fn check_name(object: &str, field: &str, name: &str) -> Result<(), ModelError> {
-    let ok = !name.is_empty()
+fn name_ok(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 63
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !name.starts_with(['-', '.']);
-    if ok {
+        && !name.starts_with(['-', '.'])
+}
+
+/// Names become store keys, URL segments and socket file names: keep them to a safe alphabet.
+pub fn check_name(object: &str, field: &str, name: &str) -> Result<(), ModelError> {
+    if name_ok(name) {
         Ok(())
     } else {
         Err(err(
@@ -482,19 +485,28 @@ impl Cluster {
             per_host_dvs.entry(&u.host).or_default().insert(&u.dvs);
         }
 
-        let mut macs: BTreeMap<(&str, [u8; 6]), &str> = BTreeMap::new();
-        let mut ips: BTreeMap<(&str, IpAddr), &str> = BTreeMap::new();
-        let mut sockets: BTreeMap<(&str, PathBuf), &str> = BTreeMap::new();
+        // Hash maps and no allocation per port but the socket path: this loop runs over every
+        // port of the installation on every transaction. Ports are visited in name order, so a
+        // clash names the same earlier port as with ordered maps.
+        let mut macs: HashMap<(&str, [u8; 6]), &str> = HashMap::new();
+        let mut ips: HashMap<(&str, IpAddr), &str> = HashMap::new();
+        let mut sockets: HashMap<(&str, PathBuf), &str> = HashMap::new();
+        let mut pg_id = String::new();
         for (name, p) in &self.ports {
-            let o = format!("port {name:?}");
-            check_name(&o, "name", name)?;
-            if !self.dvs.contains_key(&p.dvs) {
-                return Err(err(o, "dvs", format!("unknown DVS {:?}", p.dvs)));
+            let o = || format!("port {name:?}");
+            if !name_ok(name) {
+                check_name(&o(), "name", name)?;
             }
-            let pg_id = format!("{}/{}", p.dvs, p.port.port_group);
+            if !self.dvs.contains_key(&p.dvs) {
+                return Err(err(o(), "dvs", format!("unknown DVS {:?}", p.dvs)));
+            }
+            pg_id.clear();
+            pg_id.push_str(&p.dvs);
+            pg_id.push('/');
+            pg_id.push_str(&p.port.port_group);
             if !self.port_groups.contains_key(&pg_id) {
                 return Err(err(
-                    o,
+                    o(),
                     "port_group",
                     format!(
                         "unknown port group {:?} in DVS {:?}",
@@ -505,7 +517,7 @@ impl Cluster {
             if let Some(sg) = &p.port.security_group {
                 if !self.security_groups.contains_key(sg) {
                     return Err(err(
-                        o,
+                        o(),
                         "security_group",
                         format!("unknown security group {sg:?}"),
                     ));
@@ -513,14 +525,14 @@ impl Cluster {
             }
             if p.port.mac.is_multicast() || p.port.mac == crate::Mac::ZERO {
                 return Err(err(
-                    o,
+                    o(),
                     "mac",
                     format!("{} is not a unicast MAC", p.port.mac),
                 ));
             }
             if let Some(other) = macs.insert((&p.dvs, p.port.mac.0), name) {
                 return Err(err(
-                    o,
+                    o(),
                     "mac",
                     format!(
                         "{} is already used by port {other:?} in DVS {:?}",
@@ -531,7 +543,7 @@ impl Cluster {
             for ip in &p.port.ips {
                 if let Some(other) = ips.insert((&p.dvs, *ip), name) {
                     return Err(err(
-                        o,
+                        o(),
                         "ips",
                         format!("{ip} is already used by port {other:?} in DVS {:?}", p.dvs),
                     ));
@@ -539,13 +551,13 @@ impl Cluster {
             }
             if let Some(h) = &p.host {
                 let Some(host) = self.hosts.get(h) else {
-                    return Err(err(o, "host", format!("unknown host {h:?}")));
+                    return Err(err(o(), "host", format!("unknown host {h:?}")));
                 };
                 per_host_dvs.entry(h).or_default().insert(&p.dvs);
                 if p.ethdev.is_some() {
                     if p.vhost.is_some() {
                         return Err(err(
-                            o,
+                            o(),
                             "ethdev",
                             "has both `vhost` and `ethdev`; choose one",
                         ));
@@ -555,7 +567,7 @@ impl Cluster {
                 let sock = self.socket_of(host, p);
                 if let Some(other) = sockets.insert((h, sock.socket.clone()), name) {
                     return Err(err(
-                        o,
+                        o(),
                         "vhost.socket",
                         format!(
                             "{} is already the socket of port {other:?} on host {h:?}",

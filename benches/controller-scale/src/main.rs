@@ -76,6 +76,11 @@ struct Args {
     /// Results file (a JSON object with a `runs` array; this run is appended).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// A command prefix for the controller and etcd, split on spaces (`chrt --other 0`: see
+    /// benches/controller-scale.sh, which runs the simulated hosts as SCHED_IDLE so that 1,000
+    /// agent threads on 2 cores do not starve the controller they are measuring).
+    #[arg(long, default_value = "")]
+    child_prefix: String,
 }
 
 /// Ports one flowtable switch can hold, plus one (`flowtable::compiler`'s `MAX_PORTS`).
@@ -428,6 +433,12 @@ fn main() {
 
 fn run(a: &Args) -> Result<(), String> {
     let started = Instant::now();
+    procs::set_child_prefix(
+        a.child_prefix
+            .split_whitespace()
+            .map(String::from)
+            .collect(),
+    );
     let bin = match &a.controller_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe()
@@ -618,6 +629,10 @@ fn run(a: &Args) -> Result<(), String> {
         "ports_per_host": a.ports,
         "ports_total": a.hosts * a.ports,
         "compiled_hosts": compiled,
+        "child_prefix": a.child_prefix,
+        "agents_sched": std::fs::read_to_string("/proc/self/sched")
+            .ok()
+            .and_then(|t| t.lines().find(|l| l.starts_with("policy")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())),
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "define": { "seconds": d.seconds, "txns": d.txns, "slowest_txn_s": d.max_txn_s },
         "converge_s": converge_s,

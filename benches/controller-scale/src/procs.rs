@@ -68,9 +68,27 @@ impl Drop for Proc {
     }
 }
 
+/// Words put before every child's command line (`--child-prefix`), e.g. `chrt --other 0` to
+/// give the controller and etcd the normal scheduling class when the benchmark itself (the
+/// simulated hosts) runs as `SCHED_IDLE`.
+static PREFIX: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+pub fn set_child_prefix(words: Vec<String>) {
+    let _ = PREFIX.set(words);
+}
+
 fn spawn(name: &str, bin: &Path, args: &[String], log: PathBuf) -> Proc {
     let f = std::fs::File::create(&log).expect("log file");
-    let child = Command::new(bin)
+    let prefix = PREFIX.get().cloned().unwrap_or_default();
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let child = cmd
         .args(args)
         .stdin(Stdio::null())
         .stdout(f.try_clone().unwrap())

@@ -221,38 +221,50 @@ pub async fn status_report(st: St, headers: HeaderMap) -> Result<Json<StatusRepo
 
 /// Waits until every affected host that is alive runs a slice at least as new as `revision`
 /// (or one equal to its current slice), at most `limit`.
+///
+/// Each status report wakes the wait; only the hosts that have not applied yet are looked at
+/// again (a host that applied stays counted), so a change reaching 1,000 hosts costs about
+/// 1,000 × (hosts still pending) lookups, not 1,000 × 1,000 list rebuilds.
 pub async fn wait(st: &State, affected: &[String], revision: u64, limit: Duration) -> WaitReport {
     let start = Instant::now();
     let mut rx = st.status.clone();
+    let mut applied: Vec<&String> = vec![];
+    let mut waiting: Vec<&String> = affected.iter().collect();
     loop {
         // Hold the snapshot only while counting, not across the wait below (the cache recycles
         // superseded snapshots that nobody holds).
-        let (applied, down, pending) = {
+        let mut down = 0;
+        {
             let snap = st.snapshot.borrow().clone();
             let status = rx.borrow_and_update().clone();
-            let (mut applied, mut down, mut pending) = (vec![], vec![], vec![]);
-            for h in affected {
-                match status.get(h) {
-                    None => down.push(h.clone()),
-                    Some(r)
-                        if r.status.error.is_none()
-                            && (r.status.applied_revision >= revision
-                                || snap
-                                    .slice(h)
-                                    .is_some_and(|c| r.status.fingerprint == c.fingerprint)) =>
-                    {
-                        applied.push(h.clone())
-                    }
-                    Some(_) => pending.push(h.clone()),
+            waiting.retain(|h| match status.get(h) {
+                None => {
+                    down += 1;
+                    true
                 }
-            }
-            (applied, down, pending)
-        };
+                Some(r)
+                    if r.status.error.is_none()
+                        && (r.status.applied_revision >= revision
+                            || snap
+                                .slice(h)
+                                .is_some_and(|c| r.status.fingerprint == c.fingerprint)) =>
+                {
+                    applied.push(h);
+                    false
+                }
+                Some(_) => true,
+            });
+        }
         let left = limit.saturating_sub(start.elapsed());
-        if pending.is_empty() || left.is_zero() {
+        if waiting.len() == down || left.is_zero() {
+            let status = st.status.borrow().clone();
+            let (down, pending) = waiting
+                .iter()
+                .map(|h| (*h).clone())
+                .partition(|h| status.get(h).is_none());
             return WaitReport {
                 waited_ms: start.elapsed().as_millis() as u64,
-                applied,
+                applied: applied.into_iter().cloned().collect(),
                 down,
                 pending,
             };
