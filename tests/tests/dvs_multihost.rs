@@ -486,18 +486,20 @@ fn scenario(backend: Backend) {
         "pmdc (h1) -> testpmd guest (h3)"
     );
 
-    // Traffic between two guests of one host stays on the host: h1's uplink sends nothing for
-    // it (the first exchange has learned the MACs and filled the ARP caches).
+    // Traffic between two guests of one host stays on the host: 50 echoes between web1 and
+    // web1b (after a first exchange learned the MACs and filled the ARP caches) and h1's uplink
+    // sends next to nothing meanwhile (other guests' rare broadcasts may go out; 100 local frames
+    // would, if local traffic left the host).
     assert!(reaches(&lab, &g.web[0], &g.web1b), "web1 -> web1b on h1");
     let before = lab.hosts[0].port("prod/up").tx_packets;
     assert_eq!(
-        lab.ping(&g.web[0], &g.web1b.ip, 5, Duration::from_secs(5)),
-        5
+        lab.ping(&g.web[0], &g.web1b.ip, 50, Duration::from_secs(20)),
+        50
     );
-    assert_eq!(
-        lab.hosts[0].port("prod/up").tx_packets,
-        before,
-        "local traffic left h1 through its uplink"
+    let sent = lab.hosts[0].port("prod/up").tx_packets - before;
+    assert!(
+        sent < 5,
+        "local traffic left h1 through its uplink: {sent} frames"
     );
     if !etcd {
         qemu_guest(&lab, &g);

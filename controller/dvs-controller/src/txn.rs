@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 
 /// Attempts before a transaction that keeps losing races is refused as a conflict.
 const ATTEMPTS: usize = 8;
+/// Of those, how many may end with the store unavailable (0.2 + 0.4 + ... s between them).
+const UNAVAILABLE_RETRIES: usize = 4;
 
 pub fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes())
@@ -121,6 +123,7 @@ pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster)
         return Err(ApiErr::invalid("a transaction needs at least one op"));
     }
     let mut last_conflict = String::new();
+    let mut unavailable = 0;
     for _ in 0..ATTEMPTS {
         let snap = st.fresh_snapshot().await?;
         // One copy (the result); the snapshot itself is the state before.
@@ -175,6 +178,16 @@ pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster)
             Err(StoreError::Conflict { key, .. }) => {
                 // Another transaction committed first: redo against its result.
                 last_conflict = key;
+                continue;
+            }
+            // An etcd member went away mid-request (the client may still route to it for a
+            // moment). The write is guarded by the sequence key, so trying again is safe: it
+            // commits once, or finds that it did and conflicts.
+            Err(e @ StoreError::Unavailable { .. }) if unavailable < UNAVAILABLE_RETRIES => {
+                unavailable += 1;
+                eprintln!("dvs-controller: transaction: {e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * unavailable as u64))
+                    .await;
                 continue;
             }
             Err(e) => return Err(e.into()),
