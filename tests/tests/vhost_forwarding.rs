@@ -613,9 +613,12 @@ ethdev = {{ devargs = "net_vhost90,iface={up},queues=1" }}
 
     let (gold, bronze) = sink_window(&sink, 4_000);
     eprintln!("uplink shares, gold high / bronze low: gold {gold}, bronze {bronze}");
+    // Strict priority gives gold nearly all of it (95-99 % on an idle machine); without
+    // priorities each would get about half. 80 % leaves room for a loaded machine, where the
+    // guests themselves get less CPU (86.8 % seen with a benchmark running beside the tests).
     assert!(
-        gold * 10 >= (gold + bronze) * 9,
-        "high priority (VLAN 100) should get at least 90% of the congested uplink: \
+        gold * 10 >= (gold + bronze) * 8,
+        "high priority (VLAN 100) should get at least 80% of the congested uplink: \
          gold {gold}, bronze {bronze}"
     );
 
@@ -631,8 +634,8 @@ ethdev = {{ devargs = "net_vhost90,iface={up},queues=1" }}
     let (gold, bronze) = sink_window(&sink, 4_000);
     eprintln!("uplink shares, gold low / bronze high: gold {gold}, bronze {bronze}");
     assert!(
-        bronze * 10 >= (gold + bronze) * 9,
-        "after the swap, bronze (VLAN 200) should get at least 90%: gold {gold}, bronze {bronze}"
+        bronze * 10 >= (gold + bronze) * 8,
+        "after the swap, bronze (VLAN 200) should get at least 80%: gold {gold}, bronze {bronze}"
     );
     // The switch still forwards both guests' frames everywhere else: it is the uplink that
     // refuses, and it counts what it refused.
