@@ -4,16 +4,17 @@ use crate::reply::*;
 use model::Backend;
 use std::fmt::{self, Write};
 
-/// Columns padded to their widest cell, two spaces apart; the last column is not padded.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in &rows {
+/// Columns padded to their widest cell, two spaces apart; the last column is not padded
+/// (`evsd ctl` and `dvsctl` print their tables with it).
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
         for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
+            w[i] = w[i].max(c.chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |cells: Vec<String>| {
+    let mut line = |cells: &[String]| {
         let mut l = String::new();
         for (i, c) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -25,7 +26,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     for r in rows {
         line(r);
     }
@@ -65,7 +66,7 @@ pub fn backend(b: &Option<Backend>) -> String {
 }
 
 pub fn ports(ports: &[PortReport]) -> String {
-    let rows = ports
+    let rows: Vec<Vec<String>> = ports
         .iter()
         .map(|p| {
             let d: Vec<String> = p
@@ -101,12 +102,12 @@ pub fn ports(ports: &[PortReport]) -> String {
             "PORT", "ID", "KIND", "STATE", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "DROPS",
             "BACKEND",
         ],
-        rows,
+        &rows,
     )
 }
 
 pub fn threads(threads: &[ThreadReport]) -> String {
-    let rows = threads
+    let rows: Vec<Vec<String>> = threads
         .iter()
         .map(|t| {
             vec![
@@ -132,12 +133,12 @@ pub fn threads(threads: &[ThreadReport]) -> String {
             "CACHE_HIT",
             "RX_PORTS",
         ],
-        rows,
+        &rows,
     )
 }
 
 pub fn mac(entries: &[MacEntry]) -> String {
-    let rows = entries
+    let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
             vec![
@@ -149,11 +150,11 @@ pub fn mac(entries: &[MacEntry]) -> String {
             ]
         })
         .collect();
-    table(&["VLAN", "MAC", "PORT", "AGE_S", "KIND"], rows)
+    table(&["VLAN", "MAC", "PORT", "AGE_S", "KIND"], &rows)
 }
 
 pub fn connections(conns: &[ConnectionEntry]) -> String {
-    let rows = conns
+    let rows: Vec<Vec<String>> = conns
         .iter()
         .map(|r| {
             let c = &r.connection;
@@ -180,7 +181,7 @@ pub fn connections(conns: &[ConnectionEntry]) -> String {
             "STATE",
             "EXPIRES_S",
         ],
-        rows,
+        &rows,
     )
 }
 

@@ -3,37 +3,10 @@
 
 use crate::ops::ethertype_str;
 use api::dvs::{StatusReport, TxnReply, Versioned, WaitReport};
+pub use api::text::table;
 use model::cluster::{DvsPort, DvsPortGroup, Host, Kind, Object, UplinkGroup};
 use model::{Direction, PortKind, Priority, Protocol, Remote, SecurityGroup, SgRule, VlanRange};
 use std::fmt::Write;
-
-/// Columns padded to their widest cell, two spaces apart; the last column is not padded.
-pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<width$}  ", width = w[i]);
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
-    for r in rows {
-        line(r);
-    }
-    out
-}
 
 /// `key: value` lines with the values aligned.
 fn fields(title: &str, kv: &[(&str, String)]) -> String {
