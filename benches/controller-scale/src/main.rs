@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod costs;
 mod procs;
 mod sim;
 mod topo;
@@ -81,6 +82,10 @@ struct Args {
     /// agent threads on 2 cores do not starve the controller they are measuring).
     #[arg(long, default_value = "")]
     child_prefix: String,
+    /// Only time the controller's model work (copy, validate, affected hosts, slices) for this
+    /// size in memory, and exit: no controller, no agents.
+    #[arg(long)]
+    costs: bool,
 }
 
 /// Ports one flowtable switch can hold, plus one (`flowtable::compiler`'s `MAX_PORTS`).
@@ -421,6 +426,10 @@ fn resync(cx: &Ctx, a: &Args, url: &str, vhost: &Path, state_root: &Path) -> Res
 
 fn main() {
     let a = Args::parse();
+    if a.costs {
+        costs::run(a.hosts, a.ports);
+        return;
+    }
     match run(&a) {
         Ok(()) => std::process::exit(0),
         Err(e) => {

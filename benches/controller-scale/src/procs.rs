@@ -220,11 +220,13 @@ impl Controller {
                     dir.join("controller.redb").display().to_string(),
                 ]),
             }
+            // EVS_BENCH_LOGS=DIR keeps the controller's log after the run.
+            let logs = std::env::var_os("EVS_BENCH_LOGS").map_or(dir.to_owned(), PathBuf::from);
             let mut proc = spawn(
                 "dvs-controller",
                 bin,
                 &args,
-                dir.join(format!("controller-{attempt}.log")),
+                logs.join(format!("controller-{attempt}.log")),
             );
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {

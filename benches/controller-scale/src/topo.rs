@@ -137,6 +137,31 @@ pub fn define(
     Ok(d)
 }
 
+/// Every object of the installation `define` creates, in creation order (for measuring the
+/// controller's model operations in memory: `--costs`).
+pub fn objects(hosts: usize, ports: usize, vhost_dir: &Path) -> Vec<Object> {
+    let mut out = vec![
+        Object::Dvs(Dvs {
+            name: DVS.into(),
+            vlans: vec!["100-299".parse().unwrap()],
+        }),
+        Object::SecurityGroup(SecurityGroup::default_group("web")),
+        sparse_group(false),
+    ];
+    for g in 0..GROUPS {
+        out.push(group(&format!("pg{g}"), 100 + g as u16, false));
+    }
+    let mut ops = vec![];
+    for h in 0..hosts {
+        add_host(&mut ops, &host_name(h), h, ports, vhost_dir);
+    }
+    out.extend(ops.into_iter().filter_map(|o| match o {
+        TxnOp::Create { object, .. } => Some(object),
+        _ => None,
+    }));
+    out
+}
+
 /// Host number `h` with its uplink group and ports (global port indices `h * ports ..`).
 fn add_host(ops: &mut Vec<TxnOp>, name: &str, h: usize, ports: usize, vhost_dir: &Path) {
     ops.push(create(Object::Host(Host {

@@ -20,7 +20,10 @@ use model::{Cluster, HostSlice, Object, ObjectId};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+/// The hosts one status update changed; `None`: unknown (a re-list), look at all.
+pub type StatusChange = Option<Arc<Vec<String>>>;
 
 /// The desired state as of one store revision.
 #[derive(Debug, Default)]
@@ -31,8 +34,6 @@ pub struct Snapshot {
     pub revision: u64,
     /// Revision of the last committed transaction (the [`keys::SEQ`] key), 0 before the first.
     pub txn_revision: u64,
-    /// Shared, so that the cache can recycle a superseded copy instead of cloning (see
-    /// [`follow_config`]).
     pub cluster: Arc<Cluster>,
     pub versions: Arc<Versions>,
     /// Hosts whose slice the update that made this snapshot may have changed.
@@ -97,8 +98,9 @@ pub struct Reported {
     pub raw: Vec<u8>,
 }
 
-/// Each object's resource version.
-pub type Versions = BTreeMap<ObjectId, u64>;
+/// Each object's resource version (persistent, like the [`Cluster`]'s maps: a copy per update
+/// is a pointer).
+pub type Versions = imbl::OrdMap<ObjectId, u64>;
 
 /// One decoded change of the desired state: the object as written (with its revision), or its
 /// removal.
@@ -180,13 +182,9 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("dvs-controller: {}", msg.as_ref());
 }
 
-/// Follows [`keys::CFG`] for ever, publishing a snapshot per update.
-///
-/// Copying the whole desired state for each update costs O(objects) (100,000 ports: tens of
-/// milliseconds, more than the rest of a change). So the cache keeps the copy of the snapshot
-/// before last: once no reader holds it any more (readers keep a snapshot only while they
-/// handle one event), it replays the previous update's and this update's edits onto it in
-/// place. A copy that is still held is cloned as before.
+/// Follows [`keys::CFG`] for ever, publishing a snapshot per update. Copying the state for an
+/// update is cheap (persistent maps), so each snapshot is the previous one with the update's
+/// edits replayed.
 pub async fn follow_config(
     store: Arc<dyn Store>,
     tx: watch::Sender<Arc<Snapshot>>,
@@ -194,9 +192,6 @@ pub async fn follow_config(
 ) {
     let mut r = Reflector::new(store, keys::CFG);
     let mut backoff = Duration::from_millis(100);
-    // The state before the latest update, and that update's edits.
-    let mut spare: Option<(Arc<Cluster>, Arc<Versions>)> = None;
-    let mut last_edits: Vec<Edit> = vec![];
     loop {
         let update = match r.next().await {
             Ok(u) => u,
@@ -249,27 +244,10 @@ pub async fn follow_config(
                 Change::Delete { .. } => edits.push((id, None)),
             }
         }
-        let recycled = match spare.take() {
-            Some((mut c, mut v)) => match (Arc::get_mut(&mut c), Arc::get_mut(&mut v)) {
-                (Some(cm), Some(vm)) => {
-                    replay(cm, vm, &last_edits);
-                    Some((c, v))
-                }
-                _ => None,
-            },
-            None => None,
-        };
-        let (mut cluster, mut versions) = recycled.unwrap_or_else(|| {
-            (
-                Arc::new(Cluster::clone(&prev.cluster)),
-                Arc::new(Versions::clone(&prev.versions)),
-            )
-        });
-        replay(
-            Arc::get_mut(&mut cluster).expect("a fresh or unshared copy"),
-            Arc::get_mut(&mut versions).expect("a fresh or unshared copy"),
-            &edits,
-        );
+        let mut cluster = Cluster::clone(&prev.cluster);
+        let mut versions = Versions::clone(&prev.versions);
+        replay(&mut cluster, &mut versions, &edits);
+        let (cluster, versions) = (Arc::new(cluster), Arc::new(versions));
         let changed: Vec<ObjectId> = edits.iter().map(|(id, _)| id.clone()).collect();
         let mut next = Snapshot {
             seq: prev.seq + 1,
@@ -311,18 +289,20 @@ pub async fn follow_config(
         }
         let _ = tx.send(Arc::new(next));
         let _ = ready.send(true);
-        // `prev` is superseded: its copy is the one to recycle next time, once its readers let
-        // go of it.
-        spare = Some((prev.cluster.clone(), prev.versions.clone()));
-        last_edits = edits;
-        drop(prev);
     }
 }
 
 /// Follows [`keys::STATUS`] for ever. Each update decodes only the statuses it changed (a change
 /// applied by 1,000 hosts is 1,000 status writes; decoding every host's status on each of them
 /// was 10^6 decodes per change).
-pub async fn follow_status(store: Arc<dyn Store>, tx: watch::Sender<Arc<StatusMap>>) {
+///
+/// Each update's changed hosts also go out on `changes` (`None` after a re-list: anything may
+/// have changed), so a `--wait=hosts` looks again only at the hosts that reported.
+pub async fn follow_status(
+    store: Arc<dyn Store>,
+    tx: watch::Sender<Arc<StatusMap>>,
+    changes: broadcast::Sender<StatusChange>,
+) {
     let mut r = Reflector::new(store, keys::STATUS);
     loop {
         let update = match r.next().await {
@@ -343,6 +323,17 @@ pub async fn follow_status(store: Arc<dyn Store>, tx: watch::Sender<Arc<StatusMa
                         raw: kv.value.clone(),
                     })
                 })
+        };
+        let changed: StatusChange = if update.resync {
+            None
+        } else {
+            Some(Arc::new(
+                update
+                    .changes
+                    .iter()
+                    .filter_map(|c| c.key().strip_prefix(keys::STATUS).map(str::to_owned))
+                    .collect(),
+            ))
         };
         let m = if update.resync {
             let mut m = StatusMap::new();
@@ -369,5 +360,6 @@ pub async fn follow_status(store: Arc<dyn Store>, tx: watch::Sender<Arc<StatusMa
             m
         };
         let _ = tx.send(Arc::new(m));
+        let _ = changes.send(changed);
     }
 }

@@ -11,8 +11,10 @@ use axum::extract::{Path, Query};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use dvs_store::{StoreError, Txn};
+use dvs_store::StoreError;
 use serde::Deserialize;
+use std::collections::HashSet;
+use tokio::sync::broadcast;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,23 +120,29 @@ pub async fn watch(
             loop {
                 let deadline = tokio::time::Instant::from_std(last + HEARTBEAT);
                 let woke = tokio::time::timeout_at(deadline, rx.changed()).await;
-                let snap = rx.borrow_and_update().clone();
-                match woke {
-                    Ok(Err(_)) => return None,
-                    Err(_) => {
-                        let e = WatchEvent::Heartbeat {
-                            revision: snap.txn_revision,
-                        };
-                        return Some((line(&e), (None, f, rx, Instant::now())));
-                    }
-                    Ok(Ok(())) => {}
+                if let Ok(Err(_)) = woke {
+                    return None;
                 }
+                // Read (and mark seen) the latest snapshot whether the wait ended by a change or
+                // by the heartbeat's deadline: one that arrived just as the deadline passed is
+                // looked at here, never skipped (a heartbeat says "nothing for you up to this
+                // revision", so it must not go out over an unexamined change).
+                let snap = rx.borrow_and_update().clone();
                 if !snap.cluster.hosts.contains_key(&f.host) {
                     // The host was removed: end the stream; its switch keeps what it has.
                     return None;
                 }
-                if let Some(l) = f.event(&snap, false) {
-                    return Some((Ok(l), (None, f, rx, Instant::now())));
+                let examined = snap.seq == f.seq;
+                if !examined {
+                    if let Some(l) = f.event(&snap, false) {
+                        return Some((Ok(l), (None, f, rx, Instant::now())));
+                    }
+                }
+                if woke.is_err() {
+                    let e = WatchEvent::Heartbeat {
+                        revision: snap.txn_revision,
+                    };
+                    return Some((line(&e), (None, f, rx, Instant::now())));
                 }
             }
         },
@@ -179,8 +187,8 @@ pub async fn put_status(
     let current = st.status.borrow().get(&host).cloned();
     let unchanged = !fresh && current.is_some_and(|c| c.raw == raw && c.lease == Some(lease));
     if !unchanged {
-        st.store
-            .txn(Txn::new().put_with_lease(keys::status(&host), raw, lease))
+        st.status_writer
+            .put(keys::status(&host), raw, lease)
             .await?;
     }
     Ok(Json(serde_json::json!({})))
@@ -222,54 +230,87 @@ pub async fn status_report(st: St, headers: HeaderMap) -> Result<Json<StatusRepo
 /// Waits until every affected host that is alive runs a slice at least as new as `revision`
 /// (or one equal to its current slice), at most `limit`.
 ///
-/// Each status report wakes the wait; only the hosts that have not applied yet are looked at
-/// again (a host that applied stays counted), so a change reaching 1,000 hosts costs about
-/// 1,000 × (hosts still pending) lookups, not 1,000 × 1,000 list rebuilds.
+/// After a first look at every affected host, each status update wakes the wait with the hosts
+/// it changed, and only those are looked at again: a change reaching 1,000 hosts costs about
+/// 1,000 lookups, not 1,000 × (hosts still pending).
 pub async fn wait(st: &State, affected: &[String], revision: u64, limit: Duration) -> WaitReport {
     let start = Instant::now();
-    let mut rx = st.status.clone();
-    let mut applied: Vec<&String> = vec![];
-    let mut waiting: Vec<&String> = affected.iter().collect();
+    // Subscribed before the first look, so that no report between the look and the wait is
+    // missed.
+    let mut changes = st.status_changes.subscribe();
+    let mut waiting: HashSet<&str> = affected.iter().map(String::as_str).collect();
+    let mut applied: HashSet<&str> = HashSet::new();
+    let done = |h: &str, snap: &Snapshot, status: &crate::cache::StatusMap| {
+        status.get(h).is_some_and(|r| {
+            r.status.error.is_none()
+                && (r.status.applied_revision >= revision
+                    || snap
+                        .slice(h)
+                        .is_some_and(|c| r.status.fingerprint == c.fingerprint))
+        })
+    };
+    let mut look_at: Option<Vec<String>> = None; // None: every host still waited for
     loop {
-        // Hold the snapshot only while counting, not across the wait below (the cache recycles
-        // superseded snapshots that nobody holds).
-        let mut down = 0;
         {
+            // Hold the snapshot only while counting, not across the wait below.
             let snap = st.snapshot.borrow().clone();
-            let status = rx.borrow_and_update().clone();
-            waiting.retain(|h| match status.get(h) {
-                None => {
-                    down += 1;
-                    true
+            let status = st.status.borrow().clone();
+            let hosts: Vec<&str> = match &look_at {
+                None => waiting.iter().copied().collect(),
+                Some(v) => v
+                    .iter()
+                    .filter_map(|h| waiting.get(h.as_str()).copied())
+                    .collect(),
+            };
+            for h in hosts {
+                if done(h, &snap, &status) {
+                    waiting.remove(h);
+                    applied.insert(h);
                 }
-                Some(r)
-                    if r.status.error.is_none()
-                        && (r.status.applied_revision >= revision
-                            || snap
-                                .slice(h)
-                                .is_some_and(|c| r.status.fingerprint == c.fingerprint)) =>
-                {
-                    applied.push(h);
-                    false
-                }
-                Some(_) => true,
-            });
+            }
         }
         let left = limit.saturating_sub(start.elapsed());
-        if waiting.len() == down || left.is_zero() {
-            let status = st.status.borrow().clone();
-            let (down, pending) = waiting
-                .iter()
-                .map(|h| (*h).clone())
-                .partition(|h| status.get(h).is_none());
+        let status = st.status.borrow().clone();
+        let live_waiting = waiting.iter().any(|h| status.get(h).is_some());
+        if !live_waiting || left.is_zero() {
+            let pick = |set: &HashSet<&str>, alive: Option<bool>| -> Vec<String> {
+                affected
+                    .iter()
+                    .filter(|h| set.contains(h.as_str()))
+                    .filter(|h| alive.is_none_or(|a| status.get(h).is_some() == a))
+                    .cloned()
+                    .collect()
+            };
             return WaitReport {
                 waited_ms: start.elapsed().as_millis() as u64,
-                applied: applied.into_iter().cloned().collect(),
-                down,
-                pending,
+                applied: pick(&applied, None),
+                down: pick(&waiting, Some(false)),
+                pending: pick(&waiting, Some(true)),
             };
         }
-        let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
+        // A host whose lease lapses leaves no status update behind: look at every host at
+        // least every 200 ms.
+        look_at = match tokio::time::timeout(left.min(Duration::from_millis(200)), changes.recv())
+            .await
+        {
+            Ok(Ok(Some(hosts))) => {
+                let mut v: Vec<String> = hosts.to_vec();
+                // Take whatever else is queued, in one look.
+                loop {
+                    match changes.try_recv() {
+                        Ok(Some(h)) => v.extend(h.iter().cloned()),
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                        // A re-list, or updates this waiter fell behind on: look at all.
+                        Ok(None) | Err(_) => {
+                            v.clear();
+                            break;
+                        }
+                    }
+                }
+                if v.is_empty() { None } else { Some(v) }
+            }
+            _ => None,
+        };
     }
 }
 

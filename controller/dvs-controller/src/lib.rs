@@ -28,6 +28,7 @@ pub mod error;
 pub mod hosts;
 pub mod http;
 pub mod keys;
+pub mod status_writer;
 pub mod tls;
 pub mod txn;
 
@@ -58,10 +59,14 @@ pub struct State {
     pub auth: Auth,
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
     pub status: watch::Receiver<Arc<StatusMap>>,
+    /// The hosts each status update changed (see [`cache::follow_status`]).
+    pub status_changes: tokio::sync::broadcast::Sender<cache::StatusChange>,
     ready: watch::Receiver<bool>,
     /// This replica's lease per host (a host reporting through another replica gets that
     /// replica's; a key's lease is whichever wrote it last).
     pub leases: Mutex<HashMap<String, LeaseId>>,
+    /// Host status reports, committed in groups.
+    pub status_writer: status_writer::StatusWriter,
 }
 
 impl State {
@@ -71,13 +76,22 @@ impl State {
         let (ready_tx, ready) = watch::channel(false);
         let (status_tx, status) = watch::channel(Arc::new(StatusMap::new()));
         tokio::spawn(cache::follow_config(store.clone(), snap_tx, ready_tx));
-        tokio::spawn(cache::follow_status(store.clone(), status_tx));
+        // Deep enough for a change reaching every host of a large installation between two
+        // looks of a waiter; one that lags behind re-checks every host it waits for.
+        let (status_changes, _) = tokio::sync::broadcast::channel(4096);
+        tokio::spawn(cache::follow_status(
+            store.clone(),
+            status_tx,
+            status_changes.clone(),
+        ));
         tokio::spawn(compact(store.clone()));
         Arc::new(State {
+            status_writer: status_writer::StatusWriter::start(store.clone()),
             store,
             auth,
             snapshot,
             status,
+            status_changes,
             ready,
             leases: Mutex::new(HashMap::new()),
         })

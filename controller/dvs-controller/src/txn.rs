@@ -36,7 +36,7 @@ fn new_token() -> Result<String, ApiErr> {
 /// What the ops do to `cluster`: the changed ids and the tokens of new hosts.
 fn apply_ops(
     cluster: &mut Cluster,
-    versions: &std::collections::BTreeMap<ObjectId, u64>,
+    versions: &crate::cache::Versions,
     ops: &[TxnOp],
 ) -> Result<(Vec<ObjectId>, Vec<HostToken>), ApiErr> {
     let mut changed = BTreeSet::new();
@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn ops_apply_in_order_with_flags_and_versions() {
         let mut c = Cluster::default();
-        let mut v = std::collections::BTreeMap::new();
+        let mut v = crate::cache::Versions::new();
         let (ch, _) = apply_ops(
             &mut c,
             &v,
