@@ -549,9 +549,6 @@ impl Cluster {
                         ));
                     }
                 }
-                if let (Some(h), None) = (&p.host, host) {
-                    return Err(err(o(), "host", format!("unknown host {h:?}")));
-                }
                 if let Some(h) = &p.host {
                     per_host_dvs.entry(h).or_default().insert(&p.dvs);
                 }
@@ -582,6 +579,9 @@ impl Cluster {
                         format!("{ip} is already used by port {other:?} in DVS {:?}", p.dvs),
                     ));
                 }
+            }
+            if let (Some(h), None) = (&p.host, host) {
+                return Err(err(o(), "host", format!("unknown host {h:?}")));
             }
             let Some((h, hrec)) = host else { continue };
             if p.ethdev.is_some() {
