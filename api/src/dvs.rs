@@ -153,8 +153,71 @@ pub enum WatchEvent {
         fingerprint: String,
         slice: HostSlice,
     },
+    /// The slice with fingerprint `base` changed only in the objects of `delta`: replace them
+    /// and the result is the slice `fingerprint` as of `revision`. An agent that does not run
+    /// `base` reconnects asking for the whole slice.
+    Delta {
+        revision: u64,
+        base: String,
+        fingerprint: String,
+        delta: SliceDelta,
+    },
     /// Nothing changed for this host up to `revision`; also keeps the connection proven alive.
     Heartbeat { revision: u64 },
+}
+
+/// Objects of a slice's model that a change replaced (by name, each already in the slice): a
+/// policy change on 1,000 hosts sends each the one port group it changed, not its whole slice.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SliceDelta {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_groups: Vec<model::PortGroup>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_groups: Vec<model::SecurityGroup>,
+}
+
+impl SliceDelta {
+    pub fn is_empty(&self) -> bool {
+        self.port_groups.is_empty() && self.security_groups.is_empty()
+    }
+
+    /// Replaces the delta's objects in `slice`; an object the slice lacks is an error (the
+    /// delta was cut for another slice).
+    pub fn apply(&self, slice: &mut HostSlice) -> Result<(), String> {
+        for g in &self.port_groups {
+            let Some(old) = slice.model.port_groups.iter_mut().find(|x| x.name == g.name) else {
+                return Err(format!("the delta changes port group {:?}, which the slice lacks", g.name));
+            };
+            *old = g.clone();
+        }
+        for g in &self.security_groups {
+            let Some(old) = slice
+                .model
+                .security_groups
+                .iter_mut()
+                .find(|x| x.name == g.name)
+            else {
+                return Err(format!(
+                    "the delta changes security group {:?}, which the slice lacks",
+                    g.name
+                ));
+            };
+            *old = g.clone();
+        }
+        Ok(())
+    }
+
+    /// The fingerprint of the slice `base` with this delta applied: a digest of `base` and the
+    /// delta's JSON, so that neither side serializes the whole slice again. (It names the
+    /// history, not only the content: a controller that computes the slice afresh names it by
+    /// its JSON, differently, and sends it whole once.)
+    pub fn fingerprint_after(&self, base: &str) -> String {
+        let mut bytes = Vec::with_capacity(base.len() + 256);
+        bytes.extend_from_slice(base.as_bytes());
+        bytes.push(b'+');
+        bytes.extend_from_slice(&serde_json::to_vec(self).unwrap_or_default());
+        fingerprint_of_json(&bytes)
+    }
 }
 
 /// How often the controller sends a heartbeat on an idle watch.

@@ -409,45 +409,9 @@ impl Cluster {
         for h in self.hosts.values() {
             check_name(&format!("host {:?}", h.name), "name", &h.name)?;
         }
-        // Security groups: rule checks are the switch's own.
-        let probe = Model {
-            security_groups: self.security_groups.values().cloned().collect(),
-            ..Model::default()
-        };
-        for s in self.security_groups.values() {
-            check_name(&format!("security group {:?}", s.name), "name", &s.name)?;
-        }
-        probe.validate()?;
-
+        self.validate_security_groups()?;
         for (id, pg) in &self.port_groups {
-            let o = format!("port group {id:?}");
-            check_name(&o, "name", &pg.group.name)?;
-            let Some(d) = self.dvs.get(&pg.dvs) else {
-                return Err(err(o, "dvs", format!("unknown DVS {:?}", pg.dvs)));
-            };
-            let probe = Model {
-                port_groups: vec![pg.group.clone()],
-                ..Model::default()
-            };
-            probe.validate().map_err(|e| relabel(e, &o))?;
-            for r in vlans_of(&pg.group.mode()) {
-                if !covered(&d.vlans, r) {
-                    let carried: Vec<String> = d.vlans.iter().map(|v| v.to_string()).collect();
-                    let field = match pg.group.mode() {
-                        PortMode::Access { .. } => "vlan",
-                        PortMode::Trunk { .. } => "vlans",
-                    };
-                    return Err(err(
-                        o,
-                        field,
-                        format!(
-                            "VLAN {r} is not carried by DVS {:?} (it carries {})",
-                            d.name,
-                            carried.join(",")
-                        ),
-                    ));
-                }
-            }
+            self.validate_port_group(id, pg)?;
         }
 
         let mut per_host_dvs: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
@@ -656,6 +620,81 @@ impl Cluster {
                         ));
                     }
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the state after a change of `changed` to `before` (a valid state): a change
+    /// of port groups and security groups that exist before and after is checked on those
+    /// objects alone (nothing else can refer to their content), anything else against
+    /// everything. At 100,000 ports that is the difference between tens of milliseconds and
+    /// none for each policy change.
+    pub fn validate_change(&self, before: &Cluster, changed: &[ObjectId]) -> Result<(), ModelError> {
+        let policy_only = changed.iter().all(|id| match id.kind {
+            Kind::PortGroup => {
+                before.port_groups.contains_key(&id.id) && self.port_groups.contains_key(&id.id)
+            }
+            Kind::SecurityGroup => {
+                before.security_groups.contains_key(&id.id)
+                    && self.security_groups.contains_key(&id.id)
+            }
+            _ => false,
+        });
+        if !policy_only {
+            return self.validate();
+        }
+        self.validate_security_groups()?;
+        for id in changed {
+            if let (Kind::PortGroup, Some(pg)) = (id.kind, self.port_groups.get(&id.id)) {
+                self.validate_port_group(&id.id, pg)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every security group, with the switch's own rule checks (remote groups must exist).
+    fn validate_security_groups(&self) -> Result<(), ModelError> {
+        let probe = Model {
+            security_groups: self.security_groups.values().cloned().collect(),
+            ..Model::default()
+        };
+        for s in self.security_groups.values() {
+            check_name(&format!("security group {:?}", s.name), "name", &s.name)?;
+        }
+        probe.validate()?;
+
+        Ok(())
+    }
+
+    /// One port group: its own checks, its DVS, and its VLANs carried by the DVS.
+    fn validate_port_group(&self, id: &str, pg: &DvsPortGroup) -> Result<(), ModelError> {
+        let o = format!("port group {id:?}");
+        check_name(&o, "name", &pg.group.name)?;
+        let Some(d) = self.dvs.get(&pg.dvs) else {
+            return Err(err(o, "dvs", format!("unknown DVS {:?}", pg.dvs)));
+        };
+        let probe = Model {
+            port_groups: vec![pg.group.clone()],
+            ..Model::default()
+        };
+        probe.validate().map_err(|e| relabel(e, &o))?;
+        for r in vlans_of(&pg.group.mode()) {
+            if !covered(&d.vlans, r) {
+                let carried: Vec<String> = d.vlans.iter().map(|v| v.to_string()).collect();
+                let field = match pg.group.mode() {
+                    PortMode::Access { .. } => "vlan",
+                    PortMode::Trunk { .. } => "vlans",
+                };
+                return Err(err(
+                    o,
+                    field,
+                    format!(
+                        "VLAN {r} is not carried by DVS {:?} (it carries {})",
+                        d.name,
+                        carried.join(",")
+                    ),
+                ));
             }
         }
         Ok(())

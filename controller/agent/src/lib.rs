@@ -66,6 +66,8 @@ pub struct Agent<S: HostSwitch> {
     error: Option<String>,
     port_errors: BTreeMap<String, String>,
     last_report: Option<Instant>,
+    /// Ask for the whole slice on the next watch (a delta did not fit what the switch runs).
+    want_whole: bool,
 }
 
 fn log(host: &str, msg: impl AsRef<str>) {
@@ -109,6 +111,7 @@ impl<S: HostSwitch> Agent<S> {
             error: None,
             port_errors: BTreeMap::new(),
             last_report: None,
+            want_whole: false,
         })
     }
 
@@ -306,11 +309,10 @@ impl<S: HostSwitch> Agent<S> {
 
     /// One watch connection, until it breaks.
     fn follow(&mut self) -> Result<(), ControllerError> {
-        let fp = self
-            .applied
-            .as_ref()
-            .map(|a| a.fingerprint.clone())
-            .unwrap_or_default();
+        let fp = match &self.applied {
+            Some(a) if !self.want_whole => a.fingerprint.clone(),
+            _ => String::new(),
+        };
         let stream = self
             .client
             .watch(&self.cfg.host, self.applied_revision(), &fp)?;
@@ -330,8 +332,47 @@ impl<S: HostSwitch> Agent<S> {
                     slice,
                 } => {
                     // A refused slice is reported; the switch keeps its last state.
+                    self.want_whole = false;
                     let _ = self.apply(revision, fingerprint, slice);
                     self.report()?;
+                }
+                WatchEvent::Delta {
+                    revision,
+                    base,
+                    fingerprint,
+                    delta,
+                } => {
+                    let next = match &self.applied {
+                        Some(a) if a.fingerprint == base => {
+                            let mut slice = a.slice.clone();
+                            delta
+                                .apply(&mut slice)
+                                .and_then(|()| {
+                                    if delta.fingerprint_after(&base) == fingerprint {
+                                        Ok(slice)
+                                    } else {
+                                        Err("the result's fingerprint differs".into())
+                                    }
+                                })
+                        }
+                        _ => Err("it is for a slice this switch does not run".into()),
+                    };
+                    match next {
+                        Ok(slice) => {
+                            let _ = self.apply(revision, fingerprint, slice);
+                            self.report()?;
+                        }
+                        Err(why) => {
+                            log(
+                                &self.cfg.host,
+                                format!("delta for revision {revision} not applied: {why}; asking for the whole slice"),
+                            );
+                            self.want_whole = true;
+                            return Err(ControllerError::Protocol(format!(
+                                "delta for revision {revision}: {why}"
+                            )));
+                        }
+                    }
                 }
                 WatchEvent::Heartbeat { .. } => self.report_if_due(),
             }

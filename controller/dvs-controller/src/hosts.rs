@@ -5,7 +5,9 @@ use crate::cache::{CachedSlice, Snapshot};
 use crate::error::ApiErr;
 use crate::http::{caller, operator, Caller};
 use crate::{keys, State, HOST_LEASE_TTL};
-use api::dvs::{HostReport, HostStatus, StatusReport, WaitReport, WatchEvent, HEARTBEAT};
+use api::dvs::{
+    HostReport, HostStatus, SliceDelta, StatusReport, WaitReport, WatchEvent, HEARTBEAT,
+};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query};
 use axum::http::HeaderMap;
@@ -56,9 +58,28 @@ impl Follower {
         if c.fingerprint == self.fingerprint {
             return None;
         }
+        let line = match &c.delta {
+            Some((base, d)) if *base == self.fingerprint => {
+                delta_line(snap.txn_revision, base, &c.fingerprint, d)
+            }
+            _ => slice_line(snap.txn_revision, &c),
+        };
         self.fingerprint = c.fingerprint.clone();
-        Some(slice_line(snap.txn_revision, &c))
+        Some(line)
     }
+}
+
+/// The stream line of a [`WatchEvent::Delta`].
+fn delta_line(revision: u64, base: &str, fingerprint: &str, d: &SliceDelta) -> Bytes {
+    let e = WatchEvent::Delta {
+        revision,
+        base: base.to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        delta: d.clone(),
+    };
+    let mut v = serde_json::to_vec(&e).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
 }
 
 /// The stream line of a [`WatchEvent::Slice`], around the slice's JSON serialized once for all
@@ -68,9 +89,10 @@ fn slice_line(revision: u64, c: &CachedSlice) -> Bytes {
         "{{\"type\":\"slice\",\"revision\":{revision},\"fingerprint\":\"{}\",\"slice\":",
         c.fingerprint
     );
-    let mut v = Vec::with_capacity(head.len() + c.json.len() + 2);
+    let json = &c.whole().json;
+    let mut v = Vec::with_capacity(head.len() + json.len() + 2);
     v.extend_from_slice(head.as_bytes());
-    v.extend_from_slice(&c.json);
+    v.extend_from_slice(json);
     v.extend_from_slice(b"}\n");
     Bytes::from(v)
 }
@@ -196,9 +218,13 @@ pub async fn put_status(
 
 fn report(snap: &Snapshot, status: &crate::cache::StatusMap, host: &str) -> HostReport {
     let r = status.get(host);
+    // Fingerprints of slices made by deltas name their history, which another replica (or
+    // this one after a restart) names differently: a host that runs the revision its slice
+    // last changed at, or later, is in sync as well.
     let in_sync = r.is_some_and(|r| {
-        snap.slice(host)
-            .is_some_and(|c| r.status.fingerprint == c.fingerprint)
+        snap.slice(host).is_some_and(|c| {
+            r.status.fingerprint == c.fingerprint || r.status.applied_revision >= c.changed_at
+        })
     });
     HostReport {
         host: host.into(),
@@ -327,7 +353,7 @@ mod tests {
             vhost_dir: None,
             token_sha256: None,
         }));
-        let cached = CachedSlice::new(c.host_slice("h1"));
+        let cached = CachedSlice::new(c.host_slice("h1"), 1);
         let l = slice_line(42, &cached);
         assert!(l.ends_with(b"\n"));
         let parsed: WatchEvent = serde_json::from_slice(&l).unwrap();

@@ -143,7 +143,7 @@ pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster)
             ));
         }
         after
-            .validate()
+            .validate_change(before, &changed)
             .map_err(|e| ApiErr::invalid(e.to_string()))?;
         let mut t = if snap.txn_revision == 0 {
             Txn::new().when_absent(keys::SEQ)

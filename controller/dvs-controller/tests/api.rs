@@ -198,23 +198,31 @@ fn operator_defines_a_dvs_and_each_host_sees_its_slice() {
     };
 
     // h1 reports it applied what it gets, in a thread, while the operator waits for hosts.
+    // A policy change comes as a delta on the slice h1 runs: the changed port group only.
     let h1c = h1.clone();
+    let (mut runs, runs_fp) = (slice.clone(), fingerprint.clone());
     let agent = std::thread::spawn(move || {
         for ev in w {
-            if let Ok(WatchEvent::Slice {
+            if let Ok(WatchEvent::Delta {
                 revision,
+                base,
                 fingerprint,
-                slice,
+                delta,
             }) = ev
             {
-                assert!(slice.model.port_groups[0].dhcp_isolation);
+                assert_eq!(base, runs_fp);
+                assert_eq!(delta.port_groups.len(), 1, "{delta:?}");
+                assert!(delta.security_groups.is_empty(), "{delta:?}");
+                delta.apply(&mut runs).unwrap();
+                assert!(runs.model.port_groups[0].dhcp_isolation);
+                assert_eq!(delta.fingerprint_after(&base), fingerprint);
                 let s = HostStatus {
                     applied_revision: revision,
                     fingerprint,
                     ..Default::default()
                 };
                 h1c.put_status("h1", &s).unwrap();
-                return revision;
+                return (revision, runs);
             }
         }
         panic!("stream ended")
@@ -225,7 +233,14 @@ fn operator_defines_a_dvs_and_each_host_sees_its_slice() {
             wait_ms: Some(20_000),
         })
         .unwrap();
-    assert_eq!(agent.join().unwrap(), r2.revision);
+    let (applied, runs) = agent.join().unwrap();
+    assert_eq!(applied, r2.revision);
+    // What h1 built from the delta is the slice the controller now sends whole.
+    let Some(Ok(WatchEvent::Slice { slice: whole, .. })) = h1.watch("h1", 0, "").unwrap().next()
+    else {
+        panic!()
+    };
+    assert_eq!(runs, whole);
     let wait = r2.wait.unwrap();
     assert_eq!(wait.applied, ["h1"]);
     // h2 never reported: it is down, and does not hold the wait up.

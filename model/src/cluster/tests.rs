@@ -261,3 +261,43 @@ fn objects_round_trip_as_tagged_json() {
     assert_eq!(j["dvs"], "prod");
     assert_eq!(j["vlan"], 100);
 }
+
+#[test]
+fn a_policy_change_is_validated_on_what_it_touches_and_anything_else_in_full() {
+    let before = example();
+    let pg = ObjectId::new(Kind::PortGroup, "prod/web");
+    let sg = ObjectId::new(Kind::SecurityGroup, "db");
+    // A port group moved to a VLAN its DVS does not carry.
+    let mut after = before.clone();
+    after.insert(Object::PortGroup(DvsPortGroup {
+        dvs: "prod".into(),
+        group: PortGroup::access("web", 300),
+    }));
+    let e = after
+        .validate_change(&before, std::slice::from_ref(&pg))
+        .unwrap_err();
+    assert_eq!((e.object.as_str(), e.field.as_str()), ("port group \"prod/web\"", "vlan"), "{e}");
+    // A rule naming a group that does not exist.
+    let mut after = before.clone();
+    let mut db = after.security_groups.get("db").unwrap().clone();
+    db.rules[0].remote = Some(Remote::Group("nosuch".into()));
+    after.insert(Object::SecurityGroup(db));
+    let e = after
+        .validate_change(&before, std::slice::from_ref(&sg))
+        .unwrap_err();
+    assert!(e.to_string().contains("nosuch"), "{e}");
+    // A good policy change passes; a port change goes through the full check (here: a MAC
+    // clash with another port, which only the full check can see).
+    let mut after = before.clone();
+    after.insert(Object::PortGroup(DvsPortGroup {
+        dvs: "prod".into(),
+        group: PortGroup::access("web", 150),
+    }));
+    after.validate_change(&before, &[pg]).unwrap();
+    let mut after = before.clone();
+    after.insert(port("web3", 1, "web", Some("web"), Some("a")));
+    let e = after
+        .validate_change(&before, &[ObjectId::new(Kind::Port, "web3")])
+        .unwrap_err();
+    assert_eq!(e.field, "mac", "{e}");
+}
