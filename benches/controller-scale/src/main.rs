@@ -8,7 +8,7 @@
 //!
 //! * **change → applied everywhere**: one port group's `dhcp_isolation` toggled, `--changes`
 //!   times, for a group on every host and for one on every tenth host; per change, the time from
-//!   sending the transaction until the last affected agent has applied and saved the new slice
+//!   sending the transaction until the last affected agent has applied the new slice (its switch finished the `Apply`)
 //!   (seen from the agents' side), and what `--wait=hosts` reported;
 //! * **agent resync**: one more host with `--resync-ports` ports; its agent started without
 //!   state (full slice), then "killed" and restarted on its saved slice (fingerprint unchanged:

@@ -4,9 +4,10 @@
 //! makes), or, for hosts outside the compiled sample, validates it with `Model::validate`.
 //!
 //! The [`Probe`] is how the benchmark sees the agents from outside without touching their code:
-//! the agent's order of calls is fixed (`ShowPorts`, detaches, `Apply`, attaches, save to disk,
-//! then `ShowPorts` again for its status report), so the first `ShowPorts` after an `Apply` is
-//! the moment the agent has applied *and saved* a slice and is about to report it.
+//! a host counts as done when its switch has finished an `Apply` of a matching model (the
+//! table swap; the agent then saves the slice and reports, which `--wait=hosts` includes). A
+//! policy delta reaches the switch as one `Apply` and nothing else, so there is no later call to
+//! mark "saved" by.
 
 use api::{Applied, PortKind, PortReport, PortState, Reply, Request, Response};
 use dvs_agent::HostSwitch;
@@ -104,8 +105,6 @@ pub struct SimSwitch {
     /// The applied model's uplinks and ports, in `show ports` order.
     names: Vec<(String, PortKind)>,
     attached: BTreeMap<String, Backend>,
-    /// An `Apply` matching the probe happened; the next `ShowPorts` marks the host done.
-    applied_match: bool,
     kill: Option<Arc<Kill>>,
 }
 
@@ -132,7 +131,6 @@ impl SimSwitch {
             generation: 0,
             names: vec![],
             attached: BTreeMap::new(),
-            applied_match: false,
             kill: None,
         }
     }
@@ -230,7 +228,10 @@ impl SimSwitch {
         self.probe.apply_ns.fetch_add(ns, Ordering::Relaxed);
         self.probe.applies.fetch_add(1, Ordering::Relaxed);
         self.probe.apply_max_ns.fetch_max(ns, Ordering::Relaxed);
-        self.applied_match = matched;
+        if matched {
+            let ns = self.probe.epoch.elapsed().as_nanos() as u64 + 1;
+            self.probe.done[self.idx].store(ns, Ordering::SeqCst);
+        }
         Ok(applied)
     }
 
@@ -250,14 +251,7 @@ impl HostSwitch for SimSwitch {
     fn call(&mut self, req: Request) -> Response {
         self.park_if_killed();
         match req {
-            Request::ShowPorts => {
-                if self.applied_match {
-                    self.applied_match = false;
-                    let ns = self.probe.epoch.elapsed().as_nanos() as u64 + 1;
-                    self.probe.done[self.idx].store(ns, Ordering::SeqCst);
-                }
-                Response::ok(&Reply::Ports(self.ports()))
-            }
+            Request::ShowPorts => Response::ok(&Reply::Ports(self.ports())),
             Request::Apply { model } => match self.apply(model) {
                 Ok(a) => Response::ok(&Reply::Applied(a)),
                 Err(e) => Response::err(e),

@@ -68,8 +68,11 @@ pub struct CachedSlice {
     local_security_groups: Arc<BTreeSet<String>>,
     whole: OnceLock<Whole>,
     /// Until built whole: a slice built whole and the deltas since.
-    chain: Mutex<Option<(Arc<CachedSlice>, Vec<Arc<SliceDelta>>)>>,
+    chain: Mutex<Option<Chain>>,
 }
+
+/// A slice built whole, and the deltas made on it since, oldest first.
+type Chain = (Arc<CachedSlice>, Vec<Arc<SliceDelta>>);
 
 #[derive(Debug)]
 pub struct Whole {
