@@ -193,10 +193,19 @@ fn spawn_agent(
 /// Waits until every host of `hosts` is done (per the probe) or `limit` passes; returns the
 /// hosts still missing.
 fn wait_done(probe: &Probe, hosts: &[usize], limit: Duration) -> Vec<usize> {
+    wait_marked(hosts, limit, |h| probe.done_at(h))
+}
+
+/// Hosts of `hosts` that `mark` still gives no time for after `limit`.
+fn wait_marked(
+    hosts: &[usize],
+    limit: Duration,
+    mark: impl Fn(usize) -> Option<Instant>,
+) -> Vec<usize> {
     let deadline = Instant::now() + limit;
     let mut missing: Vec<usize> = hosts.to_vec();
     loop {
-        missing.retain(|&h| probe.done_at(h).is_none());
+        missing.retain(|&h| mark(h).is_none());
         if missing.is_empty() || Instant::now() > deadline {
             return missing;
         }
@@ -373,10 +382,11 @@ fn resync(cx: &Ctx, a: &Args, url: &str, vhost: &Path, state_root: &Path) -> Res
         let t0 = Instant::now();
         spawn_agent(url, name, &token, dir.clone(), sw, stop, stack, restore_slot)
             .map_err(|e| e.to_string())?;
-        if !wait_done(&cx.probe, &[idx], cx.timeout).is_empty() {
+        // Measured to the status report: the whole slice applied, its ports attached, saved.
+        if !wait_marked(&[idx], cx.timeout, |h| cx.probe.reported_at(h)).is_empty() {
             return Err(format!("agent {name} did not apply in {:?}", cx.timeout));
         }
-        let took = cx.probe.done_at(idx).unwrap().saturating_duration_since(t0);
+        let took = cx.probe.reported_at(idx).unwrap().saturating_duration_since(t0);
         let applies = cx.probe.applies.load(Ordering::SeqCst) - applies0;
         Ok((ms(took), applies, kill))
     };

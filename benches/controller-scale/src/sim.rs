@@ -6,8 +6,9 @@
 //! The [`Probe`] is how the benchmark sees the agents from outside without touching their code:
 //! a host counts as done when its switch has finished an `Apply` of a matching model (the
 //! table swap; the agent then saves the slice and reports, which `--wait=hosts` includes). A
-//! policy delta reaches the switch as one `Apply` and nothing else, so there is no later call to
-//! mark "saved" by.
+//! policy delta reaches the switch as one `Apply` and nothing else. A whole slice is followed
+//! by attaches, the save and the status report's `ShowPorts`: that `ShowPorts` marks the host
+//! "reported" (applied, attached and saved), which is what a resync is measured to.
 
 use api::{Applied, PortKind, PortReport, PortState, Reply, Request, Response};
 use dvs_agent::HostSwitch;
@@ -34,6 +35,10 @@ pub struct Probe {
     /// Per host: nanoseconds since `epoch` (+1, so 0 means "not yet") when the host finished
     /// applying a slice that matches `expect`.
     done: Vec<AtomicU64>,
+    /// Per host, the same for the first `ShowPorts` after that `Apply`: a whole slice is
+    /// attached and saved by then and its status report is about to go out (a resync is
+    /// measured to here; a policy delta has nothing after its `Apply`).
+    reported: Vec<AtomicU64>,
     /// Time spent inside `Apply` (compile or validate), all hosts, and how many applies.
     pub apply_ns: AtomicU64,
     pub applies: AtomicU64,
@@ -47,6 +52,7 @@ impl Probe {
             epoch: Instant::now(),
             expect: RwLock::new(Expect::Any),
             done: (0..hosts).map(|_| AtomicU64::new(0)).collect(),
+            reported: (0..hosts).map(|_| AtomicU64::new(0)).collect(),
             apply_ns: AtomicU64::new(0),
             applies: AtomicU64::new(0),
             apply_max_ns: AtomicU64::new(0),
@@ -58,15 +64,29 @@ impl Probe {
         *self.expect.write().unwrap() = expect;
         for h in hosts {
             self.done[h].store(0, Ordering::SeqCst);
+            self.reported[h].store(0, Ordering::SeqCst);
         }
     }
 
     /// When host `h` finished (as an `Instant`), if it has.
     pub fn done_at(&self, h: usize) -> Option<Instant> {
-        match self.done[h].load(Ordering::SeqCst) {
+        self.at(&self.done[h])
+    }
+
+    /// When host `h` was about to report after finishing, if it has.
+    pub fn reported_at(&self, h: usize) -> Option<Instant> {
+        self.at(&self.reported[h])
+    }
+
+    fn at(&self, mark: &AtomicU64) -> Option<Instant> {
+        match mark.load(Ordering::SeqCst) {
             0 => None,
             ns => Some(self.epoch + Duration::from_nanos(ns - 1)),
         }
+    }
+
+    fn mark(&self, mark: &AtomicU64) {
+        mark.store(self.epoch.elapsed().as_nanos() as u64 + 1, Ordering::SeqCst);
     }
 
     pub fn reset_apply_stats(&self) {
@@ -105,6 +125,8 @@ pub struct SimSwitch {
     /// The applied model's uplinks and ports, in `show ports` order.
     names: Vec<(String, PortKind)>,
     attached: BTreeMap<String, Backend>,
+    /// An `Apply` matching the probe happened; the next `ShowPorts` marks the host reported.
+    applied_match: bool,
     kill: Option<Arc<Kill>>,
 }
 
@@ -131,6 +153,7 @@ impl SimSwitch {
             generation: 0,
             names: vec![],
             attached: BTreeMap::new(),
+            applied_match: false,
             kill: None,
         }
     }
@@ -229,9 +252,9 @@ impl SimSwitch {
         self.probe.applies.fetch_add(1, Ordering::Relaxed);
         self.probe.apply_max_ns.fetch_max(ns, Ordering::Relaxed);
         if matched {
-            let ns = self.probe.epoch.elapsed().as_nanos() as u64 + 1;
-            self.probe.done[self.idx].store(ns, Ordering::SeqCst);
+            self.probe.mark(&self.probe.done[self.idx]);
         }
+        self.applied_match = matched;
         Ok(applied)
     }
 
@@ -251,7 +274,12 @@ impl HostSwitch for SimSwitch {
     fn call(&mut self, req: Request) -> Response {
         self.park_if_killed();
         match req {
-            Request::ShowPorts => Response::ok(&Reply::Ports(self.ports())),
+            Request::ShowPorts => {
+                if std::mem::take(&mut self.applied_match) {
+                    self.probe.mark(&self.probe.reported[self.idx]);
+                }
+                Response::ok(&Reply::Ports(self.ports()))
+            }
             Request::Apply { model } => match self.apply(model) {
                 Ok(a) => Response::ok(&Reply::Applied(a)),
                 Err(e) => Response::err(e),
