@@ -20,7 +20,7 @@
 
 mod state;
 
-use api::dvs::{ControllerClient, ControllerError, HostStatus, PortStatus, WatchEvent};
+use api::dvs::{ControllerClient, ControllerError, HostAck, HostStatus, PortStatus, WatchEvent};
 use api::{PortReport, PortState, Reply, Request, Response};
 use model::{Attach, Backend, HostSlice};
 use std::collections::BTreeMap;
@@ -68,8 +68,10 @@ pub struct Agent<S: HostSwitch> {
     last_report: Option<Instant>,
     /// Ask for the whole slice on the next watch (a delta did not fit what the switch runs).
     want_whole: bool,
-    /// The ports as last reported (a policy delta changes no port, so its report reuses them).
-    last_ports: Option<Vec<PortStatus>>,
+    /// A full status report went out: after one, a policy delta (which changes no port) is
+    /// acknowledged without the ports (the controller answers 409 if it holds no full report
+    /// under the host's lease, and the agent sends one).
+    reported_ports: bool,
 }
 
 fn log(host: &str, msg: impl AsRef<str>) {
@@ -114,7 +116,7 @@ impl<S: HostSwitch> Agent<S> {
             port_errors: BTreeMap::new(),
             last_report: None,
             want_whole: false,
-            last_ports: None,
+            reported_ports: false,
         })
     }
 
@@ -283,24 +285,28 @@ impl<S: HostSwitch> Agent<S> {
         Ok(())
     }
 
-    /// A report with the last port list (see [`Agent::apply_policy`]); a full one if there is
-    /// none yet.
+    /// The acknowledgement of a policy delta: the revision now running, without the ports
+    /// (unchanged since the last full report). A full report if none went out yet, or if the
+    /// controller predates acknowledgements (404).
     fn report_policy(&mut self) -> Result<(), ControllerError> {
-        let Some(ports) = self.last_ports.clone() else {
+        if !self.reported_ports {
             return self.report();
-        };
-        let s = HostStatus {
+        }
+        let a = HostAck {
             applied_revision: self.applied_revision(),
             fingerprint: self
                 .applied
                 .as_ref()
                 .map(|a| a.fingerprint.clone())
                 .unwrap_or_default(),
-            ports,
             error: self.error.clone(),
-            agent: env!("CARGO_PKG_VERSION").into(),
         };
-        self.client.put_status(&self.cfg.host, &s)
+        match self.client.put_ack(&self.cfg.host, &a) {
+            Err(ControllerError::Refused {
+                status: 404 | 409, ..
+            }) => self.report(),
+            r => r,
+        }
     }
 
     fn attach(&mut self, a: &Attach, b: &Backend) -> Result<(), String> {
@@ -343,7 +349,6 @@ impl<S: HostSwitch> Agent<S> {
                 .collect(),
             Err(_) => vec![],
         };
-        self.last_ports = Some(ports.clone());
         HostStatus {
             applied_revision: self.applied_revision(),
             fingerprint: self
@@ -360,7 +365,9 @@ impl<S: HostSwitch> Agent<S> {
     fn report(&mut self) -> Result<(), ControllerError> {
         let s = self.status();
         self.last_report = Some(Instant::now());
-        self.client.put_status(&self.cfg.host, &s)
+        self.client.put_status(&self.cfg.host, &s)?;
+        self.reported_ports = true;
+        Ok(())
     }
 
     fn report_if_due(&mut self) {

@@ -13,7 +13,7 @@
 //! report.
 
 use crate::keys;
-use api::dvs::{fingerprint_of_json, HostStatus, SliceDelta};
+use api::dvs::{fingerprint_of_json, HostAck, HostStatus, SliceDelta};
 use bytes::Bytes;
 use dvs_store::{Change, LeaseId, Reflector, Store};
 use model::{Cluster, HostSlice, Object, ObjectId};
@@ -238,13 +238,124 @@ fn tokens_of(c: &Cluster) -> HashMap<String, String> {
         .collect()
 }
 
-/// One host's reported status and the lease it is held under.
-#[derive(Debug, Clone)]
+/// One host's reported status and the lease it is held under: its last full report and its
+/// last acknowledgement of a policy delta ([`HostAck`], its own key), the later of the two
+/// giving the revision the host runs.
+#[derive(Debug, Clone, Default)]
 pub struct Reported {
-    pub status: HostStatus,
     pub lease: Option<LeaseId>,
-    /// The raw value, to skip rewriting an unchanged status.
-    pub raw: Vec<u8>,
+    full: Option<Arc<Stored<HostStatus>>>,
+    ack: Option<Arc<Stored<HostAck>>>,
+}
+
+/// One of a host's status keys as stored: decoded, raw (to skip rewriting an unchanged one), and
+/// the revision that wrote it (which of the two is newer).
+#[derive(Debug)]
+struct Stored<T> {
+    value: T,
+    raw: Vec<u8>,
+    mod_revision: u64,
+}
+
+impl<T: serde::de::DeserializeOwned> Stored<T> {
+    fn decode(kv: &dvs_store::KeyValue) -> Option<Arc<Stored<T>>> {
+        let value = serde_json::from_slice(&kv.value).ok()?;
+        Some(Arc::new(Stored {
+            value,
+            raw: kv.value.clone(),
+            mod_revision: kv.mod_revision,
+        }))
+    }
+}
+
+impl Reported {
+    /// A host's entry from its stored keys; `None` when neither decodes.
+    fn new(full: Option<&dvs_store::KeyValue>, ack: Option<&dvs_store::KeyValue>) -> Option<Self> {
+        Reported::default().with(full.map(|kv| (kv, false)))?.with(ack.map(|kv| (kv, true)))
+    }
+
+    /// This entry with one key written (`Some((kv, is_ack))`); `None` when nothing is left.
+    fn with(mut self, put: Option<(&dvs_store::KeyValue, bool)>) -> Option<Self> {
+        if let Some((kv, is_ack)) = put {
+            self.lease = kv.lease;
+            if is_ack {
+                self.ack = Stored::decode(kv);
+            } else {
+                self.full = Stored::decode(kv);
+            }
+        }
+        (self.full.is_some() || self.ack.is_some()).then_some(self)
+    }
+
+    /// The ack, if it is newer than the full report.
+    fn current_ack(&self) -> Option<&HostAck> {
+        let a = self.ack.as_ref()?;
+        match &self.full {
+            Some(f)
+                if (f.mod_revision, f.value.applied_revision)
+                    >= (a.mod_revision, a.value.applied_revision) =>
+            {
+                None
+            }
+            _ => Some(&a.value),
+        }
+    }
+
+    pub fn applied_revision(&self) -> u64 {
+        match (self.current_ack(), &self.full) {
+            (Some(a), _) => a.applied_revision,
+            (None, Some(f)) => f.value.applied_revision,
+            (None, None) => 0,
+        }
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        match (self.current_ack(), &self.full) {
+            (Some(a), _) => &a.fingerprint,
+            (None, Some(f)) => &f.value.fingerprint,
+            (None, None) => "",
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match (self.current_ack(), &self.full) {
+            (Some(a), _) => a.error.as_deref(),
+            (None, Some(f)) => f.value.error.as_deref(),
+            (None, None) => None,
+        }
+    }
+
+    /// The status as one report: the full one, with the ack's revision, fingerprint and error
+    /// if the ack is newer.
+    pub fn status(&self) -> HostStatus {
+        let mut s = self.full.as_ref().map(|f| f.value.clone()).unwrap_or(HostStatus {
+            applied_revision: 0,
+            fingerprint: String::new(),
+            ports: vec![],
+            error: None,
+            agent: String::new(),
+        });
+        if let Some(a) = self.current_ack() {
+            s.applied_revision = a.applied_revision;
+            s.fingerprint = a.fingerprint.clone();
+            s.error = a.error.clone();
+        }
+        s
+    }
+
+    pub fn has_full(&self) -> bool {
+        self.full.is_some()
+    }
+
+    /// Whether writing `raw` as the full report would change nothing.
+    pub fn full_is(&self, raw: &[u8]) -> bool {
+        self.full.as_ref().is_some_and(|f| f.raw == raw) && self.current_ack().is_none()
+    }
+
+    /// Whether writing `raw` as the ack would change nothing.
+    pub fn ack_is(&self, raw: &[u8]) -> bool {
+        self.ack.as_ref().is_some_and(|a| a.raw == raw) && self.current_ack().is_some()
+    }
 }
 
 /// Each object's resource version (persistent, like the [`Cluster`]'s maps: a copy per update
@@ -480,48 +591,51 @@ pub async fn follow_status(
                 continue;
             }
         };
-        let decode = |kv: &dvs_store::KeyValue| {
-            serde_json::from_slice::<HostStatus>(&kv.value)
-                .ok()
-                .map(|status| {
-                    Arc::new(Reported {
-                        status,
-                        lease: kv.lease,
-                        raw: kv.value.clone(),
-                    })
-                })
-        };
         let changed: StatusChange = if update.resync {
             None
         } else {
-            Some(Arc::new(
-                update
-                    .changes
-                    .iter()
-                    .filter_map(|c| c.key().strip_prefix(keys::STATUS).map(str::to_owned))
-                    .collect(),
-            ))
+            let hosts: BTreeSet<&str> = update
+                .changes
+                .iter()
+                .filter_map(|c| keys::parse_status(c.key()).map(|(h, _)| h))
+                .collect();
+            Some(Arc::new(hosts.into_iter().map(str::to_owned).collect()))
         };
         let m = if update.resync {
-            let mut m = StatusMap::new();
+            let mut keys_of: BTreeMap<&str, [Option<&dvs_store::KeyValue>; 2]> = BTreeMap::new();
             for (k, kv) in r.items() {
-                if let (Some(host), Some(rep)) = (k.strip_prefix(keys::STATUS), decode(kv)) {
-                    m.insert(host.to_owned(), rep);
+                if let Some((host, is_ack)) = keys::parse_status(k) {
+                    keys_of.entry(host).or_default()[is_ack as usize] = Some(kv);
+                }
+            }
+            let mut m = StatusMap::new();
+            for (host, [full, ack]) in keys_of {
+                if let Some(rep) = Reported::new(full, ack) {
+                    m.insert(host.to_owned(), Arc::new(rep));
                 }
             }
             m
         } else {
             let mut m = StatusMap::clone(&tx.borrow());
             for c in &update.changes {
-                let Some(host) = c.key().strip_prefix(keys::STATUS) else {
+                let Some((host, is_ack)) = keys::parse_status(c.key()) else {
                     continue;
                 };
-                match c {
-                    Change::Put { kv, .. } => match decode(kv) {
-                        Some(rep) => m.insert(host.to_owned(), rep),
-                        None => m.remove(host),
-                    },
-                    Change::Delete { .. } => m.remove(host),
+                let mut rep = m.get(host).map(|r| Reported::clone(r)).unwrap_or_default();
+                let rep = match c {
+                    Change::Put { kv, .. } => rep.with(Some((kv, is_ack))),
+                    Change::Delete { .. } => {
+                        if is_ack {
+                            rep.ack = None;
+                        } else {
+                            rep.full = None;
+                        }
+                        rep.with(None)
+                    }
+                };
+                match rep {
+                    Some(rep) => m.insert(host.to_owned(), Arc::new(rep)),
+                    None => m.remove(host),
                 }
             }
             m

@@ -6,7 +6,7 @@ use crate::error::ApiErr;
 use crate::http::{caller, operator, Caller};
 use crate::{keys, State, HOST_LEASE_TTL};
 use api::dvs::{
-    HostReport, HostStatus, SliceDelta, StatusReport, WaitReport, WatchEvent, HEARTBEAT,
+    HostAck, HostReport, HostStatus, SliceDelta, StatusReport, WaitReport, WatchEvent, HEARTBEAT,
 };
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query};
@@ -186,7 +186,46 @@ pub async fn put_status(
 ) -> Result<Json<serde_json::Value>, ApiErr> {
     host_or_operator(&st, &headers, &host).await?;
     let raw = serde_json::to_vec(&s).map_err(|e| ApiErr::internal(e.to_string()))?;
-    let held = st.leases.lock().expect("lease map").get(&host).copied();
+    let (lease, fresh) = host_lease(&st, &host).await?;
+    let current = st.status.borrow().get(&host).cloned();
+    let unchanged = !fresh && current.is_some_and(|c| c.full_is(&raw) && c.lease == Some(lease));
+    if !unchanged {
+        st.status_writer
+            .put(keys::status(&host), raw, lease)
+            .await?;
+    }
+    Ok(Json(serde_json::json!({})))
+}
+
+/// `PUT /v1/hosts/{host}/applied`: the host applied a policy delta (its ports are as in its last
+/// status); written beside the status, under the same lease.
+pub async fn put_ack(
+    st: St,
+    headers: HeaderMap,
+    Path(host): Path<String>,
+    Json(a): Json<HostAck>,
+) -> Result<Json<serde_json::Value>, ApiErr> {
+    host_or_operator(&st, &headers, &host).await?;
+    let raw = serde_json::to_vec(&a).map_err(|e| ApiErr::internal(e.to_string()))?;
+    let (lease, fresh) = host_lease(&st, &host).await?;
+    let current = st.status.borrow().get(&host).cloned();
+    // Without a full report under this lease (it lapsed, or none was sent) the ports would be
+    // unknown: the agent sends its full status instead.
+    if fresh || !current.as_ref().is_some_and(|c| c.has_full() && c.lease == Some(lease)) {
+        return Err(ApiErr::conflict(format!(
+            "host {host:?} has no status under its lease: send the full status (PUT /v1/hosts/{host}/status)"
+        )));
+    }
+    let unchanged = current.is_some_and(|c| c.ack_is(&raw));
+    if !unchanged {
+        st.status_writer.put(keys::ack(&host), raw, lease).await?;
+    }
+    Ok(Json(serde_json::json!({})))
+}
+
+/// The host's lease, renewed, or a new one (`true`) if it had none or it lapsed.
+async fn host_lease(st: &State, host: &str) -> Result<(dvs_store::LeaseId, bool), ApiErr> {
+    let held = st.leases.lock().expect("lease map").get(host).copied();
     let mut fresh = false;
     let lease = match held {
         Some(id) => match st.store.keep_alive(id).await {
@@ -205,15 +244,8 @@ pub async fn put_status(
     st.leases
         .lock()
         .expect("lease map")
-        .insert(host.clone(), lease);
-    let current = st.status.borrow().get(&host).cloned();
-    let unchanged = !fresh && current.is_some_and(|c| c.raw == raw && c.lease == Some(lease));
-    if !unchanged {
-        st.status_writer
-            .put(keys::status(&host), raw, lease)
-            .await?;
-    }
-    Ok(Json(serde_json::json!({})))
+        .insert(host.to_owned(), lease);
+    Ok((lease, fresh))
 }
 
 fn report(snap: &Snapshot, status: &crate::cache::StatusMap, host: &str) -> HostReport {
@@ -223,7 +255,7 @@ fn report(snap: &Snapshot, status: &crate::cache::StatusMap, host: &str) -> Host
     // last changed at, or later, is in sync as well.
     let in_sync = r.is_some_and(|r| {
         snap.slice(host).is_some_and(|c| {
-            r.status.fingerprint == c.fingerprint || r.status.applied_revision >= c.changed_at
+            r.fingerprint() == c.fingerprint || r.applied_revision() >= c.changed_at
         })
     });
     HostReport {
@@ -231,7 +263,7 @@ fn report(snap: &Snapshot, status: &crate::cache::StatusMap, host: &str) -> Host
         alive: r.is_some(),
         lease: r.and_then(|r| r.lease).map(|l| l.to_string()),
         in_sync,
-        status: r.map(|r| r.status.clone()),
+        status: r.map(|r| r.status()),
     }
 }
 
@@ -268,11 +300,11 @@ pub async fn wait(st: &State, affected: &[String], revision: u64, limit: Duratio
     let mut applied: HashSet<&str> = HashSet::new();
     let done = |h: &str, snap: &Snapshot, status: &crate::cache::StatusMap| {
         status.get(h).is_some_and(|r| {
-            r.status.error.is_none()
-                && (r.status.applied_revision >= revision
+            r.error().is_none()
+                && (r.applied_revision() >= revision
                     || snap
                         .slice(h)
-                        .is_some_and(|c| r.status.fingerprint == c.fingerprint))
+                        .is_some_and(|c| r.fingerprint() == c.fingerprint))
         })
     };
     let mut look_at: Option<Vec<String>> = None; // None: every host still waited for

@@ -22,6 +22,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/status", get(hosts::status_report))
         .route("/v1/hosts/{host}/watch", get(hosts::watch))
         .route("/v1/hosts/{host}/status", put(hosts::put_status))
+        .route("/v1/hosts/{host}/applied", put(hosts::put_ack))
         .with_state(state)
 }
 

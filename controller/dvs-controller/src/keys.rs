@@ -27,6 +27,23 @@ pub fn status(host: &str) -> String {
     format!("{STATUS}{host}")
 }
 
+/// A host's acknowledgement of a policy delta ([`api::dvs::HostAck`]), beside its status (a
+/// host name has no `/`), under the same lease.
+pub fn ack(host: &str) -> String {
+    format!("{STATUS}{host}{ACK}")
+}
+
+const ACK: &str = "/ack";
+
+/// The host a key under [`STATUS`] belongs to, and whether it is the host's ack.
+pub fn parse_status(key: &str) -> Option<(&str, bool)> {
+    let rest = key.strip_prefix(STATUS)?;
+    match rest.strip_suffix(ACK) {
+        Some(host) => Some((host, true)),
+        None => Some((rest, false)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +55,12 @@ mod tests {
         assert_eq!(parse_object(&object(&id)), Some(id));
         assert_eq!(parse_object(SEQ), None);
         assert_eq!(parse_object("/dvs/cfg/obj/bogus/x"), None);
+    }
+
+    #[test]
+    fn status_keys_name_their_host() {
+        assert_eq!(parse_status(&status("h1")), Some(("h1", false)));
+        assert_eq!(parse_status(&ack("h1")), Some(("h1", true)));
+        assert_eq!(parse_status("/dvs/cfg/seq"), None);
     }
 }

@@ -2,11 +2,23 @@
 //! validation and resource versions, authentication, a host's watch stream carrying only its
 //! slice, status under a lease, and `--wait=hosts`.
 
-use api::dvs::{ControllerClient, HostStatus, TxnOp, TxnRequest, WatchEvent};
+use api::dvs::{ControllerClient, HostAck, HostStatus, PortStatus, TxnOp, TxnRequest, WatchEvent};
 use dvs_controller::{Auth, State};
 use model::cluster::{Dvs, DvsPort, DvsPortGroup, Host, UplinkGroup};
 use model::{Kind, Mac, Object, ObjectId, Port, PortGroup};
 use std::sync::mpsc;
+
+/// Polls `f` every 20 ms until it gives a value, at most 10 s (the status map follows the store's
+/// watch, a moment after the write was answered).
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..500 {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("condition not met in 10 s")
+}
 
 /// A controller on an embedded store in `dir`, serving on a free loopback port.
 fn start(dir: &std::path::Path, operator_token: &str) -> String {
@@ -161,12 +173,28 @@ fn operator_defines_a_dvs_and_each_host_sees_its_slice() {
     assert_eq!(names, ["vm1"]);
     assert_eq!(slice.model.uplinks[0].name, "prod/up");
     // h1 reports what it runs: alive from now on.
+    let vm1_up = PortStatus {
+        name: "vm1".into(),
+        attached: true,
+        link: "up".into(),
+        error: None,
+    };
     let s = HostStatus {
         applied_revision: revision,
         fingerprint: fingerprint.clone(),
+        ports: vec![vm1_up.clone()],
         ..Default::default()
     };
     h1.put_status("h1", &s).unwrap();
+    // An acknowledgement without a full status before it would leave the ports unknown.
+    let ack = HostAck {
+        applied_revision: revision,
+        fingerprint: fingerprint.clone(),
+        error: None,
+    };
+    let e = op.put_ack("h2", &ack).unwrap_err();
+    assert_eq!(e.code(), "conflict", "{e}");
+    assert!(e.to_string().contains("send the full status"), "{e}");
 
     // Resuming with the fingerprint it has: no slice again, a heartbeat.
     let mut w2 = h1.watch("h1", revision, &fingerprint).unwrap();
@@ -216,12 +244,13 @@ fn operator_defines_a_dvs_and_each_host_sees_its_slice() {
                 delta.apply(&mut runs).unwrap();
                 assert!(runs.model.port_groups[0].dhcp_isolation);
                 assert_eq!(delta.fingerprint_after(&base), fingerprint);
-                let s = HostStatus {
+                // Acknowledged without the ports: they are as in the status above.
+                let a = HostAck {
                     applied_revision: revision,
                     fingerprint,
-                    ..Default::default()
+                    error: None,
                 };
-                h1c.put_status("h1", &s).unwrap();
+                h1c.put_ack("h1", &a).unwrap();
                 return (revision, runs);
             }
         }
@@ -250,6 +279,25 @@ fn operator_defines_a_dvs_and_each_host_sees_its_slice() {
     let st = op.status().unwrap();
     let h1r = st.hosts.iter().find(|h| h.host == "h1").unwrap();
     assert!(h1r.alive && h1r.in_sync && h1r.lease.is_some(), "{h1r:?}");
+    // The status shows the acknowledged revision and the ports of the last full report.
+    let h1s = h1r.status.as_ref().unwrap();
+    assert_eq!(h1s.applied_revision, r2.revision);
+    assert_eq!(h1s.ports, std::slice::from_ref(&vm1_up));
+    // A full report written after the ack is the status again, whatever revision it names.
+    let older = HostStatus {
+        applied_revision: revision,
+        fingerprint: fingerprint.clone(),
+        ports: vec![vm1_up],
+        error: Some("refused".into()),
+        ..Default::default()
+    };
+    h1.put_status("h1", &older).unwrap();
+    let shown = wait_for(|| {
+        let st = op.status().unwrap();
+        let s = st.hosts.into_iter().find(|h| h.host == "h1")?.status?;
+        (s.applied_revision == revision).then_some(s)
+    });
+    assert_eq!(shown.error.as_deref(), Some("refused"));
     assert!(!st.hosts.iter().find(|h| h.host == "h2").unwrap().alive);
 
     // Deleting a host that still has ports is refused by validation, naming the port.
