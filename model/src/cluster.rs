@@ -730,6 +730,10 @@ impl Cluster {
         hosts: impl IntoIterator<Item = &'a str>,
     ) -> BTreeMap<String, HostSlice> {
         let wanted: BTreeSet<&str> = hosts.into_iter().collect();
+        if wanted.is_empty() {
+            // Not a pass over every port for nothing (a policy change cuts no slice afresh).
+            return BTreeMap::new();
+        }
         let mut ports_of: BTreeMap<&str, Vec<&DvsPort>> = BTreeMap::new();
         let mut uplinks_of: BTreeMap<&str, Vec<&UplinkGroup>> = BTreeMap::new();
         // Every port of each security group, for the remote-group member lists.
