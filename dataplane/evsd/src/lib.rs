@@ -22,6 +22,7 @@ pub mod control;
 pub mod daemon;
 pub mod ethdev;
 pub mod forwarding;
+pub mod limits;
 pub mod metrics;
 pub mod port;
 pub mod reports;
