@@ -574,7 +574,11 @@ impl Model {
                 let (lo, hi) = SHAPING_RATE_MBPS;
                 let range = |v: f64, lo: f64, hi: f64| format!("{v}: must be {lo}..={hi}");
                 if !(lo..=hi).contains(&s.average_mbps) {
-                    return Err(err(o, "shaping.average_mbps", range(s.average_mbps, lo, hi)));
+                    return Err(err(
+                        o,
+                        "shaping.average_mbps",
+                        range(s.average_mbps, lo, hi),
+                    ));
                 }
                 if let Some(p) = s.peak_mbps {
                     if !(p >= s.average_mbps && p <= hi) {

@@ -133,7 +133,10 @@ fn sighup_applies_the_changed_file_refuses_a_bad_one_and_sigterm_stops_cleanly()
         line.contains("[dataplane] idle_sleep_us = 97200000000: must be 0..=1000000"),
         "{line}"
     );
-    assert!(line.contains(&format!("keeping generation {gen1}")), "{line}");
+    assert!(
+        line.contains(&format!("keeping generation {gen1}")),
+        "{line}"
+    );
     let m = shown_model(&e);
     assert_eq!(port_names(&m), ["a", "b"]);
     assert_eq!(m.port_groups[0].vlan, Some(200));
@@ -270,7 +273,10 @@ fn metrics_serve_the_dashboard_never_go_backwards_and_ctl_survives_a_closed_pipe
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert!(started > 1.0e9 && started <= now, "start time {started}, now {now}");
+    assert!(
+        started > 1.0e9 && started <= now,
+        "start time {started}, now {now}"
+    );
     assert!(sample(&m, "evs_thread_idle_seconds_total{") > 0.0, "{m}");
 
     // `stats-reset` zeroes what `show` says, not what Prometheus scrapes.
@@ -281,9 +287,15 @@ fn metrics_serve_the_dashboard_never_go_backwards_and_ctl_survives_a_closed_pipe
     let shown = e.ctl(serde_json::json!({"cmd": "show_threads"}))[0]["idle_cycles"]
         .as_f64()
         .unwrap();
-    assert!(shown < before, "show threads after reset: {shown} >= {before}");
+    assert!(
+        shown < before,
+        "show threads after reset: {shown} >= {before}"
+    );
     let after = sample(&http_get(&addr, "/metrics"), series);
-    assert!(after >= before, "{series} went backwards: {before} -> {after}");
+    assert!(
+        after >= before,
+        "{series} went backwards: {before} -> {after}"
+    );
 
     for p in ["/", "/metricsx", "/favicon.ico"] {
         let r = http_get(&addr, p);

@@ -244,7 +244,10 @@ impl Config {
             return Ok(());
         }
         let m = self.model();
-        refuse_empty_model(&m, "`--allow-empty` or `[dataplane] allow_empty_model = true`")
+        refuse_empty_model(
+            &m,
+            "`--allow-empty` or `[dataplane] allow_empty_model = true`",
+        )
     }
 
     /// Parses TOML; errors carry the key path (`dataplane.cores[0]`) and the line.
@@ -390,9 +393,9 @@ fn check_listen(addr: &str) -> Result<(), String> {
             "[dataplane] metrics_listen = {addr:?}: {why} (write e.g. \"127.0.0.1:9650\")"
         ))
     };
-    match addr.to_socket_addrs() {
-        Ok(mut a) if a.next().is_some() => Ok(()),
-        Ok(_) => bad("resolves to no address".into()),
+    match addr.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => bad("resolves to no address".into()),
         Err(e) => bad(format!("not a host:port address ({e})")),
     }
 }

@@ -21,10 +21,10 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("evsd: {}", msg.as_ref());
 }
 
-/// `boot`: the config `args` gave, checked (`BootArgs::load`); `args.discard_state`: start from
+/// `boot`: the config `boot_args` gave, checked (`BootArgs::load`); `boot_args.discard_state`: start from
 /// the config file's model and attachments even if changes made at run time were saved (the
-/// saved file is moved aside). `args` is kept to read the same file again on SIGHUP.
-pub fn run(boot: Config, args: BootArgs) -> Result<(), String> {
+/// saved file is moved aside). `boot_args` is kept to read the same file again on SIGHUP.
+pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
@@ -35,7 +35,7 @@ pub fn run(boot: Config, args: BootArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
     let started = metrics::Started::now();
     // Before the EAL: a state file evsd refuses costs no DPDK start-up.
-    let start = state::startup(boot, args.discard_state)?;
+    let start = state::startup(boot, boot_args.discard_state)?;
     log(&start.origin);
     let switch = start.switch().map_err(|e| e.to_string())?;
     let attach_source = start.attach_source();
@@ -122,7 +122,7 @@ pub fn run(boot: Config, args: BootArgs) -> Result<(), String> {
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if reload.swap(false, Ordering::Relaxed) {
-            reload_config(&args, &cfg, &mut dp, &mut store, &started);
+            reload_config(&boot_args, &cfg, &mut dp, &mut store, &started);
         }
         for (name, state) in dp.poll_links() {
             log(format!("port {name}: link {state:?}"));
@@ -176,7 +176,10 @@ fn reload_config(
     let needs_restart: Vec<&str> = [
         ("[eal]", to_json(&new.eal) != to_json(&running.eal)),
         ("[switch]", to_json(&new.switch) != to_json(&running.switch)),
-        ("[dataplane]", to_json(&new.dataplane) != to_json(&running.dataplane)),
+        (
+            "[dataplane]",
+            to_json(&new.dataplane) != to_json(&running.dataplane),
+        ),
     ]
     .into_iter()
     .filter_map(|(s, changed)| changed.then_some(s))

@@ -56,7 +56,10 @@ pub fn render(sample: &Sample) -> String {
         g
     };
     let build = IntGaugeVec::new(
-        Opts::new("evs_build_info", "1, labelled with the evsd and DPDK versions"),
+        Opts::new(
+            "evs_build_info",
+            "1, labelled with the evsd and DPDK versions",
+        ),
         &["version", "dpdk"],
     )
     .expect("metric definition");
@@ -171,8 +174,12 @@ pub fn render(sample: &Sample) -> String {
         let l = [th.as_str(), c.as_str()];
         busy.with_label_values(&l).inc_by(t.busy_cycles);
         idle.with_label_values(&l).inc_by(t.idle_cycles);
-        busy_s.with_label_values(&l).inc_by(t.busy_cycles as f64 / hz);
-        idle_s.with_label_values(&l).inc_by(t.idle_cycles as f64 / hz);
+        busy_s
+            .with_label_values(&l)
+            .inc_by(t.busy_cycles as f64 / hz);
+        idle_s
+            .with_label_values(&l)
+            .inc_by(t.idle_cycles as f64 / hz);
         pk.with_label_values(&l).inc_by(t.packets);
         for (result, n) in [
             ("exact_hit", t.cache_exact_hits),
@@ -226,7 +233,7 @@ impl Exposition {
             .expect("text encoding");
         let mut out = String::from_utf8(buf).unwrap_or_default();
         for (name, help, kind) in self.declared.borrow().iter() {
-            if !families.iter().any(|f| f.get_name() == name) {
+            if !families.iter().any(|f| f.name() == name) {
                 out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n");
             }
         }
@@ -240,7 +247,10 @@ fn answer(line: &str, metrics: impl FnOnce() -> Result<String, String>) -> (&'st
     let (method, target) = (w.next().unwrap_or(""), w.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
     if path != "/metrics" {
-        return ("404 Not Found", "not found: the metrics are at /metrics\n".into());
+        return (
+            "404 Not Found",
+            "not found: the metrics are at /metrics\n".into(),
+        );
     }
     if method != "GET" {
         return ("405 Method Not Allowed", "only GET /metrics\n".into());
@@ -296,9 +306,15 @@ mod tests {
         assert_eq!(answer("GET / HTTP/1.1", ok).0, "404 Not Found");
         assert_eq!(answer("GET /metricsx HTTP/1.1", ok).0, "404 Not Found");
         assert_eq!(answer("", ok).0, "404 Not Found");
-        assert_eq!(answer("POST /metrics HTTP/1.1", ok).0, "405 Method Not Allowed");
+        assert_eq!(
+            answer("POST /metrics HTTP/1.1", ok).0,
+            "405 Method Not Allowed"
+        );
         let down = || Err("evsd is shutting down".to_string());
-        assert_eq!(answer("GET /metrics HTTP/1.0", down).0, "503 Service Unavailable");
+        assert_eq!(
+            answer("GET /metrics HTTP/1.0", down).0,
+            "503 Service Unavailable"
+        );
     }
 
     #[test]
@@ -331,7 +347,10 @@ mod tests {
         assert!(text.contains("process_start_time_seconds "), "{text}");
         assert!(text.contains("evs_model_generation 3"), "{text}");
         // No port, so no sample, but declared all the same.
-        assert!(text.contains("# TYPE evs_port_drops_total counter"), "{text}");
+        assert!(
+            text.contains("# TYPE evs_port_drops_total counter"),
+            "{text}"
+        );
         assert!(
             text.contains("evs_thread_busy_seconds_total{core=\"1\",thread=\"0\"} 1.5"),
             "{text}"

@@ -60,10 +60,26 @@ fn both_refuse(cfg: &Path, extra: &[&str], want: &str) {
     let mut run = vec!["run", "-c", c];
     run.extend(extra);
     let (oc, or) = (evsd(&check), evsd(&run));
-    assert!(!oc.status.success(), "check accepted {cfg:?}: {}", stderr(&oc));
-    assert!(!or.status.success(), "run accepted {cfg:?}: {}", stderr(&or));
-    assert!(stderr(&oc).contains(want), "check: want {want:?} in: {}", stderr(&oc));
-    assert_eq!(stderr(&oc), stderr(&or), "check and run disagree on {cfg:?}");
+    assert!(
+        !oc.status.success(),
+        "check accepted {cfg:?}: {}",
+        stderr(&oc)
+    );
+    assert!(
+        !or.status.success(),
+        "run accepted {cfg:?}: {}",
+        stderr(&or)
+    );
+    assert!(
+        stderr(&oc).contains(want),
+        "check: want {want:?} in: {}",
+        stderr(&oc)
+    );
+    assert_eq!(
+        stderr(&oc),
+        stderr(&or),
+        "check and run disagree on {cfg:?}"
+    );
 }
 
 #[test]
@@ -105,7 +121,10 @@ fn out_of_range_values_are_refused_with_the_range() {
             "[eal] memory_mb = 4000000: must be 0..=1048576",
         ),
         (
-            g.replace("vlan = 100", "vlan = 100\nshaping = { average_mbps = 100, burst_mbit = 1e30 }"),
+            g.replace(
+                "vlan = 100",
+                "vlan = 100\nshaping = { average_mbps = 100, burst_mbit = 1e30 }",
+            ),
             "shaping.burst_mbit: 1000000000000000000000000000000: must be 0..=100000",
         ),
         (
@@ -171,14 +190,21 @@ fn an_empty_model_is_refused_unless_allowed() {
     let empty = &g[..g.find("[[port_groups]]").unwrap()];
     let cfg = write(d.path(), "empty.toml", empty);
     both_refuse(&cfg, &[], "the model has no ports and no uplinks");
-    both_refuse(&cfg, &[], "`--allow-empty` or `[dataplane] allow_empty_model = true`");
+    both_refuse(
+        &cfg,
+        &[],
+        "`--allow-empty` or `[dataplane] allow_empty_model = true`",
+    );
     let c = cfg.to_str().unwrap();
     let o = evsd(&["check", "-c", c, "--allow-empty"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let keyed = write(
         d.path(),
         "empty-allowed.toml",
-        &empty.replace("idle_sleep_us = 50", "idle_sleep_us = 50\nallow_empty_model = true"),
+        &empty.replace(
+            "idle_sleep_us = 50",
+            "idle_sleep_us = 50\nallow_empty_model = true",
+        ),
     );
     let o = evsd(&["check", "-c", keyed.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -201,10 +227,19 @@ fn ctl_apply_refuses_an_empty_model_before_sending_it() {
     let m = write(d.path(), "m.json", "{}");
     // No evsd on this socket: the refusal must come before any connection.
     let sock = d.path().join("none.sock");
-    let o = evsd(&["ctl", "-s", sock.to_str().unwrap(), "apply", m.to_str().unwrap()]);
+    let o = evsd(&[
+        "ctl",
+        "-s",
+        sock.to_str().unwrap(),
+        "apply",
+        m.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("m.json: the model has no ports and no uplinks"), "{e}");
+    assert!(
+        e.contains("m.json: the model has no ports and no uplinks"),
+        "{e}"
+    );
     assert!(e.contains("`evsd ctl apply --allow-empty`"), "{e}");
     let o = evsd(&[
         "ctl",
