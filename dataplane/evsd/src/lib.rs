@@ -7,9 +7,9 @@
 //!   generic over the seam;
 //! - [`stats`]: per-thread counters the control thread reads without locks;
 //! - [`switchd`]: ports, threads and plans, driven from the control thread;
-//! - [`config`] (with [`limits`], the allowed range of each number), [`control`] (the server side of `api`), [`reports`] (the switch's state as
-//!   `api` answers), [`metrics`], [`state`] (what survives a restart), [`daemon`], [`cli`]: the
-//!   evsd process;
+//! - [`config`] (with [`limits`], the allowed range of each number), [`control`] (the server
+//!   side of `api`), [`reports`] (the switch's state as `api` answers), [`metrics`], [`state`]
+//!   (what survives a restart), [`daemon`], [`cli`]: the evsd process;
 //! - [`agent`]: with a controller, the host agent thread (crate `dvs-agent`), which drives the
 //!   switch through the control loop like `evsd ctl` does.
 
