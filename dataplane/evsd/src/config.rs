@@ -188,23 +188,6 @@ impl Config {
         }
     }
 
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text)
-            .map_err(|msg| ConfigError::Parse {
-                path: path.to_owned(),
-                msg,
-            })?
-            .checked()
-            .map_err(|msg| ConfigError::Invalid {
-                path: path.to_owned(),
-                msg,
-            })
-    }
-
     /// What `evsd check`, `evsd run` and a reload (SIGHUP) accept, with the command line's
     /// `ov` applied: one function, so that `check` cannot pass what `run` refuses.
     pub fn load_boot(path: &Path, ov: &Overrides) -> Result<Config, ConfigError> {
