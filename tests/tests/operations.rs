@@ -70,7 +70,7 @@ fn hup(e: &Evsd) {
     assert!(s.success());
 }
 
-/// Sends SIGHUP and waits for the `n`th log line with `SIGHUP:` that contains `want`.
+/// Sends SIGHUP and waits for one more log line containing `want` than there was; returns it.
 fn hup_and_wait(e: &Evsd, want: &str) -> String {
     let before = e.proc.log_text().matches(want).count();
     hup(e);
@@ -101,8 +101,8 @@ fn sighup_applies_the_changed_file_refuses_a_bad_one_and_sigterm_stops_cleanly()
 
     // A changed file: a new port, the group moved to another VLAN.
     std::fs::write(&cfg, config(d, &prefix, "", &model(200, &["a", "b"]))).unwrap();
-    let line = hup_and_wait(&e, "SIGHUP:");
-    assert!(line.contains("applied"), "{line}");
+    let line = hup_and_wait(&e, "SIGHUP: ");
+    assert!(line.contains(" applied, generation "), "{line}");
     let m = shown_model(&e);
     assert_eq!(port_names(&m), ["a", "b"]);
     assert_eq!(m.port_groups[0].vlan, Some(200));
@@ -113,7 +113,7 @@ fn sighup_applies_the_changed_file_refuses_a_bad_one_and_sigterm_stops_cleanly()
     assert!(saved.contains("\"b\""), "{saved}");
 
     // The same file again: nothing to apply.
-    let line = hup_and_wait(&e, "SIGHUP:");
+    let line = hup_and_wait(&e, "SIGHUP: ");
     assert!(line.contains("the model is the one in force"), "{line}");
     assert_eq!(generation(&e), gen1);
 

@@ -206,7 +206,10 @@ fn reload_config(
     let req = Request::Apply { model };
     let answer = handle(dp, req, started);
     match store.sync(answer, &in_force(dp)) {
-        Ok(_) => log(format!("SIGHUP: {file} applied")),
+        Ok(_) => log(format!(
+            "SIGHUP: {file} applied, generation {}",
+            dp.switch().pipeline().version
+        )),
         Err(e) => log(format!("SIGHUP: {file}: {e}")),
     }
 }
