@@ -120,12 +120,8 @@ fn sighup_applies_the_changed_file_refuses_a_bad_one_and_sigterm_stops_cleanly()
     // A bad value next to a model change: refused whole, the switch keeps what it had.
     std::fs::write(
         &cfg,
-        config(
-            d,
-            &prefix,
-            "idle_sleep_us = 97200000000",
-            &model(300, &["a", "b", "c"]),
-        ),
+        config(d, &prefix, "", &model(300, &["a", "b", "c"]))
+            .replace("idle_sleep_us = 20", "idle_sleep_us = 97200000000"),
     )
     .unwrap();
     let line = hup_and_wait(&e, "SIGHUP: REFUSED");
@@ -176,7 +172,8 @@ fn metrics_addr(e: &Evsd) -> String {
 fn http_get(addr: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("metrics connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out

@@ -261,6 +261,23 @@ fn answer(line: &str, metrics: impl FnOnce() -> Result<String, String>) -> (&'st
     }
 }
 
+/// The request up to the end of its headers (bounded; the peer may send it in pieces), so that
+/// the answer is not written, and the socket closed, under a client still sending.
+fn read_head(s: &mut impl Read) -> Vec<u8> {
+    let mut req = vec![];
+    let mut buf = [0u8; 1024];
+    while req.len() < 8192 {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+        if req.windows(4).any(|w| w == b"\r\n\r\n") || req.windows(2).any(|w| w == b"\n\n") {
+            break;
+        }
+    }
+    req
+}
+
 /// Serves `GET /metrics` on `addr`; other paths are 404.
 pub fn serve(addr: &str, calls: Sender<Call>) -> std::io::Result<std::net::SocketAddr> {
     let l = TcpListener::bind(addr)?;
@@ -271,11 +288,8 @@ pub fn serve(addr: &str, calls: Sender<Call>) -> std::io::Result<std::net::Socke
             for s in l.incoming().flatten() {
                 let mut s = s;
                 s.set_read_timeout(Some(Duration::from_secs(2))).ok();
-                // Only the request line matters; the headers are read so the peer sees a clean
-                // close.
-                let mut req = [0u8; 2048];
-                let n = s.read(&mut req).unwrap_or(0);
-                let text = String::from_utf8_lossy(&req[..n]);
+                let req = read_head(&mut s);
+                let text = String::from_utf8_lossy(&req);
                 let line = text.lines().next().unwrap_or("");
                 let (status, body) = answer(line, || {
                     let r = control::call(&calls, Request::Metrics);
@@ -297,6 +311,29 @@ pub fn serve(addr: &str, calls: Sender<Call>) -> std::io::Result<std::net::Socke
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_is_read_to_the_end_of_its_headers_even_in_pieces() {
+        struct Pieces(Vec<&'static [u8]>);
+        impl Read for Pieces {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Ok(0);
+                }
+                let p = self.0.remove(0);
+                buf[..p.len()].copy_from_slice(p);
+                Ok(p.len())
+            }
+        }
+        let mut r = Pieces(vec![
+            b"GET ",
+            b"/metrics",
+            b" HTTP/1.0\r\n",
+            b"\r\n",
+            b"junk",
+        ]);
+        assert_eq!(read_head(&mut r), b"GET /metrics HTTP/1.0\r\n\r\n");
+    }
 
     #[test]
     fn only_get_metrics_is_served() {
