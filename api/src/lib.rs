@@ -17,6 +17,7 @@ pub mod client;
 pub mod dvs;
 pub mod reply;
 pub mod request;
+pub mod stdout;
 pub mod text;
 
 pub use client::{ApiError, Client};

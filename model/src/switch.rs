@@ -428,6 +428,12 @@ pub struct Port {
     pub security_group: Option<String>,
 }
 
+/// Allowed shaping rates, Mbit/s: 1 kbit/s to 400 Gbit/s (the fastest NICs there are).
+pub const SHAPING_RATE_MBPS: (f64, f64) = (0.001, 400_000.0);
+/// Allowed shaping bursts, Mbit (0: settle at the average); 100 Gbit is a quarter second at
+/// 400 Gbit/s, beyond which a "burst" is no longer one.
+pub const SHAPING_BURST_MBIT: (f64, f64) = (0.0, 100_000.0);
+
 /// A mistake in a model, naming the object and field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{object}: {field}: {message}")]
@@ -565,16 +571,27 @@ impl Model {
                 }
             }
             if let Some(s) = &pg.shaping {
-                if !(s.average_mbps.is_finite() && s.average_mbps > 0.0) {
-                    return Err(err(o, "shaping.average_mbps", "must be a positive number"));
+                let (lo, hi) = SHAPING_RATE_MBPS;
+                let range = |v: f64, lo: f64, hi: f64| format!("{v}: must be {lo}..={hi}");
+                if !(lo..=hi).contains(&s.average_mbps) {
+                    return Err(err(
+                        o,
+                        "shaping.average_mbps",
+                        range(s.average_mbps, lo, hi),
+                    ));
                 }
                 if let Some(p) = s.peak_mbps {
-                    if !(p.is_finite() && p >= s.average_mbps) {
-                        return Err(err(o, "shaping.peak_mbps", "must be at least average_mbps"));
+                    if !(p >= s.average_mbps && p <= hi) {
+                        return Err(err(
+                            o,
+                            "shaping.peak_mbps",
+                            range(p, s.average_mbps, hi) + " (at least average_mbps)",
+                        ));
                     }
                 }
-                if !(s.burst_mbit.is_finite() && s.burst_mbit >= 0.0) {
-                    return Err(err(o, "shaping.burst_mbit", "must be zero or positive"));
+                let (lo, hi) = SHAPING_BURST_MBIT;
+                if !(lo..=hi).contains(&s.burst_mbit) {
+                    return Err(err(o, "shaping.burst_mbit", range(s.burst_mbit, lo, hi)));
                 }
             }
         }

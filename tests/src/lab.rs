@@ -898,8 +898,15 @@ idle_sleep_us = {sleep}
 mbufs = 4095
 control_socket = "{sock}"
 state_dir = "{state}"
-{extra}
+{allow_empty}{extra}
 "#,
+            // A bare host is filled in later (`evsd ctl apply`, or its controller): said so, as
+            // evsd refuses an empty model otherwise.
+            allow_empty = if o.model.is_none() {
+                "allow_empty_model = true\n"
+            } else {
+                ""
+            },
             eal = h.eal_core,
             prefix = h.file_prefix,
             fwd = h.fwd_core,

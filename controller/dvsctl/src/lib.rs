@@ -85,7 +85,7 @@ pub fn main() {
 pub fn main_with(c: cli::Cli) -> Result<(), Failure> {
     let plan = ops::plan(&c.cmd)?;
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = api::stdout::PipeSafe(stdout.lock());
     match plan {
         Plan::Completions(shell) => {
             clap_complete::generate(shell, &mut cli::Cli::command(), "dvsctl", &mut out);

@@ -1,6 +1,6 @@
 //! Command line of `evsd`: run the daemon, check a config, or talk to a running daemon (`ctl`).
 
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 use api::{text, Client};
 use clap::{Parser, Subcommand, ValueEnum};
 use model::{Attach, EthdevConfig};
@@ -22,32 +22,14 @@ pub struct Cli {
 pub enum Cmd {
     /// Run the switch with a TOML config (and the state saved at run time, if any).
     Run {
-        #[arg(short, long)]
-        config: PathBuf,
-        /// Follow this DVS controller (overrides the config's `[controller] url`).
-        #[arg(long, requires = "host")]
-        controller: Option<String>,
-        /// This host's name in the DVS.
-        #[arg(long, requires = "controller")]
-        host: Option<String>,
-        /// The host's token file (`dvsctl host add NAME --token-file F`).
-        #[arg(long, requires = "controller")]
-        token_file: Option<PathBuf>,
-        /// CA certificates (PEM) for an https:// controller.
-        #[arg(long, requires = "controller")]
-        controller_ca: Option<PathBuf>,
-        /// Start from the config file's model and attachments even if changes made at run time
-        /// were saved in dataplane.state_dir (the state file is moved aside, not deleted).
-        #[arg(long)]
-        discard_state: bool,
+        #[command(flatten)]
+        boot: BootArgs,
     },
-    /// Parse and validate a config and the saved state, print the EAL arguments, and exit.
+    /// Validate a config and the saved state exactly as `run` would (same arguments), print the
+    /// EAL arguments, and exit.
     Check {
-        #[arg(short, long)]
-        config: PathBuf,
-        /// Check the config alone, as `evsd run --discard-state` would use it.
-        #[arg(long)]
-        discard_state: bool,
+        #[command(flatten)]
+        boot: BootArgs,
     },
     /// Talk to a running evsd over its control socket.
     Ctl {
@@ -62,12 +44,67 @@ pub enum Cmd {
     },
 }
 
+/// What `run` and `check` both take, so that `check` judges what `run` would start with.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BootArgs {
+    #[arg(short, long)]
+    pub config: PathBuf,
+    /// Follow this DVS controller (overrides the config's `[controller] url`).
+    #[arg(long, requires = "host")]
+    pub controller: Option<String>,
+    /// This host's name in the DVS.
+    #[arg(long, requires = "controller")]
+    pub host: Option<String>,
+    /// The host's token file (`dvsctl host add NAME --token-file F`).
+    #[arg(long, requires = "controller")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) for an https:// controller.
+    #[arg(long, requires = "controller")]
+    pub controller_ca: Option<PathBuf>,
+    /// Start from the config file's model and attachments even if changes made at run time
+    /// were saved in dataplane.state_dir (the state file is moved aside, not deleted).
+    #[arg(long)]
+    pub discard_state: bool,
+    /// Accept a model with no ports and no uplinks (also for SIGHUP reloads; the config key
+    /// is `[dataplane] allow_empty_model = true`).
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+impl BootArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            controller: match (&self.controller, &self.host) {
+                (Some(url), Some(host)) => Some(crate::config::ControllerSection {
+                    url: url.clone(),
+                    host: host.clone(),
+                    token_file: self.token_file.clone(),
+                    ca_file: self.controller_ca.clone(),
+                }),
+                _ => None,
+            },
+            allow_empty: self.allow_empty,
+        }
+    }
+
+    /// The config `run` starts with, checked as `run` checks it.
+    pub fn load(&self) -> Result<Config, String> {
+        Config::load_boot(&self.config, &self.overrides()).map_err(|e| e.to_string())
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum CtlCmd {
     /// show ports | threads | model | tables | mac | connections
     Show { what: ShowWhat },
-    /// Replace the model with FILE (JSON or TOML with uplinks/port_groups/security_groups/ports).
-    Apply { file: PathBuf },
+    /// Replace the model with FILE: JSON or TOML with uplinks/port_groups/security_groups/ports,
+    /// or evsd's own config file (its model is applied; the other sections are ignored).
+    Apply {
+        file: PathBuf,
+        /// Accept a model with no ports and no uplinks.
+        #[arg(long)]
+        allow_empty: bool,
+    },
     /// Give a model port a backend.
     Attach {
         port: String,
@@ -137,44 +174,17 @@ pub fn main() {
 
 pub fn main_with(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Run {
-            config,
-            controller,
-            host,
-            token_file,
-            controller_ca,
-            discard_state,
-        } => {
-            let mut cfg = Config::load(&config).map_err(|e| e.to_string())?;
-            if let (Some(url), Some(host)) = (controller, host) {
-                let c = cfg
-                    .controller
-                    .get_or_insert(crate::config::ControllerSection {
-                        url: url.clone(),
-                        host: host.clone(),
-                        token_file: None,
-                        ca_file: None,
-                    });
-                c.url = url;
-                c.host = host;
-                if token_file.is_some() {
-                    c.token_file = token_file;
-                }
-                if controller_ca.is_some() {
-                    c.ca_file = controller_ca;
-                }
-            }
-            crate::daemon::run(cfg, discard_state)
+        Cmd::Run { boot } => {
+            let cfg = boot.load()?;
+            crate::daemon::run(cfg, boot)
         }
-        Cmd::Check {
-            config,
-            discard_state,
-        } => {
-            let cfg = Config::load(&config).map_err(|e| e.to_string())?;
-            println!("config OK: {} attach entries", cfg.attach.len());
-            println!("EAL args: {}", cfg.eal.to_args().join(" "));
-            if !discard_state {
-                println!("{}", crate::state::inspect(&cfg)?);
+        Cmd::Check { boot } => {
+            let cfg = boot.load()?;
+            let mut o = api::stdout::Stdout::new();
+            o.line(&format!("config OK: {} attach entries", cfg.attach.len()));
+            o.line(&format!("EAL args: {}", cfg.eal.to_args().join(" ")));
+            if !boot.discard_state {
+                o.line(&crate::state::inspect(&cfg)?);
             }
             Ok(())
         }
@@ -182,10 +192,16 @@ pub fn main_with(cli: Cli) -> Result<(), String> {
     }
 }
 
-fn load_model(file: &std::path::Path) -> Result<Model, String> {
+/// A model file for `ctl apply` (and the model part of a config file, so that the boot config
+/// and the run-time model can be one file).
+pub fn load_model(file: &std::path::Path) -> Result<Model, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let is_toml = file.extension().map(|e| e == "toml").unwrap_or(false);
     let r = if is_toml {
+        if is_config(&text) {
+            let c = Config::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+            return Ok(c.model());
+        }
         serde_path_to_error::deserialize(toml::Deserializer::new(&text)).map_err(|e| {
             let path = e.path().to_string();
             format!("at `{path}`: {}", e.into_inner())
@@ -200,6 +216,15 @@ fn load_model(file: &std::path::Path) -> Result<Model, String> {
     r.map_err(|e| format!("{}: {e}", file.display()))
 }
 
+/// Whether TOML `text` is an evsd config (it has a section only a config has) rather than a
+/// bare model.
+fn is_config(text: &str) -> bool {
+    const CONFIG_ONLY: [&str; 5] = ["eal", "switch", "dataplane", "attach", "controller"];
+    text.parse::<toml::Table>()
+        .map(|t| CONFIG_ONLY.iter().any(|k| t.contains_key(*k)))
+        .unwrap_or(false)
+}
+
 /// `evsd ctl`: one typed request through [`api::Client`], its answer rendered as a table (or, with
 /// `--json`, the same typed value serialized).
 fn ctl(socket: &std::path::Path, json: bool, cmd: CtlCmd) -> Result<(), String> {
@@ -212,7 +237,7 @@ fn ctl(socket: &std::path::Path, json: bool, cmd: CtlCmd) -> Result<(), String> 
         } else {
             render(v)
         };
-        println!("{}", text.trim_end());
+        api::stdout::Stdout::new().line(text.trim_end());
     }
     match cmd {
         CtlCmd::Show { what } => match what {
@@ -231,8 +256,13 @@ fn ctl(socket: &std::path::Path, json: bool, cmd: CtlCmd) -> Result<(), String> 
                 |v| text::connections(v),
             ),
         },
-        CtlCmd::Apply { file } => {
-            let applied = c.apply(load_model(&file)?).map_err(e)?;
+        CtlCmd::Apply { file, allow_empty } => {
+            let model = load_model(&file)?;
+            if !allow_empty {
+                crate::config::refuse_empty_model(&model, "`evsd ctl apply --allow-empty`")
+                    .map_err(|m| format!("{}: {m}", file.display()))?;
+            }
+            let applied = c.apply(model).map_err(e)?;
             out(json, &applied, |a| a.to_string())
         }
         CtlCmd::Attach {

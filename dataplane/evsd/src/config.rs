@@ -134,6 +134,18 @@ pub struct DataplaneSection {
     /// Where the changes made at run time (apply, attach, detach) are kept across restarts
     /// (`state.json`, see the `state` module); created if missing.
     pub state_dir: PathBuf,
+    /// Accept a model with no ports and no uplinks (from this file, `ctl apply` or a reload);
+    /// otherwise refused, as it is more likely the wrong file than a switch meant to do nothing.
+    pub allow_empty_model: bool,
+}
+
+/// What the `evsd run` / `evsd check` command line changes in the file's config.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--controller URL --host NAME [--token-file F] [--controller-ca F]`.
+    pub controller: Option<ControllerSection>,
+    /// `--allow-empty`.
+    pub allow_empty: bool,
 }
 
 impl Default for DataplaneSection {
@@ -147,6 +159,7 @@ impl Default for DataplaneSection {
             control_socket: PathBuf::from("/run/evs/evsd.sock"),
             link_poll_ms: 100,
             state_dir: PathBuf::from("/var/lib/evs"),
+            allow_empty_model: false,
         }
     }
 }
@@ -175,21 +188,49 @@ impl Config {
         }
     }
 
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    /// What `evsd check`, `evsd run` and a reload (SIGHUP) accept, with the command line's
+    /// `ov` applied: one function, so that `check` cannot pass what `run` refuses.
+    pub fn load_boot(path: &Path, ov: &Overrides) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Config::parse(&text)
-            .map_err(|msg| ConfigError::Parse {
-                path: path.to_owned(),
-                msg,
-            })?
-            .checked()
-            .map_err(|msg| ConfigError::Invalid {
-                path: path.to_owned(),
-                msg,
-            })
+        let mut c = Config::parse(&text).map_err(|msg| ConfigError::Parse {
+            path: path.to_owned(),
+            msg,
+        })?;
+        if let Some(o) = &ov.controller {
+            let c = c.controller.get_or_insert(o.clone());
+            c.url.clone_from(&o.url);
+            c.host.clone_from(&o.host);
+            if o.token_file.is_some() {
+                c.token_file.clone_from(&o.token_file);
+            }
+            if o.ca_file.is_some() {
+                c.ca_file.clone_from(&o.ca_file);
+            }
+        }
+        c.dataplane.allow_empty_model |= ov.allow_empty;
+        let invalid = |msg| ConfigError::Invalid {
+            path: path.to_owned(),
+            msg,
+        };
+        let c = c.checked().map_err(invalid)?;
+        c.refuse_empty().map_err(invalid)?;
+        Ok(c)
+    }
+
+    /// Refuses a model with nothing to switch unless the operator allowed it; with a
+    /// controller the model comes from it, and the file's is empty by design.
+    pub fn refuse_empty(&self) -> Result<(), String> {
+        if self.controller.is_some() || self.dataplane.allow_empty_model {
+            return Ok(());
+        }
+        let m = self.model();
+        refuse_empty_model(
+            &m,
+            "`--allow-empty` or `[dataplane] allow_empty_model = true`",
+        )
     }
 
     /// Parses TOML; errors carry the key path (`dataplane.cores[0]`) and the line.
@@ -224,11 +265,21 @@ impl Config {
                 return Err(format!("dataplane.cores[{i}]: CPU {c} is listed twice"));
             }
         }
-        if !(1..=32).contains(&d.burst) {
-            return Err(format!("dataplane.burst: {} is not in 1-32", d.burst));
+        crate::limits::check(&self)?;
+        check_lcores(&self.eal.cores, ncpu)?;
+        if let Some(p) = &self.eal.file_prefix {
+            if p.is_empty() || p.contains('/') {
+                return Err(format!(
+                    "[eal] file_prefix = {p:?}: must be a non-empty name without '/'"
+                ));
+            }
         }
-        if d.mbufs < 1024 {
-            return Err(format!("dataplane.mbufs: {} is below 1024", d.mbufs));
+        if let Some(a) = &d.metrics_listen {
+            check_listen(a)?;
+        }
+        check_socket_path("[dataplane] control_socket", &d.control_socket)?;
+        if let Some(c) = &self.controller {
+            check_controller(c)?;
         }
         // A relative directory would follow the working directory, and a restart from another
         // one would silently not find the state.
@@ -263,6 +314,7 @@ impl Config {
                         v.socket
                     ));
                 }
+                check_socket_path(&format!("attach[{i}].vhost.socket"), &v.socket)?;
                 if self.attach[..i]
                     .iter()
                     .any(|b| matches!(&b.vhost, Some(w) if w.socket == v.socket))
@@ -276,6 +328,91 @@ impl Config {
         }
         Ok(self)
     }
+}
+
+/// Refuses a model with no ports and no uplinks; `how` says how to allow it.
+pub fn refuse_empty_model(m: &Model, how: &str) -> Result<(), String> {
+    if m.ports.is_empty() && m.uplinks.is_empty() {
+        return Err(format!(
+            "the model has no ports and no uplinks, so the switch would forward nothing; if \
+             that is intended, say so with {how}"
+        ));
+    }
+    Ok(())
+}
+
+/// The EAL's `-l` list as evsd writes it (`0`, `0-2,4`): the EAL would refuse a CPU that does
+/// not exist, but only after `check` said yes.
+fn check_lcores(cores: &str, ncpu: usize) -> Result<(), String> {
+    let bad = |why: String| Err(format!("[eal] cores = {cores:?}: {why}"));
+    if cores.trim().is_empty() {
+        return bad("must list at least one CPU (e.g. \"0\")".into());
+    }
+    for item in cores.split(',') {
+        let (a, b) = item.split_once('-').unwrap_or((item, item));
+        let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) else {
+            return bad(format!(
+                "{item:?} is not a CPU or a range (write e.g. \"0\" or \"0-2,4\")"
+            ));
+        };
+        if a > b {
+            return bad(format!("range {item:?} is empty"));
+        }
+        if b >= ncpu {
+            return bad(format!(
+                "CPU {b} does not exist (this machine has {ncpu}: 0..={})",
+                ncpu - 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What `TcpListener::bind` will take at start-up: `host:port` that resolves.
+fn check_listen(addr: &str) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: String| {
+        Err(format!(
+            "[dataplane] metrics_listen = {addr:?}: {why} (write e.g. \"127.0.0.1:9650\")"
+        ))
+    };
+    match addr.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => bad("resolves to no address".into()),
+        Err(e) => bad(format!("not a host:port address ({e})")),
+    }
+}
+
+/// A Unix socket path must fit `sockaddr_un.sun_path` (108 bytes with the NUL).
+fn check_socket_path(field: &str, p: &Path) -> Result<(), String> {
+    const MAX: usize = 107;
+    let n = p.as_os_str().len();
+    if n > MAX {
+        return Err(format!(
+            "{field} = {p:?}: {n} bytes, a Unix socket path must be 1..={MAX}"
+        ));
+    }
+    Ok(())
+}
+
+/// What the agent needs at start-up, read now so that `check` fails where `run` would.
+fn check_controller(c: &ControllerSection) -> Result<(), String> {
+    if !(c.url.starts_with("http://") || c.url.starts_with("https://")) {
+        return Err(format!(
+            "[controller] url = {:?}: must start with http:// or https://",
+            c.url
+        ));
+    }
+    if c.host.trim().is_empty() {
+        return Err("[controller] host: must not be empty".into());
+    }
+    for (key, f) in [("token_file", &c.token_file), ("ca_file", &c.ca_file)] {
+        if let Some(f) = f {
+            std::fs::metadata(f)
+                .map_err(|e| format!("[controller] {key} = {:?}: {e}", f.display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

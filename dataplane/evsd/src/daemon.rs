@@ -1,13 +1,15 @@
 //! evsd's life: the saved state (or the config) decides the model and attachments, EAL up,
 //! threads up, ports attached, then the control loop until SIGINT/SIGTERM or a `shutdown`
-//! request, then an orderly teardown.
+//! request, then an orderly teardown. SIGHUP re-reads the config file and applies its model
+//! through the control loop's `apply` path.
 
+use crate::cli::BootArgs;
 use crate::config::Config;
 use crate::control::{self, Call};
 use crate::metrics;
 use crate::reports;
 use crate::state::{self, InForce};
-use crate::switchd::Dataplane;
+use crate::switchd::{Dataplane, Since};
 use api::{Reply, Request, Response};
 use crossbeam_channel::RecvTimeoutError;
 use evs_dpdk::{self as dpdk, Eal};
@@ -19,16 +21,21 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("evsd: {}", msg.as_ref());
 }
 
-/// `discard_state`: start from the config file's model and attachments even if changes made at
-/// run time were saved (the saved file is moved aside).
-pub fn run(boot: Config, discard_state: bool) -> Result<(), String> {
+/// `boot`: the config `boot_args` gave, checked (`BootArgs::load`); `boot_args.discard_state`: start from
+/// the config file's model and attachments even if changes made at run time were saved (the
+/// saved file is moved aside). `boot_args` is kept to read the same file again on SIGHUP.
+pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())
             .map_err(|e| format!("cannot install signal handler: {e}"))?;
     }
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    let started = metrics::Started::now();
     // Before the EAL: a state file evsd refuses costs no DPDK start-up.
-    let start = state::startup(boot, discard_state)?;
+    let start = state::startup(boot, boot_args.discard_state)?;
     log(&start.origin);
     let switch = start.switch().map_err(|e| e.to_string())?;
     let attach_source = start.attach_source();
@@ -105,7 +112,7 @@ pub fn run(boot: Config, discard_state: bool) -> Result<(), String> {
                 }
                 // Saved before the answer: what a client sees acknowledged survives a crash.
                 let persist = state::persists(&req);
-                let mut answer = handle(&mut dp, req);
+                let mut answer = handle(&mut dp, req, &started);
                 if persist {
                     answer = store.sync(answer, &in_force(&dp));
                 }
@@ -113,6 +120,9 @@ pub fn run(boot: Config, discard_state: bool) -> Result<(), String> {
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if reload.swap(false, Ordering::Relaxed) {
+            reload_config(&boot_args, &cfg, &mut dp, &mut store, &started);
         }
         for (name, state) in dp.poll_links() {
             log(format!("port {name}: link {state:?}"));
@@ -136,12 +146,84 @@ pub fn run(boot: Config, discard_state: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// SIGHUP: the config file read and checked again as `evsd run` checks it; its model applied as
+/// `evsd ctl apply` applies one (atomic swap, saved to the state file before it counts). A file
+/// that is refused changes nothing. What only a restart can change is logged, not applied.
+fn reload_config(
+    args: &BootArgs,
+    running: &Config,
+    dp: &mut Dataplane,
+    store: &mut state::Store,
+    started: &metrics::Started,
+) {
+    let file = args.config.display();
+    let generation = dp.switch().pipeline().version;
+    if running.controller.is_some() {
+        log(format!(
+            "SIGHUP: ignored: the model comes from the controller ({file} is not re-read)"
+        ));
+        return;
+    }
+    let new = match Config::load_boot(&args.config, &args.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            log(format!(
+                "SIGHUP: REFUSED {file}, keeping generation {generation} in force: {e}"
+            ));
+            return;
+        }
+    };
+    let needs_restart: Vec<&str> = [
+        ("[eal]", to_json(&new.eal) != to_json(&running.eal)),
+        ("[switch]", to_json(&new.switch) != to_json(&running.switch)),
+        (
+            "[dataplane]",
+            to_json(&new.dataplane) != to_json(&running.dataplane),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(s, changed)| changed.then_some(s))
+    .collect();
+    if !needs_restart.is_empty() {
+        log(format!(
+            "SIGHUP: {} of {file} changed; that takes a restart and is not applied",
+            needs_restart.join(", ")
+        ));
+    }
+    if to_json(&new.attach) != to_json(&dp.attachments()) {
+        log(format!(
+            "SIGHUP: the [[attach]] entries of {file} differ from the backends in force; a \
+             reload applies the model only (use `evsd ctl attach`/`detach`)"
+        ));
+    }
+    let model = new.model();
+    if model == dp.switch().model() {
+        log(format!(
+            "SIGHUP: {file}: the model is the one in force (generation {generation})"
+        ));
+        return;
+    }
+    let req = Request::Apply { model };
+    let answer = handle(dp, req, started);
+    match store.sync(answer, &in_force(dp)) {
+        Ok(_) => log(format!(
+            "SIGHUP: {file} applied, generation {}",
+            dp.switch().pipeline().version
+        )),
+        Err(e) => log(format!("SIGHUP: {file}: {e}")),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
 /// What a restart must bring back.
 fn in_force(dp: &Dataplane) -> InForce {
     InForce::of(dp.switch(), dp.attachments())
 }
 
-fn handle(dp: &mut Dataplane, req: Request) -> Result<Reply, String> {
+fn handle(dp: &mut Dataplane, req: Request, started: &metrics::Started) -> Result<Reply, String> {
     let now = dp.clock_ns();
     let sw = dp.switch().clone();
     Ok(match req {
@@ -179,11 +261,15 @@ fn handle(dp: &mut Dataplane, req: Request) -> Result<Reply, String> {
             let f = api::parse_hex(&frame).map_err(|e| format!("trace: frame: {e}"))?;
             Reply::Trace(reports::trace(sw.trace(&port, &f, now)?))
         }
-        Request::Metrics => Reply::Text(metrics::render(
-            &dp.show_ports(),
-            &dp.show_threads(),
-            sw.shared().ct.len(),
-        )),
+        // Since start, whatever `stats_reset` did: Prometheus counters must not go backwards.
+        Request::Metrics => Reply::Text(metrics::render(&metrics::Sample {
+            ports: &dp.show_ports_since(Since::Start),
+            threads: &dp.show_threads_since(Since::Start),
+            connections: sw.shared().ct.len(),
+            generation: sw.pipeline().version,
+            tsc_hz: dpdk::tsc_hz(),
+            started,
+        })),
         Request::Shutdown => Reply::Text("stopping".into()),
     })
 }

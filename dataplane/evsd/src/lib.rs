@@ -7,9 +7,9 @@
 //!   generic over the seam;
 //! - [`stats`]: per-thread counters the control thread reads without locks;
 //! - [`switchd`]: ports, threads and plans, driven from the control thread;
-//! - [`config`], [`control`] (the server side of `api`), [`reports`] (the switch's state as
-//!   `api` answers), [`metrics`], [`state`] (what survives a restart), [`daemon`], [`cli`]: the
-//!   evsd process;
+//! - [`config`] (with [`limits`], the allowed range of each number), [`control`] (the server
+//!   side of `api`), [`reports`] (the switch's state as `api` answers), [`metrics`], [`state`]
+//!   (what survives a restart), [`daemon`], [`cli`]: the evsd process;
 //! - [`agent`]: with a controller, the host agent thread (crate `dvs-agent`), which drives the
 //!   switch through the control loop like `evsd ctl` does.
 
@@ -22,6 +22,7 @@ pub mod control;
 pub mod daemon;
 pub mod ethdev;
 pub mod forwarding;
+pub mod limits;
 pub mod metrics;
 pub mod port;
 pub mod reports;

@@ -160,6 +160,14 @@ fn take_back(ports: &mut BTreeMap<String, Attached>, r: EthReturned) {
     }
 }
 
+/// Where counters count from. `stats_reset` moves the operator's zero ([`Since::Reset`], what
+/// `show` reports); metrics count from the start, as Prometheus needs counters that only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Since {
+    Start,
+    Reset,
+}
+
 pub struct Dataplane {
     switch: Switch,
     pool: Option<Mempool>,
@@ -541,13 +549,15 @@ impl Dataplane {
         changes
     }
 
-    fn port_counters(&self, id: u32) -> PortSnapshot {
+    fn port_counters(&self, id: u32, since: Since) -> PortSnapshot {
         let mut s = PortSnapshot::default();
         for t in &self.threads {
             s.add(&t.stats.read_port(id));
         }
-        let base = self.port_base.get(&id).copied().unwrap_or_default();
-        s.sub(&base)
+        match since {
+            Since::Start => s,
+            Since::Reset => s.sub(&self.port_base.get(&id).copied().unwrap_or_default()),
+        }
     }
 
     /// Every port's backend in force, in name order (what a restart must attach again).
@@ -558,7 +568,12 @@ impl Dataplane {
             .collect()
     }
 
+    /// Counters since the last `stats_reset` (what an operator looks at).
     pub fn show_ports(&self) -> Vec<PortReport> {
+        self.show_ports_since(Since::Reset)
+    }
+
+    pub fn show_ports_since(&self, since: Since) -> Vec<PortReport> {
         let model = self.switch.model();
         let names = model
             .uplinks
@@ -569,20 +584,20 @@ impl Dataplane {
         let mut seen = std::collections::BTreeSet::new();
         for (name, kind) in names {
             seen.insert(name.clone());
-            out.push(self.report(&name, kind));
+            out.push(self.report(&name, kind, since));
         }
         // Attached ports that a newer model dropped still forward (and count) until detached.
         for name in self.ports.keys() {
             if !seen.contains(name) {
-                out.push(self.report(name, PortKind::Stale));
+                out.push(self.report(name, PortKind::Stale, since));
             }
         }
         out
     }
 
-    fn report(&self, name: &str, kind: PortKind) -> PortReport {
+    fn report(&self, name: &str, kind: PortKind, since: Since) -> PortReport {
         let id = self.switch.port_id(name).unwrap_or(0);
-        let c = self.port_counters(id);
+        let c = self.port_counters(id, since);
         let a = self.ports.get(name);
         let drops = DropReason::ALL
             .iter()
@@ -626,12 +641,20 @@ impl Dataplane {
         }
     }
 
+    /// Counters since the last `stats_reset`.
     pub fn show_threads(&self) -> Vec<ThreadReport> {
+        self.show_threads_since(Since::Reset)
+    }
+
+    pub fn show_threads_since(&self, since: Since) -> Vec<ThreadReport> {
         self.threads
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                let s = t.stats.read().sub(&self.thread_base[i]);
+                let s = match since {
+                    Since::Start => t.stats.read(),
+                    Since::Reset => t.stats.read().sub(&self.thread_base[i]),
+                };
                 let total = s.busy_cycles + s.idle_cycles;
                 ThreadReport {
                     thread: i,
@@ -656,7 +679,7 @@ impl Dataplane {
             .collect()
     }
 
-    /// Zeroes what `show` reports, by remembering the current values (the forwarding threads are
+    /// Zeroes what `show` reports (not what metrics export: see [`Since`]), by remembering the current values (the forwarding threads are
     /// the only writers of their counters).
     pub fn stats_reset(&mut self) {
         let ids: Vec<u32> = (0..MAX_PORTS as u32).collect();
