@@ -183,6 +183,7 @@ fn handle(dp: &mut Dataplane, req: Request) -> Result<Reply, String> {
             &dp.show_ports(),
             &dp.show_threads(),
             sw.shared().ct.len(),
+            dp.mbufs(),
         )),
         Request::Shutdown => Reply::Text("stopping".into()),
     })

@@ -11,7 +11,19 @@ use std::time::Duration;
 
 /// `connections`: entries in the connection tracker (each tracked connection has one per port
 /// zone it crosses).
-pub fn render(ports: &[PortReport], threads: &[ThreadReport], connections: usize) -> String {
+/// The packet pool: its size and the mbufs free in it (the rest sit in rings, caches and queues).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mbufs {
+    pub total: u32,
+    pub available: u32,
+}
+
+pub fn render(
+    ports: &[PortReport],
+    threads: &[ThreadReport],
+    connections: usize,
+    mbufs: Mbufs,
+) -> String {
     let reg = Registry::new();
     let counter = |name: &str, help: &str, labels: &[&str]| {
         let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
@@ -118,6 +130,19 @@ pub fn render(ports: &[PortReport], threads: &[ThreadReport], connections: usize
     reg.register(Box::new(conns.clone()))
         .expect("unique metric");
     conns.set(connections as i64);
+    // A count that only grows over a long run is a leak; `benches/soak.sh` watches it.
+    for (name, help, v) in [
+        ("evs_mbufs_total", "mbufs in the packet pool", mbufs.total),
+        (
+            "evs_mbufs_in_use",
+            "mbufs not free in the pool (in rx/tx rings, per-core caches, virtqueues, in flight)",
+            mbufs.total.saturating_sub(mbufs.available),
+        ),
+    ] {
+        let g = prometheus::IntGauge::new(name, help).expect("metric definition");
+        reg.register(Box::new(g.clone())).expect("unique metric");
+        g.set(i64::from(v));
+    }
     let mut buf = vec![];
     TextEncoder::new()
         .encode(&reg.gather(), &mut buf)
