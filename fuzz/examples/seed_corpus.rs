@@ -1,6 +1,6 @@
 //! Writes seeds: `cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus` (from the
-//! repository root) fills `fuzz/corpus/{parse_classify,trace}/seed-*` with valid frames, and the
-//! corpora of `model_json`, `control_request`, `config_toml` and `dvs_objects` with the
+//! repository root) fills `fuzz/seeds/{parse_classify,trace}/seed-*` with valid frames, and the
+//! seeds of `model_json`, `control_request`, `config_toml` and `dvs_objects` with the
 //! repository's examples (examples/evsd.toml, the fuzz model and installation) and requests
 //! and transactions made from them, so the fuzzers start past the parsers' first errors.
 
@@ -243,7 +243,7 @@ fn main() {
     ];
     for dir in ["parse_classify", "trace"] {
         let d = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("corpus")
+            .join("seeds")
             .join(dir);
         std::fs::create_dir_all(&d).unwrap();
         for (name, port, frame) in &seeds {
@@ -260,7 +260,7 @@ fn main() {
 }
 
 fn write_all(dir: &str, seeds: &[(&str, String)]) {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(dir);
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds").join(dir);
     std::fs::create_dir_all(&d).unwrap();
     for (name, text) in seeds {
         std::fs::write(d.join(format!("seed-{name}")), text).unwrap();
