@@ -255,7 +255,9 @@ sent, recv = $A_TX, $B_RX
 a, b = ports["a"], ports["b"]
 print(f"duration ${DURATION}s; B sessions $SESSIONS; models applied $APPLIES (refused $APPLY_ERRORS); RSS idle at end $RSS_END_IDLE KiB")
 print(f"packets: A sent {sent}, B received {recv}, lost {sent - recv} ({(sent - recv) * 100 / max(sent, 1):.3f}%)")
-print(f"  evsd: a rx {a['rx_packets']}, b tx {b['tx_packets']}; drops on a {a['drops']}; egress drops on b {b['egress_drops']}")
+drops = {f"{n}.{r}": v for n, p in (("a", a), ("b", b)) for r, v in p["drops"].items()}
+drops.update({f"{n}.egress.{r}": v for n, p in (("a", a), ("b", b)) for r, v in p["egress_drops"].items()})
+print(f"  evsd: a rx {a['rx_packets']}, b tx {b['tx_packets']}, dropped {sum(drops.values())} {drops}")
 if a.get("pmd"):
     print(f"  a's vhost ring missed {a['pmd'].get('imissed', 0)} (A sent faster than evsd took)")
 if bad:
