@@ -120,6 +120,9 @@ mod tests {
             megaflow_entries: MAX_CACHE_ENTRIES + 1,
             ..SwitchConfig::default()
         };
-        assert!(at_limit.check().unwrap_err().contains("switch.megaflow_entries"));
+        assert!(at_limit
+            .check()
+            .unwrap_err()
+            .contains("switch.megaflow_entries"));
     }
 }

@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
     let sw = flowtable_fuzz::check_compiles(small, &cfg.model())
         .expect("a checked config's model compiles");
     for a in &cfg.attach {
-        assert!(sw.port_id(&a.port).is_some(), "attach {:?}: not a port of the switch", a.port);
+        assert!(
+            sw.port_id(&a.port).is_some(),
+            "attach {:?}: not a port of the switch",
+            a.port
+        );
         a.backend().expect("a checked attach has a backend");
     }
 });

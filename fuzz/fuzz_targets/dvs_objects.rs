@@ -104,12 +104,21 @@ fuzz_target!(|data: &[u8]| {
     let hosts: Vec<String> = after.hosts.keys().cloned().collect();
     let slices = after.host_slices(hosts.iter().map(String::as_str));
     for h in &hosts {
-        let slice = slices.get(h).cloned().unwrap_or_else(|| after.host_slice(h));
-        let sw = check_compiles(small_config(), &slice.model)
-            .unwrap_or_else(|| panic!("host {h}: a valid installation gives a slice the switch refuses"));
+        let slice = slices
+            .get(h)
+            .cloned()
+            .unwrap_or_else(|| after.host_slice(h));
+        let sw = check_compiles(small_config(), &slice.model).unwrap_or_else(|| {
+            panic!("host {h}: a valid installation gives a slice the switch refuses")
+        });
         for a in &slice.attach {
-            assert!(sw.port_id(&a.port).is_some(), "host {h}: attach {:?} is not in its model", a.port);
-            a.backend().unwrap_or_else(|e| panic!("host {h}: attach {:?}: {e}", a.port));
+            assert!(
+                sw.port_id(&a.port).is_some(),
+                "host {h}: attach {:?} is not in its model",
+                a.port
+            );
+            a.backend()
+                .unwrap_or_else(|e| panic!("host {h}: attach {:?}: {e}", a.port));
         }
     }
 });

@@ -41,19 +41,40 @@ fuzz_target!(|data: &[u8]| {
     let before = inc.model().clone();
     match inc.update(&m) {
         Ok(_) => {
-            assert!(fresh.is_some(), "an update accepted a model a new switch refuses");
-            assert_eq!(inc.model(), &m, "the compiler holds another model than it was given");
+            assert!(
+                fresh.is_some(),
+                "an update accepted a model a new switch refuses"
+            );
+            assert_eq!(
+                inc.model(),
+                &m,
+                "the compiler holds another model than it was given"
+            );
             let mut scratch = Compiler::with_ids(inc.ids().clone());
             scratch.update(&m).expect("compiles from scratch");
             let (a, b) = (inc.pipeline(), scratch.pipeline());
-            assert_eq!(rules(&a), rules(&b), "incremental tables differ from scratch");
-            assert_eq!(a.flood, b.flood, "incremental flood lists differ from scratch");
+            assert_eq!(
+                rules(&a),
+                rules(&b),
+                "incremental tables differ from scratch"
+            );
+            assert_eq!(
+                a.flood, b.flood,
+                "incremental flood lists differ from scratch"
+            );
             assert_eq!(a.meters, b.meters, "incremental meters differ from scratch");
             assert_eq!(a.egress_table, b.egress_table);
         }
         Err(e) => {
-            assert!(fresh.is_none(), "an update refused a model a new switch accepts: {e}");
-            assert_eq!(inc.model(), &before, "a refused update changed the compiler");
+            assert!(
+                fresh.is_none(),
+                "an update refused a model a new switch accepts: {e}"
+            );
+            assert_eq!(
+                inc.model(),
+                &before,
+                "a refused update changed the compiler"
+            );
         }
     }
 });

@@ -358,10 +358,13 @@ mod tests {
     /// `evsd check` passed this and `evsd run` died allocating the connection table.
     #[test]
     fn table_sizes_beyond_the_limits_are_refused() {
-        let e = Config::parse(&GOOD.replace("[dataplane]", "[switch]\nct_max_entries = 1000000000000\n\n[dataplane]"))
-            .unwrap()
-            .checked()
-            .unwrap_err();
+        let e = Config::parse(&GOOD.replace(
+            "[dataplane]",
+            "[switch]\nct_max_entries = 1000000000000\n\n[dataplane]",
+        ))
+        .unwrap()
+        .checked()
+        .unwrap_err();
         assert!(e.starts_with("switch.ct_max_entries: 1000000000000"), "{e}");
     }
 }
