@@ -56,12 +56,14 @@ fn dispatch(sw: &Switch, req: Request) -> Result<Option<Reply>, String> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // The server reads lines as UTF-8 text (`BufRead::lines`).
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
     let sw = running().lock().unwrap_or_else(|e| e.into_inner());
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+    // Lines as the server splits them: bytes up to '\n', refused unless UTF-8.
+    for line in data.split(|&b| b == b'\n') {
+        let line = match std::str::from_utf8(line) {
+            Ok(l) if l.trim().is_empty() => continue,
+            Ok(l) => l,
+            Err(_) => continue,
+        };
         let req = match parse_request(line) {
             Ok(r) => r,
             Err(e) => {
