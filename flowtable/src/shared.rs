@@ -41,6 +41,31 @@ impl Default for SwitchConfig {
     }
 }
 
+/// The largest table sizes a config may ask for. The tables are allocated whole when the switch
+/// starts, so a size beyond these is a typo, not a plan: refused up front with the field's name
+/// rather than an allocation failure (or an overflowing size computation) at start.
+pub const MAX_MAC_CAPACITY: usize = 1 << 24;
+pub const MAX_CT_ENTRIES: usize = 1 << 24;
+pub const MAX_CACHE_ENTRIES: usize = 1 << 20;
+
+impl SwitchConfig {
+    /// Checks the sizes against the `MAX_*` bounds; the error names the field (`switch.NAME`).
+    pub fn check(&self) -> Result<(), String> {
+        let sizes = [
+            ("mac_capacity", self.mac_capacity, MAX_MAC_CAPACITY),
+            ("ct_max_entries", self.ct_max_entries, MAX_CT_ENTRIES),
+            ("emc_entries", self.emc_entries, MAX_CACHE_ENTRIES),
+            ("megaflow_entries", self.megaflow_entries, MAX_CACHE_ENTRIES),
+        ];
+        for (name, v, max) in sizes {
+            if v > max {
+                return Err(format!("switch.{name}: {v} is above the limit {max}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// State shared by the control side and all workers.
 pub struct Shared {
     pub cfg: SwitchConfig,
@@ -67,5 +92,37 @@ impl Shared {
             mac,
             ct,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `config_toml` fuzz target's review: `evsd check` accepted sizes whose tables
+    /// cannot be allocated (or whose rounding to a power of two overflows), and `evsd run` died.
+    #[test]
+    fn oversized_tables_are_refused_by_name() {
+        assert!(SwitchConfig::default().check().is_ok());
+        let huge = SwitchConfig {
+            ct_max_entries: usize::MAX,
+            ..SwitchConfig::default()
+        };
+        let e = huge.check().unwrap_err();
+        assert!(e.contains("switch.ct_max_entries"), "{e}");
+        let huge = SwitchConfig {
+            mac_capacity: (1 << 63) + 1,
+            ..SwitchConfig::default()
+        };
+        assert!(huge.check().unwrap_err().contains("switch.mac_capacity"));
+        let at_limit = SwitchConfig {
+            emc_entries: MAX_CACHE_ENTRIES,
+            megaflow_entries: MAX_CACHE_ENTRIES + 1,
+            ..SwitchConfig::default()
+        };
+        assert!(at_limit
+            .check()
+            .unwrap_err()
+            .contains("switch.megaflow_entries"));
     }
 }

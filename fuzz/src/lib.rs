@@ -152,3 +152,90 @@ pub fn check(out: &BurstResult, frames: usize, in_port: u32, n_ports: usize, kno
 pub fn tick() -> u64 {
     fixture().now.fetch_add(1_000_000, Ordering::Relaxed)
 }
+
+/// A valid installation of the controller, as the objects an operator creates: DVS `prod`
+/// (VLANs 100–199), hosts `a` and `b` with an uplink group each, port groups `web` (access 100)
+/// and `trunk` (100, 150–160), security groups `web` and `db` (db admits tcp/5432 from web's
+/// members), and ports on both hosts. `dvs_objects` applies its transactions to it.
+pub const CLUSTER_JSON: &str = r#"[
+  { "kind": "dvs", "name": "prod", "vlans": ["100-199"] },
+  { "kind": "host", "name": "a" },
+  { "kind": "host", "name": "b", "vhost_dir": "/run/evs/b" },
+  { "kind": "security-group", "name": "web", "rules": [ { "direction": "egress" },
+      { "direction": "ingress", "protocol": "tcp", "port_min": 80, "port_max": 80 } ] },
+  { "kind": "security-group", "name": "db", "rules": [ { "direction": "egress" },
+      { "direction": "ingress", "protocol": "tcp", "port_min": 5432, "port_max": 5432,
+        "remote": { "group": "web" } } ] },
+  { "kind": "port-group", "dvs": "prod", "name": "web", "type": "access", "vlan": 100,
+    "dhcp_isolation": true, "ip_mac_binding": true },
+  { "kind": "port-group", "dvs": "prod", "name": "trunk", "type": "trunk",
+    "vlans": ["100", "150-160"], "native_vlan": 150 },
+  { "kind": "uplink", "name": "up", "dvs": "prod", "host": "a",
+    "members": ["net_af_packet0,iface=a-up"] },
+  { "kind": "uplink", "name": "up", "dvs": "prod", "host": "b",
+    "members": ["net_af_packet0,iface=b-up"], "bond_mode": "balance-slb" },
+  { "kind": "port", "dvs": "prod", "name": "web1", "mac": "02:00:00:00:00:01",
+    "ips": ["10.0.0.1"], "port_group": "web", "security_group": "web", "host": "a" },
+  { "kind": "port", "dvs": "prod", "name": "web2", "mac": "02:00:00:00:00:02",
+    "ips": ["10.0.0.2"], "port_group": "web", "security_group": "web", "host": "b" },
+  { "kind": "port", "dvs": "prod", "name": "db1", "mac": "02:00:00:00:00:03",
+    "ips": ["10.0.0.3", "2001:db8::3"], "port_group": "web", "security_group": "db", "host": "b",
+    "vhost": { "socket": "/tmp/db1.sock", "role": "client" } },
+  { "kind": "port", "dvs": "prod", "name": "rtr", "mac": "02:00:00:00:00:04",
+    "port_group": "trunk", "host": "a", "ethdev": { "devargs": "net_af_packet1,iface=rtr" } },
+  { "kind": "port", "dvs": "prod", "name": "spare", "mac": "02:00:00:00:00:05",
+    "port_group": "web" }
+]"#;
+
+/// [`CLUSTER_JSON`] as a cluster (valid: checked by the seed example and by `dvs_objects`).
+pub fn cluster() -> model::Cluster {
+    let objects: Vec<model::Object> =
+        serde_json::from_str(CLUSTER_JSON).expect("fuzz cluster parses");
+    let mut c = model::Cluster::default();
+    for o in objects {
+        c.insert(o);
+    }
+    c
+}
+
+/// A rejection must say what is wrong: a non-empty message (`what` names the input).
+pub fn check_message(what: &str, msg: &str) {
+    assert!(!msg.trim().is_empty(), "{what}: rejected with an empty message");
+}
+
+/// A model the validation accepts must compile into a switch, and one it refuses must be refused
+/// by the compiler too, with a message; returns the switch of an accepted model.
+pub fn check_compiles(cfg: SwitchConfig, m: &Model) -> Option<Switch> {
+    let valid = m.validate();
+    match Switch::new(cfg, m.clone()) {
+        Ok(sw) => {
+            assert!(valid.is_ok(), "the switch compiled a model validate refuses: {valid:?}");
+            Some(sw)
+        }
+        Err(e) => {
+            let v = valid.expect_err("validate accepts a model the switch refuses");
+            assert_eq!(v.to_string(), e.to_string());
+            check_message("model", &e.to_string());
+            None
+        }
+    }
+}
+
+/// A model written out (as `evsd ctl show model` and the state file do) reads back the same.
+pub fn check_round_trip(m: &Model) {
+    let text = serde_json::to_string(m).expect("a model serializes");
+    let back: Model = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("a serialized model does not parse back: {e}: {text}"));
+    assert_eq!(&back, m, "model changed through serialization: {text}");
+}
+
+/// Small tables, so that building a switch per input stays cheap.
+pub fn small_config() -> SwitchConfig {
+    SwitchConfig {
+        mac_capacity: 256,
+        ct_max_entries: 256,
+        emc_entries: 64,
+        megaflow_entries: 64,
+        ..SwitchConfig::default()
+    }
+}

@@ -186,6 +186,16 @@ fn server_role_forwards_and_survives_guest_restart() {
     );
     assert!(m.contains("evs_thread_cache_hit_ratio"), "{m}");
     assert!(m.contains("\nevs_conntrack_entries "), "{m}");
+    let gauge = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {m}"))
+    };
+    let (total, in_use) = (gauge("evs_mbufs_total"), gauge("evs_mbufs_in_use"));
+    assert!(
+        total >= 1024 && in_use <= total,
+        "{in_use} of {total} mbufs in use"
+    );
 
     // A new model through the control socket takes effect without touching the ports: with B
     // moved to another VLAN, A's frames have nowhere to go; moved back, B receives again.

@@ -250,6 +250,7 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn checked(self) -> Result<Config, String> {
         self.model().validate().map_err(|e| e.to_string())?;
+        self.switch.check()?;
         let d = &self.dataplane;
         if d.cores.is_empty() {
             return Err("dataplane.cores: at least one forwarding core is needed".into());
@@ -489,5 +490,18 @@ mod tests {
             .checked()
             .unwrap_err();
         assert!(e.contains("vlan"), "{e}");
+    }
+
+    /// `evsd check` passed this and `evsd run` died allocating the connection table.
+    #[test]
+    fn table_sizes_beyond_the_limits_are_refused() {
+        let e = Config::parse(&GOOD.replace(
+            "[dataplane]",
+            "[switch]\nct_max_entries = 1000000000000\n\n[dataplane]",
+        ))
+        .unwrap()
+        .checked()
+        .unwrap_err();
+        assert!(e.starts_with("switch.ct_max_entries: 1000000000000"), "{e}");
     }
 }

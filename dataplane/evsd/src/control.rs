@@ -52,14 +52,17 @@ pub fn serve(path: &Path, calls: Sender<Call>) -> std::io::Result<PathBuf> {
 fn connection(s: UnixStream, calls: Sender<Call>) {
     let Ok(w) = s.try_clone() else { return };
     let mut w = std::io::BufWriter::new(w);
-    for line in BufReader::new(s).lines() {
+    // Read as bytes: a line that is not UTF-8 gets an error answer like any other bad request,
+    // where `lines()` would end the connection without a word.
+    for line in BufReader::new(s).split(b'\n') {
         let Ok(line) = line else { return };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let resp = match parse_request(&line) {
-            Err(e) => Response::err(e),
-            Ok(req) => call(&calls, req),
+        let resp = match std::str::from_utf8(&line) {
+            Err(e) => Response::err(format!("bad request: not UTF-8 text: {e}")),
+            Ok(l) if l.trim().is_empty() => continue,
+            Ok(l) => match parse_request(l) {
+                Err(e) => Response::err(e),
+                Ok(req) => call(&calls, req),
+            },
         };
         let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
         out.push('\n');
@@ -77,4 +80,31 @@ pub fn call(calls: &Sender<Call>, req: Request) -> Response {
     }
     rx.recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| Response::err("evsd did not answer within 30 s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found while writing the `control_request` fuzz target: a line that was not UTF-8 closed
+    /// the connection with no answer.
+    #[test]
+    fn a_line_that_is_not_utf8_gets_an_error_and_the_connection_stays() {
+        let (client, server) = UnixStream::pair().unwrap();
+        let (calls, _rx) = crossbeam_channel::unbounded();
+        let t = std::thread::spawn(move || connection(server, calls));
+        let mut w = client.try_clone().unwrap();
+        w.write_all(b"{\"cmd\": \"sh\xffow\"}\n{\"cmd\": \"explode\"}\n")
+            .unwrap();
+        let mut r = BufReader::new(client);
+        for want in ["not UTF-8", "explode"] {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let resp: Response = serde_json::from_str(&line).unwrap();
+            assert!(!resp.ok, "{line}");
+            assert!(resp.error.as_deref().unwrap_or("").contains(want), "{line}");
+        }
+        w.shutdown(std::net::Shutdown::Both).unwrap();
+        t.join().unwrap();
+    }
 }

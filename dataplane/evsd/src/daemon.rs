@@ -269,6 +269,7 @@ fn handle(dp: &mut Dataplane, req: Request, started: &metrics::Started) -> Resul
             generation: sw.pipeline().version,
             tsc_hz: dpdk::tsc_hz(),
             started,
+            mbufs: dp.mbufs(),
         })),
         Request::Shutdown => Reply::Text("stopping".into()),
     })

@@ -40,6 +40,14 @@ pub struct Sample<'a> {
     /// The TSC's frequency, to give cycle counters in seconds too.
     pub tsc_hz: u64,
     pub started: &'a Started,
+    pub mbufs: Mbufs,
+}
+
+/// The packet pool: its size and the mbufs free in it (the rest sit in rings, caches and queues).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mbufs {
+    pub total: u32,
+    pub available: u32,
 }
 
 pub fn render(sample: &Sample) -> String {
@@ -201,6 +209,20 @@ pub fn render(sample: &Sample) -> String {
     .expect("metric definition");
     ex.add(&conns, "gauge");
     conns.set(connections as i64);
+    // A count that only grows over a long run is a leak; `benches/soak.sh` watches it.
+    let mbufs = sample.mbufs;
+    for (name, help, v) in [
+        ("evs_mbufs_total", "mbufs in the packet pool", mbufs.total),
+        (
+            "evs_mbufs_in_use",
+            "mbufs not free in the pool (in rx/tx rings, per-core caches, virtqueues, in flight)",
+            mbufs.total.saturating_sub(mbufs.available),
+        ),
+    ] {
+        let g = prometheus::IntGauge::new(name, help).expect("metric definition");
+        ex.add(&g, "gauge");
+        g.set(i64::from(v));
+    }
     ex.text()
 }
 
@@ -379,7 +401,12 @@ mod tests {
             generation: 3,
             tsc_hz: 2_000_000_000,
             started: &started,
+            mbufs: Mbufs {
+                total: 8191,
+                available: 8000,
+            },
         });
+        assert!(text.contains("evs_mbufs_in_use 191"), "{text}");
         assert!(text.contains("evs_build_info{dpdk="), "{text}");
         assert!(text.contains("process_start_time_seconds "), "{text}");
         assert!(text.contains("evs_model_generation 3"), "{text}");

@@ -171,6 +171,7 @@ pub enum Since {
 pub struct Dataplane {
     switch: Switch,
     pool: Option<Mempool>,
+    pool_size: u32,
     threads: Vec<FwdThread>,
     ports: BTreeMap<String, Attached>,
     /// Names of the rx ports each thread polls, as last planned.
@@ -241,6 +242,7 @@ impl Dataplane {
         Ok(Dataplane {
             switch,
             pool: Some(pool),
+            pool_size: cfg.mbufs,
             threads,
             ports: BTreeMap::new(),
             assignment: vec![vec![]; n],
@@ -699,8 +701,11 @@ impl Dataplane {
         }
     }
 
-    pub fn mempool_available(&self) -> u32 {
-        self.pool.as_ref().map(Mempool::available).unwrap_or(0)
+    pub fn mbufs(&self) -> crate::metrics::Mbufs {
+        crate::metrics::Mbufs {
+            total: self.pool_size,
+            available: self.pool.as_ref().map(Mempool::available).unwrap_or(0),
+        }
     }
 
     /// Stops the threads, removes every port, frees the pool and ends the EAL.
