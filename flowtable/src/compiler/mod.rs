@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use tables::Rules;
 
+pub use port_security::eui64_link_local;
 pub use security_group::CT_EST_OR_REL;
 pub use tables::{
     TABLE_COUNT, TABLE_NAMES, T_CLASSIFY, T_EGRESS_CT, T_EGRESS_SG, T_EGRESS_VLAN, T_INGRESS_CT,
