@@ -44,6 +44,8 @@ PKGS="$PKGS ethtool nftables"
 # The namespace guests' traffic (tests/scripts/nstool.py, standard library only: the lab tests and
 # scripts/dvs-demo.sh); minimal images lack python3.
 PKGS="$PKGS python3"
+# The DHCP server behind the uplink in tests/tests/protocols_netns.rs (the binary only: no service).
+PKGS="$PKGS dnsmasq-base"
 missing_of() {
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo -n " $p"

@@ -183,6 +183,52 @@ pub fn ipv6(
     f
 }
 
+/// An Ethernet + IPv6 + ICMPv6 frame of type `ty`, code 0, whose message after the 4-byte
+/// header is `body`; the checksum is filled in.
+pub fn icmpv6(src: Mac, dst: Mac, sip: Ipv6Addr, dip: Ipv6Addr, ty: u8, body: &[u8]) -> Vec<u8> {
+    let seg_len = 4 + body.len();
+    let (mut f, l3) = ethernet(src, dst, None, ethertype::IPV6, ipv6::HEADER_LEN + seg_len);
+    Ipv6Repr {
+        src: sip,
+        dst: dip,
+        next_header: protocol::ICMPV6,
+        payload_len: seg_len,
+        hop_limit: 255,
+    }
+    .emit(&mut Ipv6Packet::new_unchecked(&mut f[l3..]));
+    let at = l3 + ipv6::HEADER_LEN;
+    f[at] = ty;
+    f[at + 4..at + 4 + body.len()].copy_from_slice(body);
+    let pseudo = checksum::pseudo_v6(sip.octets(), dip.octets(), protocol::ICMPV6, seg_len);
+    let sum = checksum::finish(checksum::sum(&f[at..], pseudo));
+    f[at + 2..at + 4].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// A neighbour solicitation (`advert` false; the link-layer option is the source's) or
+/// advertisement (solicited and override set; the option is the target's) for `target`.
+pub fn neighbour(
+    src: Mac,
+    dst: Mac,
+    sip: Ipv6Addr,
+    dip: Ipv6Addr,
+    advert: bool,
+    target: Ipv6Addr,
+    lladdr: Option<Mac>,
+) -> Vec<u8> {
+    let mut body = vec![0u8; 4];
+    if advert {
+        body[0] = 0x60;
+    }
+    body.extend_from_slice(&target.octets());
+    if let Some(m) = lladdr {
+        body.extend_from_slice(&[if advert { 2 } else { 1 }, 1]);
+        body.extend_from_slice(&m.0);
+    }
+    let ty = if advert { 136 } else { 135 };
+    icmpv6(src, dst, sip, dip, ty, &body)
+}
+
 /// An ARP request (`op` 1) or reply (`op` 2) frame.
 #[allow(clippy::too_many_arguments)]
 pub fn arp(

@@ -15,6 +15,12 @@
 //! | 7 | `tp_src`:16, `tp_dst`:16 (ICMP type and code here), `tcp_flags`:16, `inner_tci`:16 |
 //! | 8 | `arp_sha`:48, `arp_op`:16 |
 //! | 9 | `out_port`:32, `reg0`:32 (pipeline metadata: the egress port, the VLAN domain) |
+//!
+//! IPv6 neighbour solicitations and advertisements carry what port security checks in the words
+//! ARP uses: `ip_dst` is the ND target address (not the IPv6 destination) and `arp_sha` the
+//! source or target link-layer address option (zero when absent). Nothing after port security
+//! looks at an ND message's IPv6 destination: ND bypasses conntrack and security-group rules and
+//! is forwarded by MAC, as ARP is.
 
 use crate::wire::ethernet::ethertype;
 use crate::wire::ip::protocol;
@@ -43,6 +49,19 @@ pub const IP_PROTO_ICMP: u8 = protocol::ICMP;
 pub const IP_PROTO_TCP: u8 = protocol::TCP;
 pub const IP_PROTO_UDP: u8 = protocol::UDP;
 pub const IP_PROTO_ICMPV6: u8 = protocol::ICMPV6;
+
+/// ICMPv6 types of neighbour discovery (RFC 4861) and multicast listener discovery (RFC 2710,
+/// 3810), which port security lets through whatever a security group's rules say.
+pub mod icmp6 {
+    pub const MLD_QUERY: u8 = 130;
+    pub const MLD_REPORT: u8 = 131;
+    pub const MLD_DONE: u8 = 132;
+    pub const ROUTER_SOLICIT: u8 = 133;
+    pub const ROUTER_ADVERT: u8 = 134;
+    pub const NEIGHBOR_SOLICIT: u8 = 135;
+    pub const NEIGHBOR_ADVERT: u8 = 136;
+    pub const MLD2_REPORT: u8 = 143;
+}
 
 /// ICMP (`v6` false) or ICMPv6 types of error messages, which quote the packet they are about.
 pub fn is_icmp_error(v6: bool, ty: u8) -> bool {
@@ -225,6 +244,14 @@ impl FlowKey {
     pub fn is_ipv6(&self) -> bool {
         self.eth_type() == ETH_TYPE_IPV6
     }
+    /// An IPv6 neighbour solicitation or advertisement (`ip_dst` is then its target).
+    pub fn is_nd(&self) -> bool {
+        self.is_ipv6()
+            && self.ip_proto() == IP_PROTO_ICMPV6
+            && self.flags() & flags::INVALID == 0
+            && (self.tp_src() == icmp6::NEIGHBOR_SOLICIT as u16
+                || self.tp_src() == icmp6::NEIGHBOR_ADVERT as u16)
+    }
     /// Source address as an `IpAddr` when the frame is IPv4 (or ARP) or IPv6.
     pub fn ip_src_addr(&self) -> Option<IpAddr> {
         addr_of(self.eth_type(), self.ip_src())
@@ -299,7 +326,12 @@ impl fmt::Debug for FlowKey {
             write!(f, "vlan={v} ")?;
         }
         write!(f, "type={:#06x}", self.eth_type())?;
-        if let (Some(s), Some(d)) = (self.ip_src_addr(), self.ip_dst_addr()) {
+        if let (true, Some(s), Some(d)) = (self.is_nd(), self.ip_src_addr(), self.ip_dst_addr()) {
+            write!(f, " {s} proto={} nd_target={d}", self.ip_proto())?;
+            if self.arp_sha() != Mac::ZERO {
+                write!(f, " nd_lladdr={}", self.arp_sha())?;
+            }
+        } else if let (Some(s), Some(d)) = (self.ip_src_addr(), self.ip_dst_addr()) {
             write!(f, " {s}->{d} proto={}", self.ip_proto())?;
             if self.tp_src() != 0 || self.tp_dst() != 0 {
                 write!(f, " {}->{}", self.tp_src(), self.tp_dst())?;

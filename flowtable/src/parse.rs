@@ -421,10 +421,48 @@ fn read_transport(k: &mut FlowKey, number: u8, seg: &[u8]) -> WireResult<bool> {
             }
             k.set_tp_src(m.msg_type() as u16);
             k.set_tp_dst(m.code() as u16);
+            read_nd(k, seg);
         }
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+/// For an IPv6 neighbour solicitation or advertisement (`icmp`: the ICMPv6 message, whose type is
+/// in the key already), what port security checks: the target address into `ip_dst`, the
+/// source (NS) or target (NA) link-layer address option into `arp_sha`. A message too short for
+/// its target, or with an option of length 0 or past the end, is one RFC 4861 makes receivers
+/// discard: the key says `INVALID`. Of two link-layer options the first counts, as in Linux.
+fn read_nd(k: &mut FlowKey, icmp: &[u8]) {
+    use key::icmp6::{NEIGHBOR_ADVERT, NEIGHBOR_SOLICIT};
+    let ty = k.tp_src();
+    if !k.is_ipv6() || (ty != NEIGHBOR_SOLICIT as u16 && ty != NEIGHBOR_ADVERT as u16) {
+        return;
+    }
+    let Some(target) = icmp.get(8..24) else {
+        k.set_flags(k.flags() | flags::INVALID);
+        return;
+    };
+    k.set_ip_dst(u128::from_be_bytes(target.try_into().unwrap()));
+    let wanted = if ty == NEIGHBOR_SOLICIT as u16 { 1 } else { 2 };
+    let mut at = 24;
+    let mut lladdr = None;
+    while at + 2 <= icmp.len() {
+        let (t, len) = (icmp[at], icmp[at + 1] as usize * 8);
+        if len == 0 || at + len > icmp.len() {
+            k.set_flags(k.flags() | flags::INVALID);
+            return;
+        }
+        if t == wanted && lladdr.is_none() {
+            lladdr = Some(Mac(icmp[at + 2..at + 8].try_into().unwrap()));
+        }
+        at += len;
+    }
+    if at != icmp.len() {
+        k.set_flags(k.flags() | flags::INVALID); // a byte left over: half an option
+        return;
+    }
+    k.set_arp_sha(lladdr.unwrap_or(Mac::ZERO));
 }
 
 /// Reads the 802.1Q / 802.1ad tags (any number: a third and later ones only flag the key) of a
@@ -573,6 +611,7 @@ pub fn parse_reference(in_port: u32, frame: &[u8]) -> FlowKey {
         Some(TransportSlice::Icmpv6(i)) => {
             k.set_tp_src(i.type_u8() as u16);
             k.set_tp_dst(i.code_u8() as u16);
+            read_nd(&mut k, i.slice());
         }
         None => {
             let p = k.ip_proto();

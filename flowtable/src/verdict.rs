@@ -27,8 +27,21 @@ pub enum DropReason {
     SpoofedMac,
     /// Source IPv4/IPv6/ARP sender address not bound to the port.
     SpoofedIp,
-    /// DHCP server message (UDP 67→68) from a guest with DHCP isolation on.
+    /// DHCP server message (UDP 67→68, 547→546) from a guest with DHCP isolation on or a
+    /// security group.
     DhcpServer,
+    /// DHCP server message towards a port with a security group from anywhere but an uplink.
+    DhcpServerSpoof,
+    /// ARP whose sender hardware address is not the MAC bound to the port.
+    ArpSpoofedMac,
+    /// Neighbour advertisement, or duplicate-address-detection solicitation, for an IPv6 address
+    /// not bound to the port.
+    NdSpoofedTarget,
+    /// Neighbour solicitation or advertisement whose link-layer address option is not the port's
+    /// MAC.
+    NdSpoofedLladdr,
+    /// Router advertisement from a guest whose security group does not allow it.
+    RaGuard,
     /// No egress rule of the sender's security group allows the new connection.
     SgEgressDenied,
     /// No ingress rule of the receiver's security group allows the new connection.
@@ -61,6 +74,11 @@ impl DropReason {
         DropReason::SpoofedMac,
         DropReason::SpoofedIp,
         DropReason::DhcpServer,
+        DropReason::DhcpServerSpoof,
+        DropReason::ArpSpoofedMac,
+        DropReason::NdSpoofedTarget,
+        DropReason::NdSpoofedLladdr,
+        DropReason::RaGuard,
         DropReason::SgEgressDenied,
         DropReason::SgIngressDenied,
         DropReason::CtInvalid,
@@ -83,6 +101,11 @@ impl DropReason {
             DropReason::SpoofedMac => "spoofed_mac",
             DropReason::SpoofedIp => "spoofed_ip",
             DropReason::DhcpServer => "dhcp_server",
+            DropReason::DhcpServerSpoof => "dhcp_server_spoof",
+            DropReason::ArpSpoofedMac => "arp_spoofed_mac",
+            DropReason::NdSpoofedTarget => "nd_spoofed_target",
+            DropReason::NdSpoofedLladdr => "nd_spoofed_lladdr",
+            DropReason::RaGuard => "ra_guard",
             DropReason::SgEgressDenied => "sg_egress_denied",
             DropReason::SgIngressDenied => "sg_ingress_denied",
             DropReason::CtInvalid => "ct_invalid",

@@ -348,7 +348,7 @@ fn ip_mac_binding_drops_spoofed_sources() {
         Mac::ZERO,
         ip(2),
     );
-    assert_eq!(b.send("sec", &lie), Err(DropReason::SpoofedIp));
+    assert_eq!(b.send("sec", &lie), Err(DropReason::ArpSpoofedMac));
     // Another port claiming the bound MAC cannot steal it: the static entry keeps pointing at sec.
     let steal = frames::ipv4(
         mac(4),

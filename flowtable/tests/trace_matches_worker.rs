@@ -265,6 +265,7 @@ fn build(s: &ModelSpec) -> Model {
         m.security_groups.push(SecurityGroup {
             name: format!("sg{i}"),
             rules,
+            allow_router_advertisements: false,
         });
     }
     for (i, p) in s.ports.iter().enumerate() {

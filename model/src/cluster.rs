@@ -18,8 +18,8 @@
 use crate::attach::{Attach, EthdevConfig, Role, VhostConfig};
 use crate::switch::{Model, ModelError, Port, PortGroup, PortMode, Remote, RemoteMembers};
 use crate::switch::{SecurityGroup, Uplink, VlanRange};
-use serde::{Deserialize, Serialize};
 use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
@@ -586,8 +586,7 @@ impl Cluster {
                         .and_then(|f| f.strip_suffix(".sock"));
                     if let Some((other, q)) = derived_name.and_then(|n| self.ports.get_key_value(n))
                     {
-                        if q.host.as_deref() == Some(h) && q.vhost.is_none() && q.ethdev.is_none()
-                        {
+                        if q.host.as_deref() == Some(h) && q.vhost.is_none() && q.ethdev.is_none() {
                             return Err(clash(other, &v.socket));
                         }
                     }
@@ -630,7 +629,11 @@ impl Cluster {
     /// objects alone (nothing else can refer to their content), anything else against
     /// everything. At 100,000 ports that is the difference between tens of milliseconds and
     /// none for each policy change.
-    pub fn validate_change(&self, before: &Cluster, changed: &[ObjectId]) -> Result<(), ModelError> {
+    pub fn validate_change(
+        &self,
+        before: &Cluster,
+        changed: &[ObjectId],
+    ) -> Result<(), ModelError> {
         let policy_only = changed.iter().all(|id| match id.kind {
             Kind::PortGroup => {
                 before.port_groups.contains_key(&id.id) && self.port_groups.contains_key(&id.id)
@@ -853,6 +856,7 @@ impl Cluster {
                 model.security_groups.push(SecurityGroup {
                     name: s.clone(),
                     rules,
+                    allow_router_advertisements: sgs.contains(s) && g.allow_router_advertisements,
                 });
             }
         }

@@ -391,6 +391,10 @@ pub struct SecurityGroup {
     pub name: String,
     #[serde(default)]
     pub rules: Vec<SgRule>,
+    /// Members may send IPv6 router advertisements (a guest that is a router). Off: the switch's
+    /// RA guard drops them (`ra_guard`), whatever the rules say.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_router_advertisements: bool,
 }
 
 impl SecurityGroup {
@@ -410,6 +414,7 @@ impl SecurityGroup {
         SecurityGroup {
             name: name.into(),
             rules: vec![egress(EtherType::IPv4), egress(EtherType::IPv6)],
+            allow_router_advertisements: false,
         }
     }
 }

@@ -8,10 +8,12 @@ kernel/machine has. Every subcommand is bounded in time; results go to stdout as
 
 Subcommands:
   ping DST [--timeout S] [--count N] [--interval S]
-                                             N ICMP echoes (default 1); JSON with sent/received;
-                                             exit 0 iff a reply came back
-  serve-tcp PORT... [--seconds S]            TCP echo server on each port (prints READY)
-  connect DST PORT [--timeout S] [--payload] connect, send, expect the echo; exit 0 iff echoed
+                                             N ICMP (or ICMPv6, for an IPv6 DST) echoes (default
+                                             1); JSON with sent/received; exit 0 iff a reply came
+  serve-tcp PORT... [--seconds S] [--v6]     TCP echo server on each port (prints READY); --v6:
+                                             on :: (IPv6 and IPv4) instead of 0.0.0.0
+  connect DST PORT [--timeout S] [--payload] connect (IPv4 or IPv6), send, expect the echo; exit
+                                             0 iff echoed
   session DST PORT [--rounds N]             one TCP connection kept open: every 0.2 s send a line
                                              and wait (1 s) for its echo; one JSON line per round,
                                              READY after the first echo; ends after 3 misses
@@ -22,7 +24,9 @@ Subcommands:
         JSON line: frames matching every --match (excluding the --until marker), and whether the
         marker (a frame matching every --until) was seen. Stops at the marker (+ --quiet S) or
         at --timeout.
-  send IFACE KIND [options]                  send crafted frames (kinds: udp, dhcp-offer, arp)
+  send IFACE KIND [options]                  send crafted frames (kinds: udp, dhcp-offer, arp,
+                                             na: an IPv6 neighbour advertisement for --target
+                                             with --tll as its target link-layer address)
   vlan-ping IFACE --vlan V --mac M --ip A --dst-ip B [--timeout S]
         act as a host on VLAN V behind a trunk (no 8021q needed): ARP for B, answer ARP for A,
         ICMP echo; exit 0 iff a tagged reply came back
@@ -45,6 +49,7 @@ import time
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
 ETH_P_8021Q = 0x8100
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
@@ -104,6 +109,18 @@ def icmp_echo(src_ip, dst_ip, ident, seq, typ=8, data=b"evs-e2e-ping"):
 def arp(op, sha, spa, tha, tpa):
     return struct.pack("!HHBBH6s4s6s4s", 1, ETH_P_IP, 6, 4, op, mac_bytes(sha),
                        socket.inet_aton(spa), mac_bytes(tha), socket.inet_aton(tpa))
+
+
+def neighbour_advert(src_ip, dst_ip, target, tll):
+    """ICMPv6 neighbour advertisement (solicited unless to all-nodes, override) in IPv6."""
+    src, dst = socket.inet_pton(socket.AF_INET6, src_ip), socket.inet_pton(socket.AF_INET6, dst_ip)
+    flags = 0x20 if dst_ip == "ff02::1" else 0x60
+    body = struct.pack("!BBHB3x", 136, 0, 0, flags) + socket.inet_pton(socket.AF_INET6, target)
+    if tll:
+        body += b"\x02\x01" + mac_bytes(tll)
+    pseudo = src + dst + struct.pack("!I3xB", len(body), 58)
+    body = body[:2] + struct.pack("!H", csum(pseudo + body)) + body[4:]
+    return struct.pack("!IHBB", 6 << 28, len(body), 58, 255) + src + dst + body
 
 
 def dhcp_offer(server_ip, client_mac, yiaddr):
@@ -215,7 +232,12 @@ class Raw:
 def cmd_ping(a):
     """--count echoes, one every --interval s; each waits up to --timeout for its reply (a late
     reply to an earlier echo still counts). Exit 0 iff at least one reply came back."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    v6 = ":" in a.dst
+    if v6:
+        # The kernel fills in an ICMPv6 raw socket's checksum.
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     ident = os.getpid() & 0xFFFF
     got = set()
     sent = 0
@@ -227,8 +249,9 @@ def cmd_ping(a):
         now = time.monotonic()
         if sent < a.count and now >= next_tx:
             sent += 1
-            pkt = struct.pack("!BBHHH", 8, 0, 0, ident, sent) + b"evs-e2e-ping"
-            pkt = pkt[:2] + struct.pack("!H", csum(pkt)) + pkt[4:]
+            pkt = struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, ident, sent) + b"evs-e2e-ping"
+            if not v6:
+                pkt = pkt[:2] + struct.pack("!H", csum(pkt)) + pkt[4:]
             s.sendto(pkt, (a.dst, 0))
             next_tx = now + a.interval
         wait_until = min(end, next_tx) if sent < a.count else end
@@ -236,9 +259,13 @@ def cmd_ping(a):
         if not r:
             continue
         data, addr = s.recvfrom(2048)
-        ihl = (data[0] & 15) * 4
+        ihl = 0 if v6 else (data[0] & 15) * 4
+        if len(data) < ihl + 8:
+            continue
         t, _c, _ck, i, seq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
-        if t == 0 and i == ident and addr[0] == a.dst:
+        same = addr[0] == a.dst or (v6 and socket.inet_pton(socket.AF_INET6, addr[0].split("%")[0])
+                                    == socket.inet_pton(socket.AF_INET6, a.dst))
+        if t == (129 if v6 else 0) and i == ident and same:
             got.add(seq)
     out({"reply": bool(got), "from": a.dst, "sent": sent, "received": len(got),
          "secs": round(time.monotonic() - t0, 3)})
@@ -248,9 +275,9 @@ def cmd_ping(a):
 def cmd_serve_tcp(a):
     socks = []
     for p in a.ports:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_INET6 if a.v6 else socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", p))
+        s.bind(("::" if a.v6 else "0.0.0.0", p))
         s.listen(16)
         socks.append(s)
     out({"ready": True, "ports": a.ports})
@@ -277,7 +304,7 @@ def cmd_serve_tcp(a):
 
 
 def cmd_connect(a):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(socket.AF_INET6 if ":" in a.dst else socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(a.timeout)
     t0 = time.monotonic()
     try:
@@ -416,6 +443,9 @@ def cmd_send(a):
             body = udp(a.src_ip, "255.255.255.255", 67, 68,
                        dhcp_offer(a.src_ip, "02:00:00:00:99:99", a.yiaddr))
             fr = eth("ff:ff:ff:ff:ff:ff", a.src_mac, ETH_P_IP, body, vlan)
+        elif a.kind == "na":
+            body = neighbour_advert(a.src_ip, a.dst_ip, a.target, a.tll)
+            fr = eth(a.dst_mac, a.src_mac, ETH_P_IPV6, body, vlan)
         elif a.kind == "arp":
             body = arp(1, a.src_mac, a.src_ip, "00:00:00:00:00:00", a.dst_ip)
             fr = eth("ff:ff:ff:ff:ff:ff", a.src_mac, ETH_P_ARP, body, vlan)
@@ -533,6 +563,7 @@ def main():
     x = sp.add_parser("serve-tcp")
     x.add_argument("ports", type=int, nargs="+")
     x.add_argument("--seconds", type=float, default=300)
+    x.add_argument("--v6", action="store_true")
     x = sp.add_parser("connect")
     x.add_argument("dst")
     x.add_argument("port", type=int)
@@ -560,7 +591,9 @@ def main():
     x.add_argument("--count", type=int, default=0)
     x = sp.add_parser("send")
     x.add_argument("iface")
-    x.add_argument("kind", choices=["udp", "dhcp-offer", "arp"])
+    x.add_argument("kind", choices=["udp", "dhcp-offer", "arp", "na"])
+    x.add_argument("--target")
+    x.add_argument("--tll")
     x.add_argument("--src-mac", required=True)
     x.add_argument("--dst-mac", default="ff:ff:ff:ff:ff:ff")
     x.add_argument("--src-ip", default="0.0.0.0")

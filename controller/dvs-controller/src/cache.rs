@@ -172,6 +172,7 @@ impl CachedSlice {
                         d.security_groups.push(model::SecurityGroup {
                             name: id.id.clone(),
                             rules: g.rules.clone(),
+                            allow_router_advertisements: g.allow_router_advertisements,
                         });
                     }
                 }

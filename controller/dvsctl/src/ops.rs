@@ -886,6 +886,7 @@ fn plan_sg(c: &SgCmd) -> Result<Plan, Failure> {
                 SecurityGroup {
                     name: n.clone(),
                     rules: vec![],
+                    allow_router_advertisements: false,
                 }
             };
             txn(vec![create(Object::SecurityGroup(g), *may_exist)])

@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use tables::Rules;
 
+pub use port_security::eui64_link_local;
 pub use security_group::CT_EST_OR_REL;
 pub use tables::{
     TABLE_COUNT, TABLE_NAMES, T_CLASSIFY, T_EGRESS_CT, T_EGRESS_SG, T_EGRESS_VLAN, T_INGRESS_CT,
@@ -223,9 +224,17 @@ impl Compiler {
                 .map(|sg| security_group::remote_members(model, sg))
                 .unwrap_or_default();
             let sg_fp = fingerprint(&(sg, &remotes));
+            // DHCP server replies towards a port with a group are accepted from the uplinks only.
+            let uplink_ids: Vec<u32> = match sg {
+                Some(_) => model.uplinks.iter().map(|u| ids[&u.name]).collect(),
+                None => vec![],
+            };
             wanted.insert(
                 Owner::Port(p.name.clone()),
-                (fingerprint(&(p, ids[&p.name], pg, sg_fp)), sg_fp),
+                (
+                    fingerprint(&(p, ids[&p.name], pg, sg_fp, uplink_ids)),
+                    sg_fp,
+                ),
             );
         }
 
@@ -397,7 +406,7 @@ fn compile_owner(m: &Model, ids: &BTreeMap<String, u32>, o: &Owner) -> Vec<(Tabl
         }
         Owner::Port(n) => {
             let p = m.ports.iter().find(|p| &p.name == n).expect("owner exists");
-            compile_port(&mut rs, m, p, ids[n]);
+            compile_port(&mut rs, m, ids, p, ids[n]);
         }
     }
     rs.out
@@ -411,11 +420,12 @@ fn compile_global(rs: &mut Rules) {
 }
 
 /// A guest port's rules, family by family (the order fixes the rules' ids).
-fn compile_port(rs: &mut Rules, m: &Model, p: &Port, id: u32) {
+fn compile_port(rs: &mut Rules, m: &Model, ids: &BTreeMap<String, u32>, p: &Port, id: u32) {
     let pg = m.port_group(&p.port_group).expect("validated");
     vlan::port(rs, p, pg, id);
     port_security::port(rs, p, pg, id);
-    security_group::port(rs, m, p, id);
+    let uplinks: Vec<u32> = m.uplinks.iter().map(|u| ids[&u.name]).collect();
+    security_group::port(rs, m, p, id, &uplinks);
     shaping::port(rs, pg, id);
 }
 

@@ -20,7 +20,7 @@ use std::net::IpAddr;
 /// The `ct_state` bits a security-group check table matches as "part of an allowed connection".
 pub const CT_EST_OR_REL: [u8; 2] = [ct::TRACKED | ct::ESTABLISHED, ct::TRACKED | ct::RELATED];
 
-pub(super) fn port(rs: &mut Rules, m: &Model, p: &Port, id: u32) {
+pub(super) fn port(rs: &mut Rules, m: &Model, p: &Port, id: u32, uplinks: &[u32]) {
     let sg = p
         .security_group
         .as_deref()
@@ -32,6 +32,7 @@ pub(super) fn port(rs: &mut Rules, m: &Model, p: &Port, id: u32) {
     let zone = id as u16;
     match sg {
         Some(sg) => {
+            implicit(rs, sg, name, inp, outp, uplinks);
             for (dir, ct_t, sg_t, next, port_m) in [
                 (Direction::Egress, T_EGRESS_CT, T_EGRESS_SG, T_METER, inp),
                 (
@@ -144,6 +145,126 @@ pub(super) fn port(rs: &mut Rules, m: &Model, p: &Port, id: u32) {
                 format!("port {name} has no security group"),
             );
         }
+    }
+}
+
+/// What the port-security layer lets through or stops whatever the group's rules say, as
+/// OpenStack Neutron does, in the conntrack tables (before any rule, never committed): neighbour
+/// discovery and MLD both ways, router solicitations out and advertisements in, DHCP client
+/// requests out and server replies in, but only from an uplink (a guest answering as a DHCP
+/// server, or advertising itself as a router without the group's leave, is dropped).
+fn implicit(
+    rs: &mut Rules,
+    sg: &SecurityGroup,
+    name: &str,
+    inp: MatchBuilder,
+    outp: MatchBuilder,
+    uplinks: &[u32],
+) {
+    use key::icmp6::*;
+    let icmp6 = |b: MatchBuilder, ty: u8| {
+        b.eth_type(key::ETH_TYPE_IPV6)
+            .ip_proto(key::IP_PROTO_ICMPV6)
+            .tp_src(ty as u16)
+    };
+    let udp = |b: MatchBuilder, et: u16, src: u16, dst: u16| {
+        b.eth_type(et)
+            .ip_proto(key::IP_PROTO_UDP)
+            .tp_src(src)
+            .tp_dst(dst)
+    };
+    let to_meter = || vec![Action::GotoTable(T_METER)];
+    let to_output = || vec![Action::GotoTable(T_OUTPUT)];
+    let sgn = &sg.name;
+    let nd_types = [
+        NEIGHBOR_SOLICIT,
+        NEIGHBOR_ADVERT,
+        MLD_QUERY,
+        MLD_REPORT,
+        MLD_DONE,
+        MLD2_REPORT,
+    ];
+    for ty in nd_types.into_iter().chain([ROUTER_SOLICIT]) {
+        rs.add(
+            T_EGRESS_CT,
+            150,
+            icmp6(inp, ty).build(),
+            to_meter(),
+            format!(
+                "port {name}: neighbour discovery (ICMPv6 type {ty}) is allowed by port security"
+            ),
+        );
+    }
+    let ra_in = if sg.allow_router_advertisements {
+        rs.add(
+            T_EGRESS_CT,
+            150,
+            icmp6(inp, ROUTER_ADVERT).build(),
+            to_meter(),
+            format!("security group {sgn} allows its members' router advertisements"),
+        );
+        // A router hears the solicitations.
+        Some(ROUTER_SOLICIT)
+    } else {
+        rs.add(
+            T_EGRESS_CT,
+            150,
+            icmp6(inp, ROUTER_ADVERT).build(),
+            vec![Action::Drop(DropReason::RaGuard)],
+            format!(
+                "RA guard: port {name} may not send router advertisements \
+                 (security group {sgn} does not allow them)"
+            ),
+        );
+        None
+    };
+    for ty in nd_types.into_iter().chain([ROUTER_ADVERT]).chain(ra_in) {
+        rs.add(
+            T_INGRESS_CT,
+            150,
+            icmp6(outp, ty).build(),
+            to_output(),
+            format!(
+                "port {name}: neighbour discovery (ICMPv6 type {ty}) is allowed by port security"
+            ),
+        );
+    }
+    for (et, client, server, what) in [
+        (key::ETH_TYPE_IPV4, 68, 67, "DHCP"),
+        (key::ETH_TYPE_IPV6, 546, 547, "DHCPv6"),
+    ] {
+        rs.add(
+            T_EGRESS_CT,
+            150,
+            udp(inp, et, client, server).build(),
+            to_meter(),
+            format!("port {name}: {what} client request is allowed by port security"),
+        );
+        rs.add(
+            T_EGRESS_CT,
+            150,
+            udp(inp, et, server, client).build(),
+            vec![Action::Drop(DropReason::DhcpServer)],
+            format!(
+                "port {name} has security group {sgn}: a guest may not answer as a {what} server"
+            ),
+        );
+        for u in uplinks {
+            rs.add(
+                T_INGRESS_CT,
+                150,
+                udp(outp, et, server, client).in_port(*u).build(),
+                to_output(),
+                format!("port {name}: {what} server reply from the physical network is allowed by port security"),
+            );
+        }
+        rs.add(
+            T_INGRESS_CT,
+            140,
+            udp(outp, et, server, client).build(),
+            vec![Action::Drop(DropReason::DhcpServerSpoof)],
+            format!("port {name}: {what} server replies are only accepted from an uplink, not from another guest"),
+        );
     }
 }
 

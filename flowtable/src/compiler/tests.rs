@@ -52,6 +52,7 @@ fn base() -> Model {
     m.security_groups.push(SecurityGroup {
         name: "web".into(),
         rules: vec![],
+        allow_router_advertisements: false,
     });
     m
 }

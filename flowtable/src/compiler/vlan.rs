@@ -131,6 +131,23 @@ pub(super) fn port(rs: &mut Rules, p: &Port, pg: &PortGroup, id: u32) {
                     pg.name
                 ),
             );
+            // As a physical switch's access port: a priority tag (VLAN 0, 802.1p) is no VLAN.
+            // The frame leaves access ports untagged; trunks and uplinks get it tagged with its
+            // VLAN and its priority bits kept.
+            rs.add(
+                T_CLASSIFY,
+                100,
+                inp.vlan(0).build(),
+                vec![
+                    Action::SetReg0(*vlan as u32),
+                    Action::GotoTable(T_PORT_SECURITY),
+                ],
+                format!(
+                    "port {name}: priority-tagged frame (VLAN 0) on access port of group {} \
+                     in VLAN {vlan}, as untagged",
+                    pg.name
+                ),
+            );
             rs.add(
                 T_CLASSIFY,
                 90,
@@ -192,6 +209,18 @@ pub(super) fn port(rs: &mut Rules, p: &Port, pg: &PortGroup, id: u32) {
                             Action::GotoTable(T_PORT_SECURITY),
                         ],
                         format!("port {name}: untagged frames go to native VLAN {n}"),
+                    );
+                    rs.add(
+                        T_CLASSIFY,
+                        100,
+                        inp.vlan(0).build(),
+                        vec![
+                            Action::SetReg0(*n as u32),
+                            Action::GotoTable(T_PORT_SECURITY),
+                        ],
+                        format!(
+                            "port {name}: priority-tagged frames (VLAN 0) go to native VLAN {n}"
+                        ),
                     );
                     rs.add(
                         T_EGRESS_VLAN,

@@ -55,6 +55,7 @@ fn example() -> Cluster {
             icmp_code: None,
             remote: Some(Remote::Group("web".into())),
         }],
+        allow_router_advertisements: false,
     };
     for o in [
         Object::Dvs(Dvs {
@@ -276,7 +277,11 @@ fn a_policy_change_is_validated_on_what_it_touches_and_anything_else_in_full() {
     let e = after
         .validate_change(&before, std::slice::from_ref(&pg))
         .unwrap_err();
-    assert_eq!((e.object.as_str(), e.field.as_str()), ("port group \"prod/web\"", "vlan"), "{e}");
+    assert_eq!(
+        (e.object.as_str(), e.field.as_str()),
+        ("port group \"prod/web\"", "vlan"),
+        "{e}"
+    );
     // A rule naming a group that does not exist.
     let mut after = before.clone();
     let mut db = after.security_groups.get("db").unwrap().clone();

@@ -567,6 +567,7 @@ fn sg(rules: Vec<SgRule>) -> Object {
     Object::SecurityGroup(SecurityGroup {
         name: "web".into(),
         rules,
+        allow_router_advertisements: false,
     })
 }
 

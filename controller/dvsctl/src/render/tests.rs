@@ -132,6 +132,7 @@ fn rules_show_their_indexes() {
                 remote: Some(Remote::Cidr("fd00::/8".parse().unwrap())),
             },
         ],
+        allow_router_advertisements: false,
     };
     assert_eq!(
         rules(&g.rules),
