@@ -182,7 +182,7 @@ fn handle(dp: &mut Dataplane, req: Request) -> Result<Reply, String> {
         Request::Metrics => Reply::Text(metrics::render(
             &dp.show_ports(),
             &dp.show_threads(),
-            sw.shared().ct.len(),
+            &sw.shared().ct.stats(),
         )),
         Request::Shutdown => Reply::Text("stopping".into()),
     })

@@ -4,14 +4,15 @@
 use crate::control::{self, Call};
 use api::{PortReport, PortState, Request, ThreadReport};
 use crossbeam_channel::Sender;
+use flowtable::conntrack::CtStats;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-/// `connections`: entries in the connection tracker (each tracked connection has one per port
-/// zone it crosses).
-pub fn render(ports: &[PortReport], threads: &[ThreadReport], connections: usize) -> String {
+/// `ct`: the connection tracker's counters (each tracked connection has one entry per port zone
+/// it crosses).
+pub fn render(ports: &[PortReport], threads: &[ThreadReport], ct: &CtStats) -> String {
     let reg = Registry::new();
     let counter = |name: &str, help: &str, labels: &[&str]| {
         let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric definition");
@@ -117,7 +118,15 @@ pub fn render(ports: &[PortReport], threads: &[ThreadReport], connections: usize
     .expect("metric definition");
     reg.register(Box::new(conns.clone()))
         .expect("unique metric");
-    conns.set(connections as i64);
+    conns.set(ct.entries as i64);
+    let picked = prometheus::IntCounter::new(
+        "evs_conntrack_picked_up_total",
+        "TCP connections picked up in mid-stream (switch.tcp_loose), e.g. after a restart; per zone",
+    )
+    .expect("metric definition");
+    reg.register(Box::new(picked.clone()))
+        .expect("unique metric");
+    picked.inc_by(ct.picked_up);
     let mut buf = vec![];
     TextEncoder::new()
         .encode(&reg.gather(), &mut buf)
