@@ -20,8 +20,12 @@
 //!   no sequence-number window tracking.
 //! - **Mid-stream pickup** ([`CtConfig::tcp_loose`], on by default; Linux's
 //!   `nf_conntrack_tcp_loose`): a TCP segment with ACK and none of SYN, FIN, RST that finds no live
-//!   entry (after a restart of the switch, say) is NEW instead of INVALID, in its own direction, with
-//!   [`CtResult::picked_up`] set. So it meets the same rules as a connection opened that way: if
+//!   entry (after a restart of the switch, say) and travels towards the lower port (ties: the lower
+//!   address) is NEW instead of INVALID, in its own direction, with [`CtResult::picked_up`] set.
+//!   Segments the other way stay INVALID until the connection is picked up: each port zone on the
+//!   path then judges the same direction, whereas "whichever comes first" could orient the two
+//!   zones of one connection oppositely and let it through although neither direction is allowed
+//!   as new by both. So it meets the same rules as a connection opened that way: if
 //!   they commit it, the entry starts ESTABLISHED (no handshake to see; there is no window to
 //!   learn, see above) with [`CtEntryInfo::picked_up`], and a reply makes it ESTABLISHED both ways
 //!   as usual; if they do not, it is dropped as any refused new connection. Until a reply is seen
@@ -770,7 +774,8 @@ impl ConnTrack {
         // No live connection: the packet may start one.
         let pickup = proto == key::IP_PROTO_TCP
             && self.tcp_loose
-            && tcpf & (SYN | ACK | RST | FIN) == ACK;
+            && tcpf & (SYN | ACK | RST | FIN) == ACK
+            && towards_server(l4, side_hi);
         let starts = match l4 {
             _ if proto == key::IP_PROTO_TCP => tcpf & (SYN | ACK | RST | FIN) == SYN || pickup,
             Transport::EchoReply(_) => false,
@@ -1023,6 +1028,20 @@ fn info(s: &Slot, now: u64) -> CtEntryInfo {
         expires_in_secs: s[6].saturating_sub(now) / SEC,
         packets_orig: (s[7] >> 32) as u32,
         packets_reply: s[7] as u32,
+    }
+}
+
+/// Whether a TCP segment travels towards the endpoint a mid-stream pickup takes for the server:
+/// the lower port (listening ports are usually below the ephemeral range), ties broken by the
+/// lower address. Taking one side from the tuple alone, rather than from whichever segment comes
+/// first, makes every zone a connection crosses judge it in the same direction (see the module's
+/// *Semantics*).
+#[inline(always)]
+fn towards_server(l4: Transport, side_hi: bool) -> bool {
+    match l4 {
+        Transport::Ports(sp, dp) if sp != dp => dp < sp,
+        Transport::Ports(..) => side_hi,
+        _ => false,
     }
 }
 

@@ -323,10 +323,21 @@ fn conntrack_pickup_mid_stream_segment() {
 fn conntrack_pickup_never_without_commit_nor_from_syn_fin_rst() {
     let c = loose(100);
     // A refused pickup (no commit) leaves nothing: the other direction is not established.
-    go(&c, 0, &tcp4(B, 80, A, 1000, ACK), false, 0);
-    let r = go(&c, 0, &tcp4(A, 1000, B, 80, ACK), false, 0);
-    assert_eq!((r.state, r.picked_up), (NEW, true));
+    go(&c, 0, &tcp4(A, 1000, B, 80, ACK), false, 0);
+    let r = go(&c, 0, &tcp4(B, 80, A, 1000, ACK), true, 0);
+    assert_eq!((r.state, r.picked_up), (INV, false));
     assert!(c.is_empty());
+    // Only towards the lower port (the likely server), so that every zone judges one direction;
+    // with equal ports, towards the lower address.
+    let r = go(&c, 0, &tcp4(A, 80, B, 1000, ACK), true, 0);
+    assert_eq!((r.state, r.picked_up), (INV, false));
+    let r = go(&c, 0, &tcp4(A, 7000, B, 7000, ACK), true, 0);
+    assert_eq!((r.state, r.picked_up), (INV, false));
+    assert!(c.is_empty());
+    let r = go(&c, 0, &tcp4(B, 7000, A, 7000, ACK), true, 0);
+    assert_eq!((r.state, r.picked_up), (NEW, true));
+    assert_eq!(c.dump(1)[0].src, IpAddr::from(B));
+    c.clear();
     // Only a plain ACK (PSH allowed) is picked up: FIN, RST, SYN/ACK, a bare segment stay invalid.
     for fl in [SYN | ACK, RST, RST | ACK, FIN, FIN | ACK, SYN | FIN, 0] {
         let r = go(&c, 0, &tcp4(A, 1000, B, 80, fl), true, 0);
@@ -361,16 +372,13 @@ fn conntrack_pickup_then_rst_or_fin() {
     assert_eq!(c.stats().picked_up, 2);
 
     let c = loose(100);
-    go(&c, 0, &tcp4(B, 80, A, 1000, ACK), true, 0);
     go(&c, 0, &tcp4(A, 1000, B, 80, ACK), true, 0);
-    // B's segment came first: B is the originator as far as the entry knows.
-    assert_eq!(c.dump(1)[0].src, IpAddr::from(B));
     assert_eq!(
-        go(&c, 0, &tcp4(A, 1000, B, 80, FIN | ACK), true, 0).state,
+        go(&c, 0, &tcp4(B, 80, A, 1000, FIN | ACK), true, 0).state,
         EST_REPLY
     );
     assert_eq!(state_of(&c), CtState::CloseWait);
-    go(&c, 0, &tcp4(B, 80, A, 1000, FIN | ACK), true, 0);
+    go(&c, 0, &tcp4(A, 1000, B, 80, FIN | ACK), true, 0);
     assert_eq!(state_of(&c), CtState::TimeWait);
     // a SYN reopens as usual
     assert_eq!(go(&c, 0, &tcp4(A, 1000, B, 80, SYN), true, 0).state, NEW);
