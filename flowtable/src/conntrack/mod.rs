@@ -302,7 +302,8 @@ pub struct CtEntryInfo {
     /// Whether a reply-direction packet has been seen.
     pub replied: bool,
     /// Picked up in mid-stream ([`CtConfig::tcp_loose`]): its handshake was not seen, so `src`
-    /// is the side whose segment came first, not necessarily the one that connected.
+    /// is the side pickup takes for the client (the higher port), not necessarily the one that
+    /// connected.
     pub picked_up: bool,
     /// Absolute expiry time (caller's clock, ns).
     pub expires_at_ns: u64,
