@@ -139,8 +139,21 @@ fn tcp_session_survives_kill9_and_restart() {
     assert_eq!(port_after, lport, "the stream reconnected instead of resuming");
     assert!(stream.proc.exited().is_none(), "the stream ended");
     eprintln!("    stream resumed: {echoed} bytes echoed, {sent_down} sent before the restart");
-    // Picked up in each port's zone it crosses (a's egress, b's ingress).
+    // Picked up in each port's zone it crosses (a's egress, b's ingress), in its real direction.
     assert!(metric(&lab, "evs_conntrack_picked_up_total") >= 2);
+    let out = lab.host(0).ctl(&["--json", "show", "connections"]).unwrap();
+    let conns: Vec<api::ConnectionEntry> = serde_json::from_str(&out).unwrap();
+    for zone in ["a", "b"] {
+        assert!(
+            conns.iter().any(|e| e.port == zone
+                && e.connection.picked_up
+                && e.connection.state == "ESTABLISHED"
+                && e.connection.src.to_string() == a.ip
+                && e.connection.sport as u64 == lport
+                && e.connection.dport.to_string() == PORT),
+            "no picked-up A→B:{PORT} connection in {zone}'s zone: {conns:?}"
+        );
+    }
     // The restart opened nothing the rules refuse: B still cannot connect to A, and its SYNs
     // are dropped by A's ingress rules.
     let denied = drops(&lab, "b", "sg_ingress_denied");
