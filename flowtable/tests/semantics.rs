@@ -447,11 +447,11 @@ fn mid_stream_segments_are_picked_up_only_where_rules_allow_new() {
         "{text}"
     );
     assert_eq!(trace.verdict, "delivered to vm2", "{text}");
-    // vm2 (the server: the lower port) sends first after the restart: not picked up, though
-    // vm2's egress allows anything, so that vm1's zone and vm2's judge the same direction...
+    // vm2 (the server) sends first after the restart: its egress allows it as new, vm1's
+    // ingress does not (vm2:80 → vm1:40002 is not an allowed new connection)...
     assert_eq!(
         b.send("vm2", &tcp(2, 1, 80, 40002, ACK)),
-        Err(DropReason::CtInvalid)
+        Err(DropReason::SgIngressDenied)
     );
     // ...while vm1's segment to vm2:80 is allowed as new, so picked up in both zones...
     assert_eq!(
@@ -464,7 +464,13 @@ fn mid_stream_segments_are_picked_up_only_where_rules_allow_new() {
         vec!["vm1"]
     );
     assert!(b.sw.shared().ct.stats().picked_up >= 2);
-    // Towards a port the rules do not open, a mid-stream segment is refused as a SYN would be.
+    // Towards a port the rules do not open, a mid-stream segment is refused as a SYN would be,
+    // even when the server's segment came first and was picked up as vm2's egress: vm1 → vm2:22
+    // is still judged as new by vm2's ingress.
+    assert_eq!(
+        b.send("vm2", &tcp(2, 1, 22, 40003, ACK)),
+        Err(DropReason::SgIngressDenied)
+    );
     assert_eq!(
         b.send("vm1", &tcp(1, 2, 40003, 22, ACK)),
         Err(DropReason::SgIngressDenied)

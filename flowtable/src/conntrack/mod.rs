@@ -20,17 +20,22 @@
 //!   no sequence-number window tracking.
 //! - **Mid-stream pickup** ([`CtConfig::tcp_loose`], on by default; Linux's
 //!   `nf_conntrack_tcp_loose`): a TCP segment with ACK and none of SYN, FIN, RST that finds no live
-//!   entry (after a restart of the switch, say) and travels towards the lower port (ties: the lower
-//!   address) is NEW instead of INVALID, in its own direction, with [`CtResult::picked_up`] set.
-//!   Segments the other way stay INVALID until the connection is picked up: each port zone on the
-//!   path then judges the same direction, whereas "whichever comes first" could orient the two
-//!   zones of one connection oppositely and let it through although neither direction is allowed
-//!   as new by both. So it meets the same rules as a connection opened that way: if
+//!   entry (after a restart of the switch, say) is NEW instead of INVALID, in its own direction,
+//!   with [`CtResult::picked_up`] set. So it meets the same rules as a connection opened that way: if
 //!   they commit it, the entry starts ESTABLISHED (no handshake to see; there is no window to
 //!   learn, see above) with [`CtEntryInfo::picked_up`], and a reply makes it ESTABLISHED both ways
 //!   as usual; if they do not, it is dropped as any refused new connection. Until a reply is seen
 //!   a picked-up entry lives [`CtTimeouts::tcp_picked_up`], not a day: a forged ACK the rules let
 //!   through holds a slot for a minute, not for `tcp_established`.
+//!   One refinement over netfilter: a connection picked up from a segment travelling *away* from
+//!   the lower port (ties: the lower address), i.e. from the likely server, is provisional: until
+//!   a packet of the other direction (the client's) has itself been allowed as new and committed,
+//!   the client's plain ACKs are NEW (picked up) rather than replies, and its other segments
+//!   INVALID; that commit turns the entry round (client → server) and makes it ESTABLISHED. A
+//!   connection crosses two port zones (the sender's egress, the receiver's ingress), and without
+//!   this the server's zone could orient the entry server → client (allowed as its egress) while
+//!   the client's zone orients it client → server (its egress too): the session would pass
+//!   although no direction is allowed as new on both ports.
 //! - ICMP errors (v4 types 3, 4, 5, 11, 12; v6 1–4) quoting a packet of a live connection of the same
 //!   zone (either direction) are RELATED (with REPLY when they travel towards the originator). They
 //!   create nothing and refresh nothing. **Errors quoting nothing we track are INVALID** (netfilter
@@ -302,8 +307,8 @@ pub struct CtEntryInfo {
     /// Whether a reply-direction packet has been seen.
     pub replied: bool,
     /// Picked up in mid-stream ([`CtConfig::tcp_loose`]): its handshake was not seen, so `src`
-    /// is the side pickup takes for the client (the higher port), not necessarily the one that
-    /// connected.
+    /// is the higher-port side (taken for the client) once a packet from it was committed, and
+    /// until then whichever side sent first.
     pub picked_up: bool,
     /// Absolute expiry time (caller's clock, ns).
     pub expires_at_ns: u64,
@@ -354,6 +359,9 @@ const CF_FIN_ORIG: u8 = 0x04;
 const CF_FIN_REPLY: u8 = 0x08;
 /// Picked up in mid-stream.
 const CF_PICKED_UP: u8 = 0x10;
+/// Picked up from the likely server's side and not yet confirmed from the client's (see the
+/// module's *Semantics*).
+const CF_PICKED_FROM_SERVER: u8 = 0x20;
 
 /// A normalised connection tuple and its hash.
 #[derive(Clone, Copy)]
@@ -707,6 +715,26 @@ impl ConnTrack {
                 let state = (w5 >> 24) as u8;
                 let cf = (w5 >> 16) as u8;
                 let reply = side_hi != (cf & CF_ORIG_HI != 0);
+                if reply && cf & CF_PICKED_FROM_SERVER != 0 {
+                    // The client's direction of a connection picked up from the server's side:
+                    // judged as new by the rules before anything of it passes as a reply.
+                    if tcpf & (SYN | ACK | RST | FIN) != ACK {
+                        if !dry {
+                            sh.c.invalid += 1;
+                        }
+                        return CtResult::INVALID;
+                    }
+                    if commit {
+                        let ncf = ((cf ^ CF_ORIG_HI) & !CF_PICKED_FROM_SERVER) | CF_REPLIED;
+                        let w7 = tb.word(i, 7);
+                        tb.set_word(i, 5, (w5 & !0x00ff_0000) | (ncf as u64) << 16);
+                        tb.set_word(i, 6, now + self.timeout(proto, state, ncf));
+                        // Turned round: the counts swap directions, and this packet is original.
+                        let (o, r) = ((w7 >> 32) as u32, w7 as u32);
+                        tb.set_word(i, 7, (r.saturating_add(1) as u64) << 32 | o as u64);
+                    }
+                    return CtResult::new_picked_up(true);
+                }
                 let next = if proto == key::IP_PROTO_TCP {
                     tcp_next(state, cf, reply, tcpf)
                 } else {
@@ -775,8 +803,7 @@ impl ConnTrack {
         // No live connection: the packet may start one.
         let pickup = proto == key::IP_PROTO_TCP
             && self.tcp_loose
-            && tcpf & (SYN | ACK | RST | FIN) == ACK
-            && towards_server(l4, side_hi);
+            && tcpf & (SYN | ACK | RST | FIN) == ACK;
         let starts = match l4 {
             _ if proto == key::IP_PROTO_TCP => tcpf & (SYN | ACK | RST | FIN) == SYN || pickup,
             Transport::EchoReply(_) => false,
@@ -797,8 +824,10 @@ impl ConnTrack {
             }
             return CtResult::new_picked_up(pickup);
         }
-        let (state, cf) = if pickup {
+        let (state, cf) = if pickup && towards_server(l4, side_hi) {
             (S_ESTABLISHED, CF_PICKED_UP)
+        } else if pickup {
+            (S_ESTABLISHED, CF_PICKED_UP | CF_PICKED_FROM_SERVER)
         } else if proto == key::IP_PROTO_TCP {
             (S_SYN_SENT, 0)
         } else {
@@ -1034,9 +1063,8 @@ fn info(s: &Slot, now: u64) -> CtEntryInfo {
 
 /// Whether a TCP segment travels towards the endpoint a mid-stream pickup takes for the server:
 /// the lower port (listening ports are usually below the ephemeral range), ties broken by the
-/// lower address. Taking one side from the tuple alone, rather than from whichever segment comes
-/// first, makes every zone a connection crosses judge it in the same direction (see the module's
-/// *Semantics*).
+/// lower address. Taken from the tuple alone, so that every zone a connection crosses agrees on
+/// it (see the module's *Semantics*).
 #[inline(always)]
 fn towards_server(l4: Transport, side_hi: bool) -> bool {
     match l4 {

@@ -324,32 +324,66 @@ fn conntrack_pickup_never_without_commit_nor_from_syn_fin_rst() {
     let c = loose(100);
     // A refused pickup (no commit) leaves nothing: the other direction is not established.
     go(&c, 0, &tcp4(A, 1000, B, 80, ACK), false, 0);
-    let r = go(&c, 0, &tcp4(B, 80, A, 1000, ACK), true, 0);
-    assert_eq!((r.state, r.picked_up), (INV, false));
-    assert!(c.is_empty());
-    // Only towards the lower port (the likely server), so that every zone judges one direction;
-    // with equal ports, towards the lower address.
-    let r = go(&c, 0, &tcp4(A, 80, B, 1000, ACK), true, 0);
-    assert_eq!((r.state, r.picked_up), (INV, false));
-    let r = go(&c, 0, &tcp4(A, 7000, B, 7000, ACK), true, 0);
-    assert_eq!((r.state, r.picked_up), (INV, false));
-    assert!(c.is_empty());
-    let r = go(&c, 0, &tcp4(B, 7000, A, 7000, ACK), true, 0);
+    let r = go(&c, 0, &tcp4(B, 80, A, 1000, ACK), false, 0);
     assert_eq!((r.state, r.picked_up), (NEW, true));
-    assert_eq!(c.dump(1)[0].src, IpAddr::from(B));
-    c.clear();
+    assert!(c.is_empty());
     // Only a plain ACK (PSH allowed) is picked up: FIN, RST, SYN/ACK, a bare segment stay invalid.
     for fl in [SYN | ACK, RST, RST | ACK, FIN, FIN | ACK, SYN | FIN, 0] {
         let r = go(&c, 0, &tcp4(A, 1000, B, 80, fl), true, 0);
         assert_eq!((r.state, r.picked_up), (INV, false), "flags {fl:#x}");
     }
     assert!(c.is_empty());
-    assert_eq!(c.stats().picked_up, 1, "only the equal-ports one");
+    assert_eq!(c.stats().picked_up, 0);
     // peek says what process would, creating nothing.
     let seg = tcp4(A, 1000, B, 80, ACK);
     let r = c.peek(0, &parse(1, &seg), &seg, &lay(&seg), 0);
     assert_eq!((r.state, r.picked_up), (NEW, true));
     assert!(c.is_empty());
+}
+
+#[test]
+fn conntrack_pickup_from_the_server_side_waits_for_the_client_direction() {
+    let t = CtTimeouts::default();
+    let c = loose(100);
+    // The server's segment (from the lower port) comes first: picked up, provisionally.
+    let r = go(&c, 0, &tcp4(B, 80, A, 1000, ACK), true, 0);
+    assert_eq!((r.state, r.picked_up), (NEW, true));
+    assert_eq!(c.dump(1)[0].src, IpAddr::from(B));
+    // The client's direction is not a reply yet: NEW, to be judged by the rules...
+    let r = go(&c, 0, &tcp4(A, 1000, B, 80, ACK), false, 0);
+    assert_eq!((r.state, r.picked_up), (NEW, true));
+    let seg = tcp4(A, 1000, B, 80, ACK);
+    let r = c.peek(0, &parse(1, &seg), &seg, &lay(&seg), 0);
+    assert_eq!((r.state, r.picked_up), (NEW, true));
+    // ...and only as a plain ACK.
+    for fl in [FIN | ACK, RST, SYN | ACK] {
+        assert_eq!(go(&c, 0, &tcp4(A, 1000, B, 80, fl), true, 0).state, INV);
+    }
+    let d = c.dump(1);
+    assert!(!d[0].replied && d[0].src == IpAddr::from(B));
+    assert_eq!(c.dump_at(1, 0)[0].expires_in_secs, t.tcp_picked_up / S);
+    // The server's direction itself stays NEW (no reply seen).
+    assert_eq!(go(&c, 0, &tcp4(B, 80, A, 1000, ACK), true, S).state, NEW);
+    // Committed (the rules allow the client's direction as new): turned round, established.
+    let r = go(&c, 0, &tcp4(A, 1000, B, 80, ACK), true, S);
+    assert_eq!((r.state, r.picked_up), (NEW, true));
+    let d = c.dump_at(1, S);
+    assert_eq!((d[0].src, d[0].sport, d[0].dport), (IpAddr::from(A), 1000, 80));
+    assert!(d[0].replied && d[0].picked_up);
+    assert_eq!(d[0].state, CtState::Established);
+    assert_eq!((d[0].packets_orig, d[0].packets_reply), (1, 2));
+    assert_eq!(d[0].expires_in_secs, t.tcp_established / S);
+    assert_eq!(go(&c, 0, &tcp4(B, 80, A, 1000, ACK), false, S).state, EST_REPLY);
+    assert_eq!(go(&c, 0, &tcp4(A, 1000, B, 80, ACK), false, S).state, EST);
+    assert_eq!((c.len(), c.stats().picked_up), (1, 1));
+    // With equal ports, the lower address is taken for the server.
+    let c = loose(100);
+    go(&c, 0, &tcp4(A, 7000, B, 7000, ACK), true, 0);
+    let r = go(&c, 0, &tcp4(B, 7000, A, 7000, ACK), false, 0);
+    assert_eq!((r.state, r.picked_up), (NEW, true));
+    let c = loose(100);
+    go(&c, 0, &tcp4(B, 7000, A, 7000, ACK), true, 0);
+    assert_eq!(go(&c, 0, &tcp4(A, 7000, B, 7000, ACK), false, 0).state, EST_REPLY);
 }
 
 #[test]
@@ -915,10 +949,15 @@ proptest! {
             prop_assert!(c.len() <= max);
             prop_assert!(r.state & ct::TRACKED != 0);
             if o.commit && r.state == NEW && !r.full {
-                // committed (or already there, unreplied): the reply must find it
+                // committed (or already there, unreplied): the reply must find it, unless it is a
+                // connection picked up from the server's side, whose other direction waits for a
+                // commit of its own
                 let back = Op { reply: !o.reply, flags: SYN | ACK, ..o.clone() };
                 let rr = go(&c, 0, &packet(&back), false, now);
-                prop_assert_eq!(rr.state, EST_REPLY, "{:?}", o);
+                let provisional = tcp_loose
+                    && rr.state == INV
+                    && c.dump(usize::MAX).iter().any(|e| e.picked_up && !e.replied);
+                prop_assert!(rr.state == EST_REPLY || provisional, "{:?} then {:?}", o, rr);
             }
             if r.full {
                 prop_assert_eq!(c.len(), max);
