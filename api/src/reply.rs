@@ -213,6 +213,10 @@ pub struct Connection {
     pub state: String,
     /// Whether a reply-direction packet has been seen.
     pub replied: bool,
+    /// Picked up in mid-stream (`[switch] tcp_loose`, e.g. after a restart): `src` is the
+    /// higher-port side, taken for the client.
+    #[serde(default)]
+    pub picked_up: bool,
     pub expires_in_secs: u64,
     pub packets_orig: u32,
     pub packets_reply: u32,

@@ -167,7 +167,11 @@ pub fn connections(conns: &[ConnectionEntry]) -> String {
                 c.proto.to_string(),
                 end(&c.src, c.sport),
                 end(&c.dst, c.dport),
-                c.state.clone(),
+                if c.picked_up {
+                    format!("{} (picked up)", c.state)
+                } else {
+                    c.state.clone()
+                },
                 c.expires_in_secs.to_string(),
             ]
         })

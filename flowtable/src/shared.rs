@@ -22,6 +22,10 @@ pub struct SwitchConfig {
     pub mac_capacity: usize,
     /// Most tracked connections (all zones together).
     pub ct_max_entries: usize,
+    /// Pick up TCP connections in mid-stream, as Linux's `nf_conntrack_tcp_loose`
+    /// ([`crate::conntrack::CtConfig::tcp_loose`]): established sessions survive a restart of the
+    /// switch (which starts with an empty connection table).
+    pub tcp_loose: bool,
     /// Entries of each worker's exact-match cache (rounded up to a power of two).
     pub emc_entries: usize,
     /// Entries of each worker's wildcarded cache (rounded up to a power of two; 0 disables it).
@@ -35,6 +39,7 @@ impl Default for SwitchConfig {
             mac_limit_per_port: 1024,
             mac_capacity: 65536,
             ct_max_entries: 1 << 20,
+            tcp_loose: true,
             emc_entries: 32768,
             megaflow_entries: 32768,
         }
@@ -84,6 +89,7 @@ impl Shared {
         });
         let ct = ConnTrack::new(CtConfig {
             max_entries: cfg.ct_max_entries,
+            tcp_loose: cfg.tcp_loose,
             ..CtConfig::default()
         });
         Shared {

@@ -185,7 +185,13 @@ impl Mode for Tracer<'_> {
             egress,
             format!(
                 "conntrack zone {zone}: {st}{}",
-                if commit { " (would commit)" } else { "" }
+                match (r.picked_up, commit) {
+                    (true, true) => " (would commit: picked up in mid-stream, tcp_loose)",
+                    (true, false) =>
+                        " (mid-stream TCP segment without a connection: new in its direction, tcp_loose)",
+                    (false, true) => " (would commit)",
+                    (false, false) => "",
+                }
             ),
         );
         r

@@ -95,7 +95,9 @@ struct Bench {
 impl Bench {
     fn new(model: &str) -> Bench {
         let m: Model = toml::from_str(model).unwrap();
-        let sw = Switch::new(SwitchConfig::default(), m).unwrap();
+        Bench::with_switch(Switch::new(SwitchConfig::default(), m).unwrap())
+    }
+    fn with_switch(sw: Switch) -> Bench {
         let w = sw.worker();
         Bench {
             sw,
@@ -423,11 +425,75 @@ fn security_group_allows_listed_ingress_and_return_traffic() {
         t.verdict,
         "dropped: ingress rule missing in security group websg"
     );
-    // A TCP packet that is not a SYN and belongs to no connection is invalid.
+    // A TCP FIN/RST that belongs to no connection is invalid.
+    assert_eq!(
+        b.send("vm1", &tcp(1, 2, 40002, 80, frames::FIN | ACK)),
+        Err(DropReason::CtInvalid)
+    );
+}
+
+/// `tcp_loose` (the default): a mid-stream segment without a connection, as after a restart of
+/// the switch, is judged as a new connection in its own direction; picked up where the rules
+/// allow that, refused where they do not.
+#[test]
+fn mid_stream_segments_are_picked_up_only_where_rules_allow_new() {
+    let mut b = Bench::new(&sg_model());
+    b.send("vm1", &udp(1, 2, None)).ok();
+    b.send("vm2", &udp(2, 1, None)).ok();
+    let trace = b.sw.trace("vm1", &tcp(1, 2, 40002, 80, ACK), b.now).unwrap();
+    let text = trace.to_string();
+    assert!(
+        text.contains("(would commit: picked up in mid-stream, tcp_loose)"),
+        "{text}"
+    );
+    assert_eq!(trace.verdict, "delivered to vm2", "{text}");
+    // vm2 (the server) sends first after the restart: its egress allows it as new, vm1's
+    // ingress does not (vm2:80 → vm1:40002 is not an allowed new connection)...
+    assert_eq!(
+        b.send("vm2", &tcp(2, 1, 80, 40002, ACK)),
+        Err(DropReason::SgIngressDenied)
+    );
+    // ...while vm1's segment to vm2:80 is allowed as new, so picked up in both zones...
+    assert_eq!(
+        b.names("vm1", &tcp(1, 2, 40002, 80, ACK)).unwrap(),
+        vec!["vm2"]
+    );
+    // ...and then vm2's answers are return traffic.
+    assert_eq!(
+        b.names("vm2", &tcp(2, 1, 80, 40002, ACK)).unwrap(),
+        vec!["vm1"]
+    );
+    assert!(b.sw.shared().ct.stats().picked_up >= 2);
+    // Towards a port the rules do not open, a mid-stream segment is refused as a SYN would be,
+    // even when the server's segment came first and was picked up as vm2's egress: vm1 → vm2:22
+    // is still judged as new by vm2's ingress.
+    assert_eq!(
+        b.send("vm2", &tcp(2, 1, 22, 40003, ACK)),
+        Err(DropReason::SgIngressDenied)
+    );
+    assert_eq!(
+        b.send("vm1", &tcp(1, 2, 40003, 22, ACK)),
+        Err(DropReason::SgIngressDenied)
+    );
+
+    // Without tcp_loose, a mid-stream segment without a connection is invalid.
+    let m: Model = toml::from_str(&sg_model()).unwrap();
+    let sw = Switch::new(
+        SwitchConfig {
+            tcp_loose: false,
+            ..Default::default()
+        },
+        m,
+    )
+    .unwrap();
+    let mut b = Bench::with_switch(sw);
+    b.send("vm1", &udp(1, 2, None)).ok();
+    b.send("vm2", &udp(2, 1, None)).ok();
     assert_eq!(
         b.send("vm1", &tcp(1, 2, 40002, 80, ACK)),
         Err(DropReason::CtInvalid)
     );
+    assert_eq!(b.sw.shared().ct.stats().picked_up, 0);
 }
 
 #[test]

@@ -360,6 +360,64 @@ def cmd_session(a):
     return 0
 
 
+def cmd_stream(a):
+    """One TCP connection to an echo server, a line every `interval` for `seconds`, never
+    reconnecting: prints, every 0.2 s, how many bytes it sent and got echoed, and its local port
+    (the same socket throughout). READY after the first echo. Exits 1 at the first socket error."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        s.connect((a.dst, a.port))
+    except OSError as e:
+        out({"connected": False, "error": str(e) or type(e).__name__})
+        return 1
+    lport = s.getsockname()[1]
+    s.setblocking(False)
+    sent = echoed = n = 0
+    ready = False
+    t0 = time.monotonic()
+    next_send = next_report = t0
+    err = None
+    while time.monotonic() < t0 + a.seconds:
+        now = time.monotonic()
+        if now >= next_send:
+            msg = ("line %d\n" % n).encode()
+            try:
+                k = s.send(msg)
+                sent += k
+                if k == len(msg):
+                    n += 1
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                err = str(e) or type(e).__name__
+                break
+            next_send = now + a.interval
+        r, _, _ = select.select([s], [], [], max(0.0, min(next_send, next_report) - now))
+        if r:
+            try:
+                d = s.recv(65536)
+            except BlockingIOError:
+                d = None
+            except OSError as e:
+                err = str(e) or type(e).__name__
+                break
+            if d == b"":
+                err = "connection closed by the server"
+                break
+            if d:
+                echoed += len(d)
+                if not ready:
+                    ready = True
+                    print("READY", flush=True)
+        if time.monotonic() >= next_report:
+            out({"port": lport, "sent": sent, "echoed": echoed,
+                 "secs": round(time.monotonic() - t0, 3)})
+            next_report = time.monotonic() + 0.2
+    out({"port": lport, "sent": sent, "echoed": echoed, "done": True, "error": err})
+    return 1 if err else 0
+
+
 def cmd_udp_sink(a):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
@@ -573,6 +631,11 @@ def main():
     x.add_argument("dst")
     x.add_argument("port", type=int)
     x.add_argument("--rounds", type=int, default=300)
+    x = sp.add_parser("stream")
+    x.add_argument("dst")
+    x.add_argument("port", type=int)
+    x.add_argument("--seconds", type=float, default=120)
+    x.add_argument("--interval", type=float, default=0.05)
     x = sp.add_parser("udp-sink")
     x.add_argument("port", type=int)
     x.add_argument("--seconds", type=float, default=10)
@@ -616,7 +679,7 @@ def main():
     x.add_argument("--access", action="append", default=[])
     x.add_argument("--stats", required=True)
     a = p.parse_args()
-    fn = {"ping": cmd_ping, "serve-tcp": cmd_serve_tcp, "connect": cmd_connect, "session": cmd_session,
+    fn = {"ping": cmd_ping, "serve-tcp": cmd_serve_tcp, "connect": cmd_connect, "session": cmd_session, "stream": cmd_stream,
           "udp-sink": cmd_udp_sink, "udp-blast": cmd_udp_blast, "sniff": cmd_sniff,
           "send": cmd_send, "vlan-ping": cmd_vlan_ping, "tor": cmd_tor}[a.cmd]
     sys.exit(fn(a))

@@ -265,7 +265,7 @@ fn handle(dp: &mut Dataplane, req: Request, started: &metrics::Started) -> Resul
         Request::Metrics => Reply::Text(metrics::render(&metrics::Sample {
             ports: &dp.show_ports_since(Since::Start),
             threads: &dp.show_threads_since(Since::Start),
-            connections: sw.shared().ct.len(),
+            ct: sw.shared().ct.stats(),
             generation: sw.pipeline().version,
             tsc_hz: dpdk::tsc_hz(),
             started,

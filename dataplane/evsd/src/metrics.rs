@@ -5,6 +5,7 @@
 use crate::control::{self, Call};
 use api::{PortReport, PortState, Request, ThreadReport};
 use crossbeam_channel::Sender;
+use flowtable::conntrack::CtStats;
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::cell::RefCell;
@@ -32,9 +33,9 @@ pub struct Sample<'a> {
     /// Counted since the start (`Since::Start`).
     pub ports: &'a [PortReport],
     pub threads: &'a [ThreadReport],
-    /// Entries in the connection tracker (each tracked connection has one per port zone it
-    /// crosses).
-    pub connections: usize,
+    /// The connection tracker's counters (each tracked connection has one entry per port zone
+    /// it crosses).
+    pub ct: CtStats,
     /// The tables' version in force (what `apply` answers).
     pub generation: u64,
     /// The TSC's frequency, to give cycle counters in seconds too.
@@ -54,7 +55,7 @@ pub fn render(sample: &Sample) -> String {
     let Sample {
         ports,
         threads,
-        connections,
+        ct,
         ..
     } = *sample;
     let ex = Exposition::default();
@@ -208,7 +209,7 @@ pub fn render(sample: &Sample) -> String {
     )
     .expect("metric definition");
     ex.add(&conns, "gauge");
-    conns.set(connections as i64);
+    conns.set(ct.entries as i64);
     // A count that only grows over a long run is a leak; `benches/soak.sh` watches it.
     let mbufs = sample.mbufs;
     for (name, help, v) in [
@@ -223,6 +224,13 @@ pub fn render(sample: &Sample) -> String {
         ex.add(&g, "gauge");
         g.set(i64::from(v));
     }
+    let picked = prometheus::IntCounter::new(
+        "evs_conntrack_picked_up_total",
+        "TCP connections picked up in mid-stream (switch.tcp_loose), e.g. after a restart; per zone",
+    )
+    .expect("metric definition");
+    ex.add(&picked, "counter");
+    picked.inc_by(ct.picked_up);
     ex.text()
 }
 
@@ -397,7 +405,7 @@ mod tests {
         let text = render(&Sample {
             ports: &[],
             threads: &[t],
-            connections: 0,
+            ct: CtStats::default(),
             generation: 3,
             tsc_hz: 2_000_000_000,
             started: &started,

@@ -75,6 +75,7 @@ pub fn connections(sw: &Switch, limit: usize, now_ns: u64) -> Vec<ConnectionEntr
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default(),
                 replied: e.replied,
+                picked_up: e.picked_up,
                 expires_in_secs: e.expires_in_secs,
                 packets_orig: e.packets_orig,
                 packets_reply: e.packets_reply,

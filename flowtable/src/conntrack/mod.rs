@@ -18,6 +18,24 @@
 //!   FIN besides SYN) is INVALID and never committed. A SYN on a TIME_WAIT or CLOSED entry starts a
 //!   new connection (the old entry is replaced, or removed when the SYN is not committed). There is
 //!   no sequence-number window tracking.
+//! - **Mid-stream pickup** ([`CtConfig::tcp_loose`], on by default; Linux's
+//!   `nf_conntrack_tcp_loose`): a TCP segment with ACK and none of SYN, FIN, RST that finds no live
+//!   entry (after a restart of the switch, say) is NEW instead of INVALID, in its own direction,
+//!   with [`CtResult::picked_up`] set. So it meets the same rules as a connection opened that way: if
+//!   they commit it, the entry starts ESTABLISHED (no handshake to see; there is no window to
+//!   learn, see above) with [`CtEntryInfo::picked_up`], and a reply makes it ESTABLISHED both ways
+//!   as usual; if they do not, it is dropped as any refused new connection. Until a reply is seen
+//!   a picked-up entry lives [`CtTimeouts::tcp_picked_up`], not a day: a forged ACK the rules let
+//!   through holds a slot for a minute, not for `tcp_established`.
+//!   One refinement over netfilter: a connection picked up from a segment travelling *away* from
+//!   the lower port (ties: the lower address), i.e. from the likely server, is provisional: until
+//!   a packet of the other direction (the client's) has itself been allowed as new and committed,
+//!   the client's plain ACKs are NEW (picked up) rather than replies, and its other segments
+//!   INVALID; that commit turns the entry round (client → server) and makes it ESTABLISHED. A
+//!   connection crosses two port zones (the sender's egress, the receiver's ingress), and without
+//!   this the server's zone could orient the entry server → client (allowed as its egress) while
+//!   the client's zone orients it client → server (its egress too): the session would pass
+//!   although no direction is allowed as new on both ports.
 //! - ICMP errors (v4 types 3, 4, 5, 11, 12; v6 1–4) quoting a packet of a live connection of the same
 //!   zone (either direction) are RELATED (with REPLY when they travel towards the originator). They
 //!   create nothing and refresh nothing. **Errors quoting nothing we track are INVALID** (netfilter
@@ -90,6 +108,8 @@ pub struct CtTimeouts {
     pub tcp_close_wait: u64,
     pub tcp_time_wait: u64,
     pub tcp_closed: u64,
+    /// A picked-up TCP connection ([`CtConfig::tcp_loose`]) until a reply has been seen.
+    pub tcp_picked_up: u64,
     /// UDP before a reply was seen.
     pub udp_first: u64,
     pub udp_established: u64,
@@ -108,6 +128,7 @@ impl Default for CtTimeouts {
             tcp_close_wait: 60 * SEC,
             tcp_time_wait: 120 * SEC,
             tcp_closed: 10 * SEC,
+            tcp_picked_up: 60 * SEC,
             udp_first: 30 * SEC,
             udp_established: 180 * SEC,
             icmp: 30 * SEC,
@@ -122,6 +143,9 @@ pub struct CtConfig {
     /// Hard limit on the number of connections.
     pub max_entries: usize,
     pub timeouts: CtTimeouts,
+    /// Pick up TCP connections in mid-stream (see the module's *Semantics*): what keeps the
+    /// connections through the switch alive when it restarts with an empty table.
+    pub tcp_loose: bool,
 }
 
 impl Default for CtConfig {
@@ -129,6 +153,7 @@ impl Default for CtConfig {
         CtConfig {
             max_entries: 1 << 20,
             timeouts: CtTimeouts::default(),
+            tcp_loose: true,
         }
     }
 }
@@ -141,17 +166,28 @@ pub struct CtResult {
     pub state: u8,
     /// A commit was asked for but the table is at `max_entries`: the connection was not created.
     pub full: bool,
+    /// A mid-stream TCP segment without a connection, NEW because of [`CtConfig::tcp_loose`]
+    /// (committed: a picked-up connection was created).
+    pub picked_up: bool,
 }
 
 impl CtResult {
     const INVALID: CtResult = CtResult {
         state: ct::TRACKED | ct::INVALID,
         full: false,
+        picked_up: false,
     };
     fn new(state: u8) -> CtResult {
         CtResult {
             state: ct::TRACKED | state,
             full: false,
+            picked_up: false,
+        }
+    }
+    fn new_picked_up(picked_up: bool) -> CtResult {
+        CtResult {
+            picked_up,
+            ..CtResult::new(ct::NEW)
         }
     }
     pub fn is_new(&self) -> bool {
@@ -177,6 +213,8 @@ pub struct CtStats {
     pub entries: usize,
     /// Connections committed (a reopened TCP connection counts again).
     pub created: u64,
+    /// Of `created`: TCP connections picked up in mid-stream ([`CtConfig::tcp_loose`]).
+    pub picked_up: u64,
     /// Entries removed because they timed out (by `expire`, or found expired by a lookup).
     pub expired: u64,
     /// Commits refused because the table was at `max_entries`.
@@ -268,6 +306,10 @@ pub struct CtEntryInfo {
     pub state: CtState,
     /// Whether a reply-direction packet has been seen.
     pub replied: bool,
+    /// Picked up in mid-stream ([`CtConfig::tcp_loose`]): its handshake was not seen, so `src`
+    /// is the higher-port side (taken for the client) once a packet from it was committed, and
+    /// until then whichever side sent first.
+    pub picked_up: bool,
     /// Absolute expiry time (caller's clock, ns).
     pub expires_at_ns: u64,
     /// Seconds until expiry, relative to the latest `now_ns` the shard has seen (or to the `now_ns`
@@ -315,6 +357,11 @@ const CF_ORIG_HI: u8 = 0x01;
 const CF_REPLIED: u8 = 0x02;
 const CF_FIN_ORIG: u8 = 0x04;
 const CF_FIN_REPLY: u8 = 0x08;
+/// Picked up in mid-stream.
+const CF_PICKED_UP: u8 = 0x10;
+/// Picked up from the likely server's side and not yet confirmed from the client's (see the
+/// module's *Semantics*).
+const CF_PICKED_FROM_SERVER: u8 = 0x20;
 
 /// A normalised connection tuple and its hash.
 #[derive(Clone, Copy)]
@@ -335,6 +382,7 @@ enum Transport {
 #[derive(Default)]
 struct Counters {
     created: u64,
+    picked_up: u64,
     expired: u64,
     limit_hits: u64,
     invalid: u64,
@@ -366,6 +414,7 @@ pub struct ConnTrack {
     invalid_early: AtomicU64,
     max_entries: usize,
     t: CtTimeouts,
+    tcp_loose: bool,
     seed: u64,
 }
 
@@ -393,6 +442,7 @@ impl ConnTrack {
             invalid_early: AtomicU64::new(0),
             max_entries: cfg.max_entries,
             t: cfg.timeouts,
+            tcp_loose: cfg.tcp_loose,
             seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1,
         }
     }
@@ -403,6 +453,10 @@ impl ConnTrack {
 
     pub fn timeouts(&self) -> &CtTimeouts {
         &self.t
+    }
+
+    pub fn tcp_loose(&self) -> bool {
+        self.tcp_loose
     }
 
     /// Number of connections (entries that expired but were not yet removed included).
@@ -423,6 +477,7 @@ impl ConnTrack {
         for sh in self.shards.iter() {
             let g = lock(&sh.st);
             s.created += g.c.created;
+            s.picked_up += g.c.picked_up;
             s.expired += g.c.expired;
             s.limit_hits += g.c.limit_hits;
             s.invalid += g.c.invalid;
@@ -503,8 +558,12 @@ impl ConnTrack {
         &self.shards[(t.hash >> (64 - SHARD_BITS)) as usize]
     }
 
-    fn timeout(&self, proto: u8, state: u8) -> u64 {
+    /// How long a connection in `state` with `cflags` lives without traffic.
+    fn timeout(&self, proto: u8, state: u8, cf: u8) -> u64 {
         let t = &self.t;
+        if cf & (CF_PICKED_UP | CF_REPLIED) == CF_PICKED_UP && state == S_ESTABLISHED {
+            return t.tcp_picked_up;
+        }
         match state {
             S_SYN_SENT => t.tcp_syn_sent,
             S_SYN_RECV => t.tcp_syn_recv,
@@ -656,6 +715,26 @@ impl ConnTrack {
                 let state = (w5 >> 24) as u8;
                 let cf = (w5 >> 16) as u8;
                 let reply = side_hi != (cf & CF_ORIG_HI != 0);
+                if reply && cf & CF_PICKED_FROM_SERVER != 0 {
+                    // The client's direction of a connection picked up from the server's side:
+                    // judged as new by the rules before anything of it passes as a reply.
+                    if tcpf & (SYN | ACK | RST | FIN) != ACK {
+                        if !dry {
+                            sh.c.invalid += 1;
+                        }
+                        return CtResult::INVALID;
+                    }
+                    if commit {
+                        let ncf = ((cf ^ CF_ORIG_HI) & !CF_PICKED_FROM_SERVER) | CF_REPLIED;
+                        let w7 = tb.word(i, 7);
+                        tb.set_word(i, 5, (w5 & !0x00ff_0000) | (ncf as u64) << 16);
+                        tb.set_word(i, 6, now + self.timeout(proto, state, ncf));
+                        // Turned round: the counts swap directions, and this packet is original.
+                        let (o, r) = ((w7 >> 32) as u32, w7 as u32);
+                        tb.set_word(i, 7, (r.saturating_add(1) as u64) << 32 | o as u64);
+                    }
+                    return CtResult::new_picked_up(true);
+                }
                 let next = if proto == key::IP_PROTO_TCP {
                     tcp_next(state, cf, reply, tcpf)
                 } else {
@@ -689,7 +768,7 @@ impl ConnTrack {
                             5,
                             (w5 & !0xffff_0000) | (ns as u64) << 24 | (ncf as u64) << 16,
                         );
-                        tb.set_word(i, 6, now + self.timeout(proto, ns));
+                        tb.set_word(i, 6, now + self.timeout(proto, ns, ncf));
                         tb.set_word(
                             i,
                             7,
@@ -722,8 +801,11 @@ impl ConnTrack {
             }
         }
         // No live connection: the packet may start one.
+        let pickup = proto == key::IP_PROTO_TCP
+            && self.tcp_loose
+            && tcpf & (SYN | ACK | RST | FIN) == ACK;
         let starts = match l4 {
-            _ if proto == key::IP_PROTO_TCP => tcpf & (SYN | ACK | RST | FIN) == SYN,
+            _ if proto == key::IP_PROTO_TCP => tcpf & (SYN | ACK | RST | FIN) == SYN || pickup,
             Transport::EchoReply(_) => false,
             _ => true,
         };
@@ -740,29 +822,33 @@ impl ConnTrack {
                 }
                 return CtResult::INVALID;
             }
-            return CtResult::new(ct::NEW);
+            return CtResult::new_picked_up(pickup);
         }
-        let state = if proto == key::IP_PROTO_TCP {
-            S_SYN_SENT
+        let (state, cf) = if pickup && towards_server(l4, side_hi) {
+            (S_ESTABLISHED, CF_PICKED_UP)
+        } else if pickup {
+            (S_ESTABLISHED, CF_PICKED_UP | CF_PICKED_FROM_SERVER)
+        } else if proto == key::IP_PROTO_TCP {
+            (S_SYN_SENT, 0)
         } else {
-            S_UNREPLIED
+            (S_UNREPLIED, 0)
         };
+        let cf = cf | if side_hi { CF_ORIG_HI } else { 0 };
         let slot: Slot = [
             t.w[0],
             t.w[1],
             t.w[2],
             t.w[3],
             t.w[4],
-            (h32 as u64) << 32
-                | (state as u64) << 24
-                | (if side_hi { CF_ORIG_HI } else { 0 } as u64) << 16,
-            now + self.timeout(proto, state),
+            (h32 as u64) << 32 | (state as u64) << 24 | (cf as u64) << 16,
+            now + self.timeout(proto, state, cf),
             1 << 32,
         ];
         if replace {
             tb.set_slot(i, &slot);
             sh.c.created += 1;
-            return CtResult::new(ct::NEW);
+            sh.c.picked_up += pickup as u64;
+            return CtResult::new_picked_up(pickup);
         }
         // Reserve room under the global limit (and the shard's, which only a badly unbalanced
         // hash could reach: shards are sized for 1.5 times their share of `max_entries`).
@@ -771,8 +857,8 @@ impl ConnTrack {
             if n >= self.max_entries || sh.len >= tb.max_len() {
                 sh.c.limit_hits += 1;
                 return CtResult {
-                    state: ct::TRACKED | ct::NEW,
                     full: true,
+                    ..CtResult::new_picked_up(pickup)
                 };
             }
             match self
@@ -786,7 +872,8 @@ impl ConnTrack {
         tb.set_slot(i, &slot);
         sh.len += 1;
         sh.c.created += 1;
-        CtResult::new(ct::NEW)
+        sh.c.picked_up += pickup as u64;
+        CtResult::new_picked_up(pickup)
     }
 
     /// An ICMP error: RELATED when it quotes a packet of a live connection, INVALID otherwise.
@@ -966,10 +1053,24 @@ fn info(s: &Slot, now: u64) -> CtEntryInfo {
         icmp_id: echo.then_some(o.1),
         state: CtState::from_code((s[5] >> 24) as u8),
         replied: cf & CF_REPLIED != 0,
+        picked_up: cf & CF_PICKED_UP != 0,
         expires_at_ns: s[6],
         expires_in_secs: s[6].saturating_sub(now) / SEC,
         packets_orig: (s[7] >> 32) as u32,
         packets_reply: s[7] as u32,
+    }
+}
+
+/// Whether a TCP segment travels towards the endpoint a mid-stream pickup takes for the server:
+/// the lower port (listening ports are usually below the ephemeral range), ties broken by the
+/// lower address. Taken from the tuple alone, so that every zone a connection crosses agrees on
+/// it (see the module's *Semantics*).
+#[inline(always)]
+fn towards_server(l4: Transport, side_hi: bool) -> bool {
+    match l4 {
+        Transport::Ports(sp, dp) if sp != dp => dp < sp,
+        Transport::Ports(..) => side_hi,
+        _ => false,
     }
 }
 
