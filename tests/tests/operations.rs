@@ -78,8 +78,7 @@ fn hup_and_wait(e: &Evsd, want: &str) -> String {
         let log = e.proc.log_text();
         (log.matches(want).count() > before).then(|| {
             log.lines()
-                .filter(|l| l.contains(want))
-                .last()
+                .rfind(|l| l.contains(want))
                 .unwrap()
                 .to_owned()
         })
