@@ -267,5 +267,9 @@ fn a_closed_stdout_ends_quietly() {
     let o = child.wait_with_output().unwrap();
     let err = stderr(&o);
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(o.status.code(), Some(api::stdout::BROKEN_PIPE_STATUS), "{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(api::stdout::BROKEN_PIPE_STATUS),
+        "{err}"
+    );
 }
