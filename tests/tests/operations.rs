@@ -76,12 +76,8 @@ fn hup_and_wait(e: &Evsd, want: &str) -> String {
     hup(e);
     wait_for(&format!("log line with {want:?}"), T, || {
         let log = e.proc.log_text();
-        (log.matches(want).count() > before).then(|| {
-            log.lines()
-                .rfind(|l| l.contains(want))
-                .unwrap()
-                .to_owned()
-        })
+        (log.matches(want).count() > before)
+            .then(|| log.lines().rfind(|l| l.contains(want)).unwrap().to_owned())
     })
 }
 

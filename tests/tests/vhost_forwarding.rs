@@ -398,7 +398,10 @@ fn bad_config_names_the_field() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("[dataplane] burst = 64: must be 1..=32"), "{err}");
+    assert!(
+        err.contains("[dataplane] burst = 64: must be 1..=32"),
+        "{err}"
+    );
 
     std::fs::write(&p, "[dataplane]\ncores = \"one\"\n").unwrap();
     let out = std::process::Command::new(evs_e2e::evsd_bin!())

@@ -253,3 +253,23 @@ fn help_documents_exit_codes() {
     assert!(s.contains("Exit codes:"));
     assert!(s.contains("4  --wait=hosts timed out"));
 }
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    // The read end is gone before dvsctl writes a byte (`dvsctl ... | head -1` once head left).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dvsctl"))
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        o.status.code(),
+        Some(api::stdout::BROKEN_PIPE_STATUS),
+        "{err}"
+    );
+}
