@@ -647,7 +647,10 @@ fn dhcp_through_group(t: &Topo) {
     eprintln!("    dhcp_server_spoof towards d: {before} -> {after}");
 }
 
-const STEPS: &[(&str, fn(&Topo))] = &[
+/// A named behaviour, run on the one topology.
+type Step = (&'static str, fn(&Topo));
+
+const STEPS: &[Step] = &[
     ("ipv6_between_group_ports", ipv6_between_group_ports),
     ("nd_spoofing_refused", nd_spoofing_refused),
     ("dhcp_through_group", dhcp_through_group),
