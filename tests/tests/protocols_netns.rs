@@ -647,7 +647,7 @@ fn dhcp_through_group(t: &Topo) {
     eprintln!("    dhcp_server_spoof towards d: {before} -> {after}");
 }
 
-/// A named behaviour, run on the one topology.
+/// A named check run on the shared topology.
 type Step = (&'static str, fn(&Topo));
 
 const STEPS: &[Step] = &[
