@@ -543,3 +543,55 @@ fn priority_tagged_frames_are_untagged_frames_on_access_ports() {
     frames::push_tag(&mut g, ethertype::VLAN, 100);
     assert_eq!(b.send("c", &g), Err(DropReason::TaggedOnAccess));
 }
+
+#[test]
+fn allowing_router_advertisements_at_run_time_lets_them_through() {
+    let mut b = Bench::new();
+    assert_eq!(b.send("d", &router_advert(4)), Err(DropReason::RaGuard));
+    let mut m = b.sw.model();
+    m.security_groups
+        .iter_mut()
+        .find(|g| g.name == "locked")
+        .unwrap()
+        .allow_router_advertisements = true;
+    b.sw.apply(m).unwrap();
+    let to = b.reaches("d", &router_advert(4)).unwrap();
+    assert!(to.contains(&"a".to_string()), "{to:?}");
+}
+
+#[test]
+fn priority_tagged_frames_go_to_a_trunks_native_vlan() {
+    let m = MODEL.to_string()
+        + r#"
+[[port_groups]]
+name = "trunk"
+type = "trunk"
+vlans = ["200"]
+native_vlan = 100
+
+[[ports]]
+name = "t"
+mac = "02:00:00:00:00:07"
+port_group = "trunk"
+"#;
+    let sw = Switch::new(SwitchConfig::default(), toml::from_str(&m).unwrap()).unwrap();
+    let mut f = frames::ipv4(
+        mac(7),
+        Mac::BROADCAST,
+        None,
+        Ipv4Addr::new(10, 0, 0, 7),
+        Ipv4Addr::new(10, 0, 0, 9),
+        L4::Udp { src: 1, dst: 2 },
+        0,
+    );
+    frames::push_tag(&mut f, ethertype::VLAN, 3 << 13);
+    let t = sw.trace("t", &f, 1).unwrap();
+    assert_eq!(t.drop, None, "{}", t.verdict);
+    assert!(
+        t.emits
+            .iter()
+            .any(|e| e.port == "uplink0" && e.vlan == VlanEdit::Set(100)),
+        "{:?}",
+        t.emits
+    );
+}
