@@ -195,24 +195,7 @@ impl<S: HostSwitch> Agent<S> {
                 }
             }
         }
-        match typed::<api::Applied>(self.switch.call(Request::Apply {
-            model: slice.model.clone(),
-        })) {
-            Ok(a) => log(
-                &self.cfg.host,
-                format!(
-                    "revision {revision}: generation {}, +{} -{} rules",
-                    a.generation, a.rules_added, a.rules_removed
-                ),
-            ),
-            Err(e) => {
-                let e = format!("revision {revision} refused by the switch: {e}");
-                log(&self.cfg.host, &e);
-                self.error = Some(e.clone());
-                return Err(e);
-            }
-        }
-        self.error = None;
+        self.swap_model(revision, &slice.model)?;
         self.port_errors.clear();
         for a in &slice.attach {
             let Ok(b) = a.backend() else { continue };
@@ -225,6 +208,37 @@ impl<S: HostSwitch> Agent<S> {
                 self.port_errors.insert(a.port.clone(), e);
             }
         }
+        self.keep(revision, fingerprint, slice, save);
+        Ok(())
+    }
+
+    /// The switch's atomic swap to `model`; a refusal is logged and kept as the host's error.
+    fn swap_model(&mut self, revision: u64, model: &model::Model) -> Result<(), String> {
+        match typed::<api::Applied>(self.switch.call(Request::Apply {
+            model: model.clone(),
+        })) {
+            Ok(a) => {
+                log(
+                    &self.cfg.host,
+                    format!(
+                        "revision {revision}: generation {}, +{} -{} rules",
+                        a.generation, a.rules_added, a.rules_removed
+                    ),
+                );
+                self.error = None;
+                Ok(())
+            }
+            Err(e) => {
+                let e = format!("revision {revision} refused by the switch: {e}");
+                log(&self.cfg.host, &e);
+                self.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Records an applied slice as the one in force, and saves it (if `save`).
+    fn keep(&mut self, revision: u64, fingerprint: String, slice: HostSlice, save: bool) {
         let saved = SavedSlice {
             revision,
             fingerprint,
@@ -239,7 +253,6 @@ impl<S: HostSwitch> Agent<S> {
             }
         }
         self.applied = Some(saved);
-        Ok(())
     }
 
     /// Applies a slice that differs from the one the switch runs only in port groups and
@@ -253,35 +266,8 @@ impl<S: HostSwitch> Agent<S> {
         fingerprint: String,
         slice: HostSlice,
     ) -> Result<(), String> {
-        match typed::<api::Applied>(self.switch.call(Request::Apply {
-            model: slice.model.clone(),
-        })) {
-            Ok(a) => log(
-                &self.cfg.host,
-                format!(
-                    "revision {revision}: generation {}, +{} -{} rules",
-                    a.generation, a.rules_added, a.rules_removed
-                ),
-            ),
-            Err(e) => {
-                let e = format!("revision {revision} refused by the switch: {e}");
-                log(&self.cfg.host, &e);
-                self.error = Some(e.clone());
-                return Err(e);
-            }
-        }
-        self.error = None;
-        let saved = SavedSlice {
-            revision,
-            fingerprint,
-            slice,
-        };
-        if let Err(e) = self.state.save(&saved) {
-            let e = format!("revision {revision} applied but not saved: {e}");
-            log(&self.cfg.host, &e);
-            self.error = Some(e);
-        }
-        self.applied = Some(saved);
+        self.swap_model(revision, &slice.model)?;
+        self.keep(revision, fingerprint, slice, true);
         Ok(())
     }
 
