@@ -421,7 +421,11 @@ fn read_transport(k: &mut FlowKey, number: u8, seg: &[u8]) -> WireResult<bool> {
             }
             k.set_tp_src(m.msg_type() as u16);
             k.set_tp_dst(m.code() as u16);
-            read_nd(k, seg);
+            // Neighbour discovery is ICMPv6 only: ICMPv4's number after an IPv6 header with a
+            // type of 135 is not a solicitation (found by the parse_classify fuzzer).
+            if number == protocol::ICMPV6 {
+                read_nd(k, seg);
+            }
         }
         _ => return Ok(false),
     }
@@ -989,6 +993,22 @@ mod tests {
                 None => prop_assert_eq!(lay.l4(), None),
             }
         }
+    }
+
+    /// ICMPv4's protocol number after an IPv6 header, with a type of 135 (the parse_classify
+    /// fuzzer's find): not neighbour discovery, so no ND fields and no `INVALID`, as in the
+    /// reference.
+    #[test]
+    fn icmpv4_after_ipv6_is_not_neighbour_discovery() {
+        let mut f = vec![2, 0, 0, 0xc4, 0, 1, 2, 0, 0, 0, 0, 9, 0x81, 0, 0, 0x64, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 1, 0]); // payload 8, next header 1 (ICMP)
+        f.extend_from_slice(&[0xda; 16]);
+        f.extend_from_slice(&[0x87; 16]);
+        f.extend_from_slice(&[0x87, 0x87, 0, 0, 0, 0, 0, 0]); // type 135, code 135
+        let k = parse(2, &f);
+        assert_eq!(k, parse_reference(2, &f));
+        assert_eq!(k.flags() & flags::INVALID, 0, "{k:?}");
+        assert_eq!(k.tp_src(), 135);
     }
 
     #[test]
