@@ -199,8 +199,16 @@ impl SliceDelta {
     /// delta was cut for another slice).
     pub fn apply(&self, slice: &mut HostSlice) -> Result<(), String> {
         for g in &self.port_groups {
-            let Some(old) = slice.model.port_groups.iter_mut().find(|x| x.name == g.name) else {
-                return Err(format!("the delta changes port group {:?}, which the slice lacks", g.name));
+            let Some(old) = slice
+                .model
+                .port_groups
+                .iter_mut()
+                .find(|x| x.name == g.name)
+            else {
+                return Err(format!(
+                    "the delta changes port group {:?}, which the slice lacks",
+                    g.name
+                ));
             };
             *old = g.clone();
         }

@@ -1000,7 +1000,9 @@ mod tests {
     /// reference.
     #[test]
     fn icmpv4_after_ipv6_is_not_neighbour_discovery() {
-        let mut f = vec![2, 0, 0, 0xc4, 0, 1, 2, 0, 0, 0, 0, 9, 0x81, 0, 0, 0x64, 0x86, 0xdd];
+        let mut f = vec![
+            2, 0, 0, 0xc4, 0, 1, 2, 0, 0, 0, 0, 9, 0x81, 0, 0, 0x64, 0x86, 0xdd,
+        ];
         f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, 1, 0]); // payload 8, next header 1 (ICMP)
         f.extend_from_slice(&[0xda; 16]);
         f.extend_from_slice(&[0x87; 16]);

@@ -440,7 +440,9 @@ fn mid_stream_segments_are_picked_up_only_where_rules_allow_new() {
     let mut b = Bench::new(&sg_model());
     b.send("vm1", &udp(1, 2, None)).ok();
     b.send("vm2", &udp(2, 1, None)).ok();
-    let trace = b.sw.trace("vm1", &tcp(1, 2, 40002, 80, ACK), b.now).unwrap();
+    let trace =
+        b.sw.trace("vm1", &tcp(1, 2, 40002, 80, ACK), b.now)
+            .unwrap();
     let text = trace.to_string();
     assert!(
         text.contains("(would commit: picked up in mid-stream, tcp_loose)"),

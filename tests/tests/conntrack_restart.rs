@@ -83,7 +83,10 @@ fn drops(lab: &Lab, port: &str, reason: &str) -> u64 {
 }
 
 fn metric(lab: &Lab, name: &str) -> u64 {
-    let m = lab.host(0).ctl(&["metrics"]).unwrap_or_else(|e| panic!("{e}"));
+    let m = lab
+        .host(0)
+        .ctl(&["metrics"])
+        .unwrap_or_else(|e| panic!("{e}"));
     m.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in the metrics:\n{m}"))
@@ -93,17 +96,29 @@ fn metric(lab: &Lab, name: &str) -> u64 {
 fn connects(lab: &Lab, from: &Guest, to: &Guest) -> bool {
     let r = lab.run(
         from,
-        &["connect", &to.ip, PORT, "--timeout", "3", "--payload", "new"],
+        &[
+            "connect",
+            &to.ip,
+            PORT,
+            "--timeout",
+            "3",
+            "--payload",
+            "new",
+        ],
     );
     r.ok
 }
 
 /// Waits until the stream has bytes outstanding: sent while the switch is down, not echoed.
 fn wait_outstanding(s: &Bg) -> u64 {
-    wait_for("the stream to have unechoed bytes while evsd is down", RESUME, || {
-        let (_, sent, echoed) = progress(s);
-        (sent >= echoed + 100).then_some(sent)
-    })
+    wait_for(
+        "the stream to have unechoed bytes while evsd is down",
+        RESUME,
+        || {
+            let (_, sent, echoed) = progress(s);
+            (sent >= echoed + 100).then_some(sent)
+        },
+    )
 }
 
 #[test]
@@ -119,8 +134,15 @@ fn tcp_session_survives_kill9_and_restart() {
     srv_b.wait_ready();
     let mut srv_a = lab.spawn_tool(&a.ns, &["serve-tcp", PORT, "--seconds", "600"]);
     srv_a.wait_ready();
-    assert!(connects(&lab, &a, &b), "A→B:{PORT} must connect\n{}", lab.dump());
-    assert!(!connects(&lab, &b, &a), "B→A:{PORT} must be refused by web-sg");
+    assert!(
+        connects(&lab, &a, &b),
+        "A→B:{PORT} must connect\n{}",
+        lab.dump()
+    );
+    assert!(
+        !connects(&lab, &b, &a),
+        "B→A:{PORT} must be refused by web-sg"
+    );
 
     let mut stream = lab.spawn_tool(&a.ns, &["stream", &b.ip, PORT, "--seconds", "600"]);
     stream.wait_ready();
@@ -136,7 +158,10 @@ fn tcp_session_survives_kill9_and_restart() {
         let p = progress(&stream);
         (p.2 > sent_down + 100).then_some(p)
     });
-    assert_eq!(port_after, lport, "the stream reconnected instead of resuming");
+    assert_eq!(
+        port_after, lport,
+        "the stream reconnected instead of resuming"
+    );
     assert!(stream.proc.exited().is_none(), "the stream ended");
     eprintln!("    stream resumed: {echoed} bytes echoed, {sent_down} sent before the restart");
     // Picked up in each port's zone it crosses (a's egress, b's ingress), in its real direction.
@@ -157,9 +182,15 @@ fn tcp_session_survives_kill9_and_restart() {
     // The restart opened nothing the rules refuse: B still cannot connect to A, and its SYNs
     // are dropped by A's ingress rules.
     let denied = drops(&lab, "b", "sg_ingress_denied");
-    assert!(!connects(&lab, &b, &a), "B→A:{PORT} connects after the restart");
+    assert!(
+        !connects(&lab, &b, &a),
+        "B→A:{PORT} connects after the restart"
+    );
     assert!(drops(&lab, "b", "sg_ingress_denied") > denied);
-    assert!(connects(&lab, &a, &b), "a new A→B connection after the restart");
+    assert!(
+        connects(&lab, &a, &b),
+        "a new A→B connection after the restart"
+    );
 
     // The same with tcp_loose = false: the session's segments are invalid for the new evsd.
     lab.kill9_evsd(0);

@@ -270,9 +270,11 @@ fn run_time_changes_survive_kill_and_restart() {
     }
     let c_rx = guest_receives(&gc, "C receiving after kill -9 and restart", c_rx, N);
     // The guest can count frames before the forwarding thread publishes its counters.
-    wait_for("evsd counting what it sent to C after the restart", T, || {
-        (evsd.counter("c", "tx_packets") >= N).then_some(())
-    });
+    wait_for(
+        "evsd counting what it sent to C after the restart",
+        T,
+        || (evsd.counter("c", "tx_packets") >= N).then_some(()),
+    );
     assert_eq!(
         evsd.counter("b", "tx_packets"),
         0,

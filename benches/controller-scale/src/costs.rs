@@ -33,7 +33,10 @@ pub fn run(hosts: usize, ports: usize) {
     time("validate", 5, || c.validate().expect("valid"));
     let mut after = c.clone();
     after.insert(topo::wide_group(true));
-    let changed = [ObjectId::new(Kind::PortGroup, format!("{}/{}", topo::DVS, topo::WIDE))];
+    let changed = [ObjectId::new(
+        Kind::PortGroup,
+        format!("{}/{}", topo::DVS, topo::WIDE),
+    )];
     let affected = time("affected hosts of a pg0 change", 5, || {
         Cluster::affected_hosts(&c, &after, &changed)
     });

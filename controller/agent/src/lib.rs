@@ -405,15 +405,13 @@ impl<S: HostSwitch> Agent<S> {
                     let next = match &self.applied {
                         Some(a) if a.fingerprint == base => {
                             let mut slice = a.slice.clone();
-                            delta
-                                .apply(&mut slice)
-                                .and_then(|()| {
-                                    if delta.fingerprint_after(&base) == fingerprint {
-                                        Ok(slice)
-                                    } else {
-                                        Err("the result's fingerprint differs".into())
-                                    }
-                                })
+                            delta.apply(&mut slice).and_then(|()| {
+                                if delta.fingerprint_after(&base) == fingerprint {
+                                    Ok(slice)
+                                } else {
+                                    Err("the result's fingerprint differs".into())
+                                }
+                            })
                         }
                         _ => Err("it is for a slice this switch does not run".into()),
                     };

@@ -88,7 +88,12 @@ const MAX_CHAIN: usize = 32;
 impl CachedSlice {
     pub fn new(slice: HostSlice, changed_at: u64) -> CachedSlice {
         let json = serde_json::to_vec(&slice).unwrap_or_default();
-        let port_groups = slice.model.port_groups.iter().map(|g| g.name.clone()).collect();
+        let port_groups = slice
+            .model
+            .port_groups
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
         let local_security_groups = slice
             .model
             .ports
@@ -204,7 +209,10 @@ pub fn policy_only(before: &Cluster, after: &Cluster, changed: &[ObjectId]) -> b
             before.port_groups.contains_key(&id.id) && after.port_groups.contains_key(&id.id)
         }
         model::Kind::SecurityGroup => {
-            match (before.security_groups.get(&id.id), after.security_groups.get(&id.id)) {
+            match (
+                before.security_groups.get(&id.id),
+                after.security_groups.get(&id.id),
+            ) {
                 (Some(b), Some(a)) => remotes(b) == remotes(a),
                 _ => false,
             }
@@ -220,15 +228,12 @@ impl Snapshot {
         if let Some(c) = self.slices.get(host) {
             return Some(c.clone());
         }
-        self.cluster
-            .hosts
-            .contains_key(host)
-            .then(|| {
-                Arc::new(CachedSlice::new(
-                    self.cluster.host_slice(host),
-                    self.txn_revision,
-                ))
-            })
+        self.cluster.hosts.contains_key(host).then(|| {
+            Arc::new(CachedSlice::new(
+                self.cluster.host_slice(host),
+                self.txn_revision,
+            ))
+        })
     }
 }
 
@@ -272,7 +277,9 @@ impl<T: serde::de::DeserializeOwned> Stored<T> {
 impl Reported {
     /// A host's entry from its stored keys; `None` when neither decodes.
     fn new(full: Option<&dvs_store::KeyValue>, ack: Option<&dvs_store::KeyValue>) -> Option<Self> {
-        Reported::default().with(full.map(|kv| (kv, false)))?.with(ack.map(|kv| (kv, true)))
+        Reported::default()
+            .with(full.map(|kv| (kv, false)))?
+            .with(ack.map(|kv| (kv, true)))
     }
 
     /// This entry with one key written (`Some((kv, is_ack))`); `None` when nothing is left.
@@ -329,13 +336,17 @@ impl Reported {
     /// The status as one report: the full one, with the ack's revision, fingerprint and error
     /// if the ack is newer.
     pub fn status(&self) -> HostStatus {
-        let mut s = self.full.as_ref().map(|f| f.value.clone()).unwrap_or(HostStatus {
-            applied_revision: 0,
-            fingerprint: String::new(),
-            ports: vec![],
-            error: None,
-            agent: String::new(),
-        });
+        let mut s = self
+            .full
+            .as_ref()
+            .map(|f| f.value.clone())
+            .unwrap_or(HostStatus {
+                applied_revision: 0,
+                fingerprint: String::new(),
+                ports: vec![],
+                error: None,
+                agent: String::new(),
+            });
         if let Some(a) = self.current_ack() {
             s.applied_revision = a.applied_revision;
             s.fingerprint = a.fingerprint.clone();
@@ -670,7 +681,9 @@ mod tests {
             remote: Some(Remote::Group("web".into())),
         });
         c.insert(Object::SecurityGroup(db));
-        c.insert(Object::SecurityGroup(model::SecurityGroup::default_group("web")));
+        c.insert(Object::SecurityGroup(model::SecurityGroup::default_group(
+            "web",
+        )));
         for (g, vlan) in [("web", 100), ("db", 101)] {
             c.insert(Object::PortGroup(DvsPortGroup {
                 dvs: "prod".into(),

@@ -16,9 +16,9 @@ use axum::Json;
 use dvs_store::StoreError;
 use serde::Deserialize;
 use std::collections::HashSet;
-use tokio::sync::broadcast;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 
 type St = axum::extract::State<Arc<State>>;
 
@@ -211,7 +211,11 @@ pub async fn put_ack(
     let current = st.status.borrow().get(&host).cloned();
     // Without a full report under this lease (it lapsed, or none was sent) the ports would be
     // unknown: the agent sends its full status instead.
-    if fresh || !current.as_ref().is_some_and(|c| c.has_full() && c.lease == Some(lease)) {
+    if fresh
+        || !current
+            .as_ref()
+            .is_some_and(|c| c.has_full() && c.lease == Some(lease))
+    {
         return Err(ApiErr::conflict(format!(
             "host {host:?} has no status under its lease: send the full status (PUT /v1/hosts/{host}/status)"
         )));
@@ -365,7 +369,11 @@ pub async fn wait(st: &State, affected: &[String], revision: u64, limit: Duratio
                         }
                     }
                 }
-                if v.is_empty() { None } else { Some(v) }
+                if v.is_empty() {
+                    None
+                } else {
+                    Some(v)
+                }
             }
             _ => None,
         };

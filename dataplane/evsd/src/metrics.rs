@@ -53,10 +53,7 @@ pub struct Mbufs {
 
 pub fn render(sample: &Sample) -> String {
     let Sample {
-        ports,
-        threads,
-        ct,
-        ..
+        ports, threads, ct, ..
     } = *sample;
     let ex = Exposition::default();
     let gauge = |name: &str, help: &str| {

@@ -801,9 +801,8 @@ impl ConnTrack {
             }
         }
         // No live connection: the packet may start one.
-        let pickup = proto == key::IP_PROTO_TCP
-            && self.tcp_loose
-            && tcpf & (SYN | ACK | RST | FIN) == ACK;
+        let pickup =
+            proto == key::IP_PROTO_TCP && self.tcp_loose && tcpf & (SYN | ACK | RST | FIN) == ACK;
         let starts = match l4 {
             _ if proto == key::IP_PROTO_TCP => tcpf & (SYN | ACK | RST | FIN) == SYN || pickup,
             Transport::EchoReply(_) => false,

@@ -316,7 +316,10 @@ fn conntrack_pickup_mid_stream_segment() {
     assert_eq!(go(&c, 0, &tcp4(A, 1000, B, 80, ACK), false, S).state, EST);
     assert_eq!(c.dump_at(1, S)[0].expires_in_secs, t.tcp_established / S);
     let st = c.stats();
-    assert_eq!((st.entries, st.created, st.picked_up, st.invalid), (1, 1, 1, 0));
+    assert_eq!(
+        (st.entries, st.created, st.picked_up, st.invalid),
+        (1, 1, 1, 0)
+    );
 }
 
 #[test]
@@ -368,12 +371,18 @@ fn conntrack_pickup_from_the_server_side_waits_for_the_client_direction() {
     let r = go(&c, 0, &tcp4(A, 1000, B, 80, ACK), true, S);
     assert_eq!((r.state, r.picked_up), (NEW, true));
     let d = c.dump_at(1, S);
-    assert_eq!((d[0].src, d[0].sport, d[0].dport), (IpAddr::from(A), 1000, 80));
+    assert_eq!(
+        (d[0].src, d[0].sport, d[0].dport),
+        (IpAddr::from(A), 1000, 80)
+    );
     assert!(d[0].replied && d[0].picked_up);
     assert_eq!(d[0].state, CtState::Established);
     assert_eq!((d[0].packets_orig, d[0].packets_reply), (1, 2));
     assert_eq!(d[0].expires_in_secs, t.tcp_established / S);
-    assert_eq!(go(&c, 0, &tcp4(B, 80, A, 1000, ACK), false, S).state, EST_REPLY);
+    assert_eq!(
+        go(&c, 0, &tcp4(B, 80, A, 1000, ACK), false, S).state,
+        EST_REPLY
+    );
     assert_eq!(go(&c, 0, &tcp4(A, 1000, B, 80, ACK), false, S).state, EST);
     assert_eq!((c.len(), c.stats().picked_up), (1, 1));
     // With equal ports, the lower address is taken for the server.
@@ -383,7 +392,10 @@ fn conntrack_pickup_from_the_server_side_waits_for_the_client_direction() {
     assert_eq!((r.state, r.picked_up), (NEW, true));
     let c = loose(100);
     go(&c, 0, &tcp4(B, 7000, A, 7000, ACK), true, 0);
-    assert_eq!(go(&c, 0, &tcp4(A, 7000, B, 7000, ACK), false, 0).state, EST_REPLY);
+    assert_eq!(
+        go(&c, 0, &tcp4(A, 7000, B, 7000, ACK), false, 0).state,
+        EST_REPLY
+    );
 }
 
 #[test]
