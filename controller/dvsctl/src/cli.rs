@@ -493,9 +493,21 @@ pub enum SgCmd {
         /// Start with the default rules: allow every egress (IPv4 and IPv6).
         #[arg(long)]
         default_rules: bool,
+        /// Let the members send IPv6 router advertisements (routers); others' RAs are dropped
+        /// as `ra_guard`.
+        #[arg(long)]
+        allow_router_advertisements: bool,
         /// Do nothing if a security group of this name exists.
         #[arg(long)]
         may_exist: bool,
+    },
+    /// Change a security group's settings (its rules: rule-add, rule-del).
+    Set {
+        /// The security group's name.
+        name: String,
+        /// Whether the members may send IPv6 router advertisements.
+        #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+        allow_router_advertisements: bool,
     },
     /// Delete a security group (no port or rule may refer to it).
     Del {

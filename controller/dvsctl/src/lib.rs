@@ -54,6 +54,13 @@ fn check_url(url: &str) -> Result<(), Failure> {
 
 /// Writes a man page for `dvsctl` and one for every subcommand (`dvsctl-pg-add.1`) into `dir`.
 pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+    let fail = |e: std::io::Error| Failure::usage("man", "DIR", format!("{}: {e}", dir.display()));
+    man_pages_of(cli::Cli::command(), dir).map_err(fail)
+}
+
+/// One man page for `cmd` and one for each of its subcommands, named by their full path
+/// (`evsd-ctl-show.1`); also what `evs-docgen` writes for the package's other binaries.
+pub fn man_pages_of(cmd: clap::Command, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     fn walk(cmd: clap::Command, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned() {
             walk(sub, dir, out)?;
@@ -61,12 +68,11 @@ pub fn man_pages(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
         out.push(clap_mangen::Man::new(cmd).generate_to(dir)?);
         Ok(())
     }
-    let fail = |e: std::io::Error| Failure::usage("man", "DIR", format!("{}: {e}", dir.display()));
-    std::fs::create_dir_all(dir).map_err(fail)?;
-    let mut cmd = cli::Cli::command().disable_help_subcommand(true);
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = cmd.disable_help_subcommand(true);
     cmd.build();
     let mut out = vec![];
-    walk(cmd, dir, &mut out).map_err(fail)?;
+    walk(cmd, dir, &mut out)?;
     out.sort();
     Ok(out)
 }

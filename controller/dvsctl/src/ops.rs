@@ -81,8 +81,16 @@ pub enum Change {
     HostVhostDir(Option<PathBuf>),
     Uplink(UplinkChange),
     PortGroup(PgChange),
-    RuleAdd { rule: SgRule, may_exist: bool },
-    RuleDel { which: RuleSel, if_exists: bool },
+    RuleAdd {
+        rule: SgRule,
+        may_exist: bool,
+    },
+    /// A security group's `allow_router_advertisements`.
+    SgRouterAdvertisements(bool),
+    RuleDel {
+        which: RuleSel,
+        if_exists: bool,
+    },
     Port(PortChange),
 }
 
@@ -877,10 +885,11 @@ fn plan_sg(c: &SgCmd) -> Result<Plan, Failure> {
         SgCmd::Add {
             name: n,
             default_rules,
+            allow_router_advertisements,
             may_exist,
         } => {
             sg_name(n)?;
-            let g = if *default_rules {
+            let mut g = if *default_rules {
                 SecurityGroup::default_group(n)
             } else {
                 SecurityGroup {
@@ -889,8 +898,17 @@ fn plan_sg(c: &SgCmd) -> Result<Plan, Failure> {
                     allow_router_advertisements: false,
                 }
             };
+            g.allow_router_advertisements = *allow_router_advertisements;
             txn(vec![create(Object::SecurityGroup(g), *may_exist)])
         }
+        SgCmd::Set {
+            name: n,
+            allow_router_advertisements,
+        } => edit(
+            Kind::SecurityGroup,
+            sg_name(n)?,
+            Change::SgRouterAdvertisements(*allow_router_advertisements),
+        ),
         SgCmd::Del { name: n, if_exists } => {
             txn(vec![delete(Kind::SecurityGroup, sg_name(n)?, *if_exists)])
         }
@@ -1091,6 +1109,13 @@ pub fn apply(id: &ObjectId, change: &Change, current: Object) -> Result<Option<O
         }
         (Change::Uplink(c), Object::Uplink(u)) => Object::Uplink(apply_uplink(c, u)?),
         (Change::PortGroup(c), Object::PortGroup(g)) => Object::PortGroup(apply_pg(c, g)?),
+        (Change::SgRouterAdvertisements(allow), Object::SecurityGroup(mut g)) => {
+            if g.allow_router_advertisements == *allow {
+                return Ok(None);
+            }
+            g.allow_router_advertisements = *allow;
+            Object::SecurityGroup(g)
+        }
         (Change::RuleAdd { rule, may_exist }, Object::SecurityGroup(mut g)) => {
             if let Some(i) = g.rules.iter().position(|r| r == rule) {
                 if *may_exist {

@@ -257,13 +257,15 @@ pub fn list(kind: Kind, objects: &[Versioned]) -> String {
         Kind::SecurityGroup => {
             let rows: Vec<_> = all()
                 .filter_map(|o| match o {
-                    Object::SecurityGroup(g) => {
-                        Some(vec![g.name.clone(), g.rules.len().to_string()])
-                    }
+                    Object::SecurityGroup(g) => Some(vec![
+                        g.name.clone(),
+                        g.rules.len().to_string(),
+                        yes(g.allow_router_advertisements),
+                    ]),
                     _ => None,
                 })
                 .collect();
-            table(&["NAME", "RULES"], &rows)
+            table(&["NAME", "RULES", "RA-ALLOWED"], &rows)
         }
         Kind::PortGroup => table(&PG_HEADER, &pg_rows(port_groups(objects))),
         Kind::Uplink => table(&UPLINK_HEADER, &uplink_rows(uplinks(objects))),
@@ -395,7 +397,16 @@ pub fn show(v: &Versioned, all: &[Versioned]) -> String {
             out
         }
         Object::SecurityGroup(g) => {
-            let mut out = fields(&format!("security group {}", g.name), &[rv]);
+            let ra = (
+                "router advertisements",
+                if g.allow_router_advertisements {
+                    "allowed"
+                } else {
+                    "dropped (ra_guard)"
+                }
+                .into(),
+            );
+            let mut out = fields(&format!("security group {}", g.name), &[rv, ra]);
             out.push_str(&security_group_rules(g));
             let users: Vec<&str> = ports(all)
                 .filter(|p| p.port.security_group.as_deref() == Some(g.name.as_str()))

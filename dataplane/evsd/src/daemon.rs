@@ -98,6 +98,9 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     }
     drop(calls_tx);
     log("forwarding");
+    if let Err(e) = crate::notify::ready(&ready_status(&dp)) {
+        log(format!("NOTIFY_SOCKET: {e}"));
+    }
     let tick = Duration::from_millis(cfg.dataplane.link_poll_ms.max(1));
     let clock = dpdk::TscClock::new(dpdk::tsc_hz());
     let mut last_housekeeping = std::time::Instant::now();
@@ -122,7 +125,9 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if reload.swap(false, Ordering::Relaxed) {
+            let _ = crate::notify::reloading();
             reload_config(&boot_args, &cfg, &mut dp, &mut store, &started);
+            let _ = crate::notify::ready(&ready_status(&dp));
         }
         for (name, state) in dp.poll_links() {
             log(format!("port {name}: link {state:?}"));
@@ -137,6 +142,7 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
         }
     }
     log("shutting down");
+    let _ = crate::notify::stopping();
     if let Some(m) = store.at_exit(|| in_force(&dp)) {
         log(m);
     }
@@ -144,6 +150,11 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     let _ = std::fs::remove_file(&sock);
     log("stopped");
     Ok(())
+}
+
+/// What `systemctl status evsd` shows once evsd is ready.
+fn ready_status(dp: &Dataplane) -> String {
+    format!("forwarding, {} ports attached", dp.attachments().len())
 }
 
 /// SIGHUP: the config file read and checked again as `evsd run` checks it; its model applied as

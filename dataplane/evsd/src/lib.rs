@@ -24,6 +24,7 @@ pub mod ethdev;
 pub mod forwarding;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod port;
 pub mod reports;
 pub mod state;

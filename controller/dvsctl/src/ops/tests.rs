@@ -893,3 +893,33 @@ fn ops_serialize_as_the_protocol_says() {
     let text = serde_json::to_string(&u).unwrap();
     assert_eq!(serde_json::from_str::<TxnOp>(&text).unwrap(), u);
 }
+
+#[test]
+fn sg_router_advertisements_on_add_and_set() {
+    match &ops_of("sg add routers --allow-router-advertisements")[..] {
+        [TxnOp::Create {
+            object: Object::SecurityGroup(g),
+            ..
+        }] => assert!(g.allow_router_advertisements && g.rules.is_empty()),
+        o => panic!("{o:?}"),
+    }
+    let mut allowed = sg(vec![]);
+    if let Object::SecurityGroup(g) = &mut allowed {
+        g.allow_router_advertisements = true;
+    }
+    let set = |v: &str, cur: Object| {
+        apply_args(
+            &format!("sg set web --allow-router-advertisements {v}"),
+            cur,
+        )
+        .unwrap()
+    };
+    assert_eq!(set("true", sg(vec![])), Some(allowed.clone()));
+    assert_eq!(set("false", allowed), Some(sg(vec![])));
+    // Already so: nothing to send.
+    assert_eq!(set("false", sg(vec![])), None);
+    let bad = parse("sg set web --allow-router-advertisements maybe").unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::InvalidValue);
+    assert!(bad.to_string().contains("maybe"), "{bad}");
+    assert!(parse("sg set web").is_err(), "sg set needs the setting");
+}
