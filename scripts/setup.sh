@@ -46,6 +46,8 @@ PKGS="$PKGS ethtool nftables"
 PKGS="$PKGS python3"
 # The DHCP server behind the uplink in tests/tests/protocols_netns.rs (the binary only: no service).
 PKGS="$PKGS dnsmasq-base"
+# `evsd ctl capture` files read back with `tcpdump -r` in tests/tests/capture.rs (skips without it).
+PKGS="$PKGS tcpdump"
 missing_of() {
     for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo -n " $p"

@@ -1,5 +1,6 @@
 //! A client of `evsd`'s control socket: one typed method per request.
 
+use crate::capture::{read_chunk, CaptureSpec, CaptureStarted, Chunk};
 use crate::reply::*;
 use crate::request::Request;
 use model::{Attach, Model};
@@ -129,6 +130,82 @@ impl Client {
     }
     pub fn shutdown(&self) -> Result<String, ApiError> {
         self.call(&Request::Shutdown)
+    }
+
+    /// Starts a capture (see [`crate::capture`]): refusals come back here, as for any request;
+    /// the frames then come from [`CaptureStream::next`].
+    pub fn capture(&self, spec: CaptureSpec) -> Result<CaptureStream, ApiError> {
+        let io = |source| ApiError::Io {
+            socket: self.socket.clone(),
+            source,
+        };
+        let s = UnixStream::connect(&self.socket).map_err(|source| ApiError::Connect {
+            socket: self.socket.clone(),
+            source,
+        })?;
+        // The answer line comes at once; the frames may take any time after it.
+        s.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io)?;
+        let mut w = s.try_clone().map_err(io)?;
+        let mut line = serde_json::to_string(&Request::Capture(spec))
+            .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        line.push('\n');
+        w.write_all(line.as_bytes()).map_err(io)?;
+        let mut reader = BufReader::new(s);
+        let mut answer = String::new();
+        reader.read_line(&mut answer).map_err(io)?;
+        if answer.is_empty() {
+            return Err(ApiError::NoAnswer);
+        }
+        let r: Response = serde_json::from_str(&answer)
+            .map_err(|e| ApiError::Protocol(format!("{e}: {:?}", answer.trim_end())))?;
+        if !r.ok {
+            return Err(ApiError::Refused(
+                r.error.unwrap_or_else(|| "request failed".into()),
+            ));
+        }
+        let started = serde_json::from_value(r.result.unwrap_or_default())
+            .map_err(|e| ApiError::Protocol(e.to_string()))?;
+        reader.get_ref().set_read_timeout(None).map_err(io)?;
+        Ok(CaptureStream {
+            reader,
+            socket: self.socket.clone(),
+            started,
+        })
+    }
+}
+
+/// A capture in progress: the pcap bytes as they come, then the summary.
+#[derive(Debug)]
+pub struct CaptureStream {
+    reader: BufReader<UnixStream>,
+    socket: PathBuf,
+    pub started: CaptureStarted,
+}
+
+impl CaptureStream {
+    /// The next piece of the pcap file, or the summary at the end; `None` if evsd went away
+    /// without one.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, ApiError> {
+        read_chunk(&mut self.reader).map_err(|source| ApiError::Io {
+            socket: self.socket.clone(),
+            source,
+        })
+    }
+
+    /// A handle that ends the capture from another thread (a signal handler's, say): evsd
+    /// sends what it still has, then the summary.
+    pub fn stopper(&self) -> std::io::Result<CaptureStopper> {
+        Ok(CaptureStopper(self.reader.get_ref().try_clone()?))
+    }
+}
+
+/// Ends a capture: shuts down the client's writing side, which evsd reads as "stop".
+#[derive(Debug)]
+pub struct CaptureStopper(UnixStream);
+
+impl CaptureStopper {
+    pub fn stop(&self) {
+        let _ = self.0.shutdown(std::net::Shutdown::Write);
     }
 }
 

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod client;
 pub mod dvs;
 pub mod reply;
@@ -20,7 +21,7 @@ pub mod request;
 pub mod stdout;
 pub mod text;
 
-pub use client::{ApiError, Client};
+pub use client::{ApiError, CaptureStopper, CaptureStream, Client};
 pub use reply::*;
 pub use request::{parse_hex, parse_request, Request, DEFAULT_CONNECTION_LIMIT};
 

@@ -58,6 +58,8 @@ pub enum Reply {
     Connections(Vec<ConnectionEntry>),
     Applied(Applied),
     Trace(TraceReport),
+    /// The answer line of a capture that started (the pcap stream follows).
+    Capture(crate::capture::CaptureStarted),
     /// A confirmation ("attached") or a text (the Prometheus exposition).
     Text(String),
 }

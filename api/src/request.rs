@@ -1,5 +1,6 @@
 //! What a client may ask `evsd`.
 
+use crate::capture::CaptureSpec;
 use model::{Attach, Model};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -45,6 +46,9 @@ pub enum Request {
     Shutdown,
     /// → `String`: the Prometheus text exposition (what the HTTP endpoint serves).
     Metrics,
+    /// → `CaptureStarted`, then the pcap stream (see [`crate::capture`]): the only request that
+    /// is answered with more than one line, so the last one on its connection.
+    Capture(CaptureSpec),
 }
 
 /// Parses one request line; errors name the JSON path of the mistake (`model.ports[0].mac`).
@@ -118,6 +122,17 @@ mod tests {
                 limit: DEFAULT_CONNECTION_LIMIT
             }
         );
+        let r = parse_request(r#"{"cmd":"capture","port":"vm1","filter":"icmp"}"#).unwrap();
+        let Request::Capture(c) = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!((c.port.as_str(), c.filter.as_str()), ("vm1", "icmp"));
+        assert_eq!(
+            parse_request(&serde_json::to_string(&r).unwrap()).unwrap(),
+            r
+        );
+        let e = parse_request(r#"{"cmd":"capture","port":"vm1","fliter":"icmp"}"#).unwrap_err();
+        assert!(e.contains("fliter"), "{e}");
     }
 
     #[test]

@@ -51,7 +51,8 @@ fn dispatch(sw: &Switch, req: Request) -> Result<Option<Reply>, String> {
         | Request::Detach { .. }
         | Request::StatsReset
         | Request::Shutdown
-        | Request::Metrics => return Ok(None),
+        | Request::Metrics
+        | Request::Capture(_) => return Ok(None),
     }))
 }
 

@@ -125,6 +125,36 @@ pub enum CtlCmd {
     StatsReset,
     /// Print the Prometheus exposition.
     Metrics,
+    /// Capture PORT's frames as a pcap file (like tcpdump -w; `-w -` writes to stdout, e.g.
+    /// `| tcpdump -r -`). Ends on Ctrl-C, a closed pipe or --count; prints the counts to stderr.
+    Capture {
+        port: String,
+        /// Frames received from the port (what the guest sent, before any policy).
+        #[arg(long = "in", conflicts_with_all = ["tx", "both"])]
+        rx: bool,
+        /// Frames transmitted to the port (what the guest receives, after VLAN edits).
+        #[arg(long = "out", conflicts_with = "both")]
+        tx: bool,
+        /// Both directions (the default).
+        #[arg(long)]
+        both: bool,
+        /// Keep only matching frames, e.g. "icmp and host 10.0.0.1" (see the README's
+        /// "Packet capture" for the syntax).
+        #[arg(long, default_value = "")]
+        filter: String,
+        /// Stop after N frames.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Bytes kept of each frame (0: the default).
+        #[arg(long, default_value_t = api::capture::DEFAULT_SNAPLEN)]
+        snaplen: u32,
+        /// Nanosecond timestamps (microseconds otherwise).
+        #[arg(long)]
+        nano: bool,
+        /// The pcap file to write, or `-` for stdout.
+        #[arg(short = 'w', long = "write")]
+        write: PathBuf,
+    },
     /// Stop the switch.
     Shutdown,
 }
@@ -288,7 +318,94 @@ fn ctl(socket: &std::path::Path, json: bool, cmd: CtlCmd) -> Result<(), String> 
             out(json, &c.trace(&port, &frame).map_err(e)?, |t| t.to_string())
         }
         CtlCmd::Metrics => out(json, &c.metrics().map_err(e)?, String::clone),
+        CtlCmd::Capture {
+            port,
+            rx,
+            tx,
+            both: _,
+            filter,
+            count,
+            snaplen,
+            nano,
+            write,
+        } => {
+            let direction = match (rx, tx) {
+                (true, _) => api::capture::Direction::In,
+                (_, true) => api::capture::Direction::Out,
+                _ => api::capture::Direction::Both,
+            };
+            let spec = api::capture::CaptureSpec {
+                port,
+                direction,
+                filter,
+                count,
+                snaplen,
+                nanosecond: nano,
+            };
+            capture(&c, spec, &write)?
+        }
         CtlCmd::Shutdown => out(json, &c.shutdown().map_err(e)?, String::clone),
     }
     Ok(())
+}
+
+/// `evsd ctl capture`: the pcap stream copied to `write` as it comes; Ctrl-C or SIGTERM asks
+/// evsd to stop (it sends what it still has, then the counts); a closed stdout ends quietly.
+fn capture(
+    c: &Client,
+    spec: api::capture::CaptureSpec,
+    write: &std::path::Path,
+) -> Result<(), String> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut out: Box<dyn Write> = if write == std::path::Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(write).map_err(|e| format!("{}: {e}", write.display()))?)
+    };
+    let (port, dir) = (spec.port.clone(), spec.direction);
+    let mut stream = c.capture(spec).map_err(|e| e.to_string())?;
+    let stopper = stream
+        .stopper()
+        .map_err(|e| format!("capture: control socket: {e}"))?;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())
+            .map_err(|e| format!("cannot install signal handler: {e}"))?;
+    }
+    // The main thread blocks reading the stream: another one turns the signal into a stop.
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        stopper.stop();
+    });
+    let s = &stream.started;
+    let filter = if s.filter.is_empty() {
+        "none"
+    } else {
+        s.filter.as_str()
+    };
+    eprintln!(
+        "evsd: capturing on {port} ({dir:?}), filter {filter}, snaplen {} bytes",
+        s.snaplen
+    );
+    loop {
+        match stream.next_chunk().map_err(|e| e.to_string())? {
+            Some(api::capture::Chunk::Data(d)) => {
+                // A reader that went away (`| head`, tcpdump -c): the capture just ends.
+                if out.write_all(&d).and_then(|_| out.flush()).is_err() {
+                    return Ok(());
+                }
+            }
+            Some(api::capture::Chunk::End(end)) => {
+                eprintln!(
+                    "{} packets captured\n{} packets dropped by evsd (capture ring full)\nended: {}",
+                    end.captured, end.dropped, end.reason
+                );
+                return Ok(());
+            }
+            None => return Err("evsd ended the capture without a summary".into()),
+        }
+    }
 }

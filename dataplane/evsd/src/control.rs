@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct Call {
     pub req: Request,
     pub reply: Sender<Response>,
+    /// With a `capture` request: the session its connection thread drains.
+    pub capture: Option<std::sync::Arc<crate::capture::Session>>,
 }
 
 /// Binds the control socket (replacing a stale one) and serves it on background threads.
@@ -51,6 +53,7 @@ pub fn serve(path: &Path, calls: Sender<Call>) -> std::io::Result<PathBuf> {
 
 fn connection(s: UnixStream, calls: Sender<Call>) {
     let Ok(w) = s.try_clone() else { return };
+    let Ok(s_ctl) = s.try_clone() else { return };
     let mut w = std::io::BufWriter::new(w);
     // Read as bytes: a line that is not UTF-8 gets an error answer like any other bad request,
     // where `lines()` would end the connection without a word.
@@ -61,6 +64,8 @@ fn connection(s: UnixStream, calls: Sender<Call>) {
             Ok(l) if l.trim().is_empty() => continue,
             Ok(l) => match parse_request(l) {
                 Err(e) => Response::err(e),
+                // A stream to the end of the connection.
+                Ok(Request::Capture(spec)) => return crate::capture::serve(spec, &calls, &s_ctl),
                 Ok(req) => call(&calls, req),
             },
         };
@@ -74,8 +79,22 @@ fn connection(s: UnixStream, calls: Sender<Call>) {
 
 /// Runs `req` on the control loop and waits for its answer.
 pub fn call(calls: &Sender<Call>, req: Request) -> Response {
+    call_with(calls, req, None)
+}
+
+/// [`call`] with the capture session of a `capture` request.
+pub fn call_with(
+    calls: &Sender<Call>,
+    req: Request,
+    capture: Option<std::sync::Arc<crate::capture::Session>>,
+) -> Response {
     let (tx, rx): (Sender<Response>, Receiver<Response>) = crossbeam_channel::bounded(1);
-    if calls.send(Call { req, reply: tx }).is_err() {
+    let call = Call {
+        req,
+        reply: tx,
+        capture,
+    };
+    if calls.send(call).is_err() {
         return Response::err("evsd is shutting down");
     }
     rx.recv_timeout(Duration::from_secs(30))

@@ -106,19 +106,31 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     let mut last_housekeeping = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match calls.recv_timeout(tick) {
-            Ok(Call { req, reply }) => {
+            Ok(Call {
+                req,
+                reply,
+                capture,
+            }) => {
                 if matches!(req, Request::Shutdown) {
                     // Answer first: the process may be gone before a later answer is written.
                     // Callers wait for the exit (the control socket disappears with it).
                     let _ = reply.send(Response::ok(&Reply::Text("stopping".into())));
                     break;
                 }
-                // Saved before the answer: what a client sees acknowledged survives a crash.
-                let persist = state::persists(&req);
-                let mut answer = handle(&mut dp, req, &started);
-                if persist {
-                    answer = store.sync(answer, &in_force(&dp));
-                }
+                let answer = match (req, capture) {
+                    // The session its connection thread drains (crate::capture).
+                    (Request::Capture(_), Some(s)) => dp.capture_start(s).map(Reply::Capture),
+                    (req, _) => {
+                        // Saved before the answer: what a client sees acknowledged survives a
+                        // crash.
+                        let persist = state::persists(&req);
+                        let mut answer = handle(&mut dp, req, &started);
+                        if persist {
+                            answer = store.sync(answer, &in_force(&dp));
+                        }
+                        answer
+                    }
+                };
                 let _ = reply.send(Response::from(answer));
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -129,6 +141,7 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
             reload_config(&boot_args, &cfg, &mut dp, &mut store, &started);
             let _ = crate::notify::ready(&ready_status(&dp));
         }
+        dp.capture_reap();
         for (name, state) in dp.poll_links() {
             log(format!("port {name}: link {state:?}"));
         }
@@ -283,5 +296,12 @@ fn handle(dp: &mut Dataplane, req: Request, started: &metrics::Started) -> Resul
             mbufs: dp.mbufs(),
         })),
         Request::Shutdown => Reply::Text("stopping".into()),
+        // Served by the control loop with its connection's session (see `run`).
+        Request::Capture(c) => {
+            return Err(format!(
+                "capture {:?}: only on a control connection of its own",
+                c.port
+            ))
+        }
     })
 }

@@ -13,6 +13,7 @@
 //! acknowledges by publishing the update's generation. On [`Command::Stop`] it hands back all it
 //! holds.
 
+use crate::capture::{TapCmd, Taps};
 use crate::port::{Burst, Packet, RxQueue, TxBuffer, TxQueue, VlanError, MAX_BURST};
 use crate::stats::ThreadStats;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -86,6 +87,8 @@ pub struct Update<R, T> {
 
 pub enum Command<R, T> {
     Update(Update<R, T>),
+    /// Start or end a packet capture ([`crate::capture`]); not acknowledged.
+    Tap(TapCmd),
     Stop,
 }
 
@@ -133,6 +136,12 @@ struct Tx<P> {
     refused: Vec<bool>,
     /// Destinations with packets queued (this iteration's or left over from earlier ones).
     dirty: Vec<u32>,
+    /// Packet captures of this thread (the transmit side's are checked once per flush).
+    taps: Taps,
+    /// Per buffer (as `bufs`), how many of its leading packets the capture has copied: a
+    /// packet the port refuses stays queued and must not be captured again at the next flush.
+    /// Kept only for tapped ports.
+    tapped: Vec<u16>,
 }
 
 impl<P: Packet> Tx<P> {
@@ -142,11 +151,25 @@ impl<P: Packet> Tx<P> {
             queued: vec![],
             refused: vec![],
             dirty: Vec::with_capacity(crate::stats::MAX_PORTS),
+            taps: Taps::default(),
+            tapped: vec![],
+        }
+    }
+
+    /// Starts or ends a capture; a port newly tapped on its transmit side gets what is
+    /// queued for it captured at its next flush.
+    fn tap(&mut self, c: TapCmd) {
+        if let Some(port) = self.taps.apply(c) {
+            let at = port as usize * CLASSES;
+            if let Some(t) = self.tapped.get_mut(at..at + CLASSES) {
+                t.fill(0);
+            }
         }
     }
 
     fn resize(&mut self, n: usize) {
         self.bufs.resize_with(n * CLASSES, TxBuffer::default);
+        self.tapped.resize(n * CLASSES, 0);
         self.queued.resize(n, false);
         self.refused.resize(n, false);
         // Destinations beyond the new size were dropped with their buffers.
@@ -172,13 +195,29 @@ impl<P: Packet> Tx<P> {
                     DropReason::NoPort
                 };
                 discard_all(bufs, stats, port, reason);
+                if self.taps.any_tx {
+                    self.tapped[port as usize * CLASSES..][..CLASSES].fill(0);
+                }
                 return false;
             }
         };
         let (mut sent, mut bytes) = (0u64, 0u64);
         let mut pending = false;
-        for buf in bufs.iter_mut().filter(|b| !b.is_empty()) {
+        // One test per flush while nobody captures.
+        let mut tapped = if self.taps.tx_on(port) {
+            Some(&mut self.tapped[port as usize * CLASSES..][..CLASSES])
+        } else {
+            None
+        };
+        for (c, buf) in bufs.iter_mut().enumerate().filter(|(_, b)| !b.is_empty()) {
+            if let Some(t) = tapped.as_deref_mut() {
+                self.taps.tx(port, buf, t[c] as usize);
+            }
             let out = buf.flush(&mut target.queue);
+            if let Some(t) = tapped.as_deref_mut() {
+                // What is left was captured: it is the tail of what was there.
+                t[c] = buf.len() as u16;
+            }
             sent += out.sent as u64;
             bytes += out.sent_bytes;
             if out.left > 0 {
@@ -459,11 +498,16 @@ pub fn run<R, T>(
                     let _ = rets.send(back);
                     stats.plan_gen.store(gen, Ordering::Release);
                 }
+                Ok(Command::Tap(c)) => {
+                    taken += 1;
+                    tx.tap(c);
+                }
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {}
             }
         }
         let now_ns = clock.ns(t0);
+        tx.taps.now_ns = now_ns;
         let mut got = 0usize;
         for a in plan.rx.iter_mut() {
             let n = burst.rx(&mut a.queue, burst_max);
@@ -477,6 +521,10 @@ pub fn run<R, T>(
             }
             if let Some(c) = stats.port(a.flow_id) {
                 c.rx(n as u64, bytes);
+            }
+            // One test per burst while nobody captures: frames as the guest sent them.
+            if tx.taps.any_rx {
+                tx.taps.rx(a.flow_id, &burst, now_ns);
             }
             {
                 let mut views: [&[u8]; MAX_BURST] = [&[]; MAX_BURST];
@@ -777,6 +825,63 @@ mod tests {
         );
         assert_eq!(stats.read_port(1).tx_packets, TX_BUFFER_CAP as u64);
         assert_eq!(drops(&stats, 1, DropReason::TxFull), 6);
+    }
+
+    /// `--out` captures what a port is handed, after the VLAN edits, each packet once even
+    /// when the port takes only part of a buffer; `--in` taps do not see transmits.
+    #[test]
+    fn capture_out_copies_each_sent_packet_once_after_the_vlan_edit() {
+        use crate::capture::{Session, Tap, TapCmd};
+        use api::capture::{CaptureSpec, Direction};
+        let pool = Pool::default();
+        let (qs, mut dests, mut tx, stats) = setup(3);
+        let session = |d| {
+            Arc::new(
+                Session::new(CaptureSpec {
+                    direction: d,
+                    ..CaptureSpec::new("p")
+                })
+                .unwrap(),
+            )
+        };
+        let (out, inn) = (session(Direction::Out), session(Direction::In));
+        tx.tap(TapCmd::Add(Tap {
+            flow_id: 1,
+            session: out.clone(),
+        }));
+        tx.tap(TapCmd::Add(Tap {
+            flow_id: 2,
+            session: inn.clone(),
+        }));
+        qs[1].allow(3);
+        for i in 0..5 {
+            tx.enqueue(&mut dests, &stats, 1, 0, marked(&pool, i));
+            tx.enqueue(&mut dests, &stats, 2, 0, marked(&pool, i));
+        }
+        tx.flush_all(&mut dests, &stats);
+        assert_eq!(qs[1].take_sent().len(), 3, "two stay queued");
+        let tagged = udp_frame(1, mac(2), None);
+        fan(
+            &mut tx,
+            &mut dests,
+            &stats,
+            pool.packet(&tagged),
+            &[emit(1, VlanEdit::Set(100))],
+            0,
+        );
+        qs[1].allow(usize::MAX);
+        tx.flush_all(&mut dests, &stats);
+        tx.flush_all(&mut dests, &stats);
+        let got = out.take_frames();
+        let marks: Vec<u8> = got[..5].iter().map(|f| *f.last().unwrap()).collect();
+        assert_eq!(marks, [0, 1, 2, 3, 4], "each once, in order");
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[5], udp_frame(1, mac(2), Some(100)), "as sent: tagged");
+        assert!(inn.take_frames().is_empty(), "an --in tap sees no transmit");
+        tx.tap(TapCmd::Remove(out.id()));
+        tx.tap(TapCmd::Remove(inn.id()));
+        assert!(!tx.taps.any_tx && !tx.taps.any_rx);
+        assert_eq!((Arc::strong_count(&out), Arc::strong_count(&inn)), (1, 1));
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! - [`config`] (with [`limits`], the allowed range of each number), [`control`] (the server
 //!   side of `api`), [`reports`] (the switch's state as `api` answers), [`metrics`], [`state`]
 //!   (what survives a restart), [`daemon`], [`cli`]: the evsd process;
+//! - [`capture`]: `evsd ctl capture`, pcap of a port's frames (taps on the forwarding
+//!   threads, drained on the client's connection thread);
 //! - [`agent`]: with a controller, the host agent thread (crate `dvs-agent`), which drives the
 //!   switch through the control loop like `evsd ctl` does.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod control;

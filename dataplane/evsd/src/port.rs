@@ -246,6 +246,12 @@ impl<P: Packet> TxBuffer<P> {
         self.len == TX_BUFFER_CAP
     }
 
+    /// Queued packet `i` (for the capture of what a port is sent).
+    #[inline]
+    pub fn get(&self, i: usize) -> Option<&P> {
+        self.pkts[..self.len].get(i)?.as_ref()
+    }
+
     /// Queues `p`, or hands it back when the buffer is full.
     #[inline]
     pub fn push(&mut self, p: P) -> Result<(), P> {

@@ -181,6 +181,7 @@ pub struct Dataplane {
     port_base: HashMap<u32, PortSnapshot>,
     thread_base: Vec<ThreadSnapshot>,
     eal: Option<Eal>,
+    captures: crate::capture::Captures,
 }
 
 impl Dataplane {
@@ -251,6 +252,7 @@ impl Dataplane {
             port_base: HashMap::new(),
             thread_base: vec![ThreadSnapshot::default(); n],
             eal: Some(eal),
+            captures: Default::default(),
         })
     }
 
@@ -374,6 +376,8 @@ impl Dataplane {
         a.detaching = true;
         let planned = self.rebalance();
         let mut a = self.ports.remove(name).expect("attached");
+        self.captures
+            .end_port(a.flow_id, &format!("port {name} detached"));
         // The threads must have handed back every queue of the port before it goes away: if one
         // did not confirm, leave the device in place rather than pull it from under the thread.
         if let Err(e) = planned {
@@ -749,6 +753,50 @@ impl Dataplane {
         for t in &self.threads {
             while let Ok(r) = t.rets.try_recv() {
                 take_back(&mut self.ports, r);
+            }
+        }
+    }
+}
+
+/// Packet capture ([`crate::capture`]): taps posted to every thread (each transmits to every
+/// port), not waited for; the session's connection thread waits for them to let go.
+impl Dataplane {
+    /// Starts capture session `s` on its port (attached, not captured already).
+    pub fn capture_start(
+        &mut self,
+        s: std::sync::Arc<crate::capture::Session>,
+    ) -> Result<api::capture::CaptureStarted, String> {
+        use crate::capture::{Tap, TapCmd};
+        let name = s.spec.port.as_str();
+        let Some(a) = self.ports.get(name) else {
+            return Err(match self.switch.port_id(name) {
+                Some(_) => format!("capture {name:?}: the port is not attached"),
+                None => format!("capture {name:?}: no port or uplink of that name"),
+            });
+        };
+        let flow_id = a.flow_id;
+        self.captures.add(name, flow_id, &s)?;
+        s.set_clock(self.clock_ns());
+        for t in &self.threads {
+            let tap = Tap {
+                flow_id,
+                session: s.clone(),
+            };
+            if t.cmds.send(Command::Tap(TapCmd::Add(tap))).is_ok() {
+                t.stats.posted.fetch_add(1, Ordering::Release);
+            }
+        }
+        Ok(s.started())
+    }
+
+    /// Takes back the taps of the sessions whose client is done.
+    pub fn capture_reap(&mut self) {
+        for id in self.captures.take_closed() {
+            for t in &self.threads {
+                let c = Command::Tap(crate::capture::TapCmd::Remove(id));
+                if t.cmds.send(c).is_ok() {
+                    t.stats.posted.fetch_add(1, Ordering::Release);
+                }
             }
         }
     }
