@@ -3,6 +3,7 @@
 //! forward; every request is executed by the daemon's control loop, which owns all DPDK control
 //! calls.
 
+use crate::audit::Source;
 use api::{parse_request, Request, Response};
 use crossbeam_channel::{Receiver, Sender};
 use std::io::{BufRead, BufReader, Write};
@@ -15,6 +16,8 @@ use std::time::Duration;
 pub struct Call {
     pub req: Request,
     pub reply: Sender<Response>,
+    /// Who asks (the audit line of a change names it).
+    pub from: Source,
 }
 
 /// Binds the control socket (replacing a stale one) and serves it on background threads.
@@ -72,10 +75,22 @@ fn connection(s: UnixStream, calls: Sender<Call>) {
     }
 }
 
-/// Runs `req` on the control loop and waits for its answer.
+/// Runs `req` from a control socket client on the control loop and waits for its answer.
 pub fn call(calls: &Sender<Call>, req: Request) -> Response {
+    call_from(calls, req, Source::Socket)
+}
+
+/// [`call`] on behalf of `from` (the host agent names the controller revision it carries out).
+pub fn call_from(calls: &Sender<Call>, req: Request, from: Source) -> Response {
     let (tx, rx): (Sender<Response>, Receiver<Response>) = crossbeam_channel::bounded(1);
-    if calls.send(Call { req, reply: tx }).is_err() {
+    if calls
+        .send(Call {
+            req,
+            reply: tx,
+            from,
+        })
+        .is_err()
+    {
         return Response::err("evsd is shutting down");
     }
     rx.recv_timeout(Duration::from_secs(30))

@@ -87,6 +87,9 @@ pub struct Update<R, T> {
 pub enum Command<R, T> {
     Update(Update<R, T>),
     Stop,
+    /// Test only (`EVS_TEST_STALL_THREAD`, see `watchdog.rs`): block for good, as a thread stuck
+    /// in a deadlock would, so that the watchdog and the bounded shutdown can be tested.
+    StallForTest,
 }
 
 /// What a thread let go of in an update (or everything, when it stops).
@@ -460,6 +463,9 @@ pub fn run<R, T>(
                     stats.plan_gen.store(gen, Ordering::Release);
                 }
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => break,
+                Ok(Command::StallForTest) => loop {
+                    std::thread::park();
+                },
                 Err(TryRecvError::Empty) => {}
             }
         }

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -23,9 +24,11 @@ pub mod daemon;
 pub mod ethdev;
 pub mod forwarding;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod port;
 pub mod reports;
 pub mod state;
 pub mod stats;
 pub mod switchd;
+pub mod watchdog;
