@@ -103,6 +103,21 @@ fn sighup_applies_the_changed_file_refuses_a_bad_one_and_sigterm_stops_cleanly()
     assert_eq!(m.port_groups[0].vlan, Some(200));
     let gen1 = generation(&e);
     assert!(gen1 > gen0, "generation {gen0} -> {gen1}");
+    // The audit line: who, what, the generation in force.
+    let audit = audit_lines(&e);
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert!(audit[0].contains(" INFO audit: apply "), "{}", audit[0]);
+    assert!(audit[0].contains("from=\"SIGHUP\""), "{}", audit[0]);
+    assert!(
+        audit[0].contains(&format!("generation={gen1} ")),
+        "{}",
+        audit[0]
+    );
+    assert!(
+        audit[0].contains("changes=\"port_groups ~1 (web); ports +1 (b)\""),
+        "{}",
+        audit[0]
+    );
     // Saved as after `ctl apply`: a restart would bring it back.
     let saved = std::fs::read_to_string(d.join("state/state.json")).expect("state.json");
     assert!(saved.contains("\"b\""), "{saved}");
@@ -151,6 +166,94 @@ fn sighup_applies_the_changed_file_refuses_a_bad_one_and_sigterm_stops_cleanly()
     assert_eq!(status.code(), Some(0), "{status}\n{}", e.proc.log_text());
     assert!(e.proc.log_text().contains("evsd: stopped"));
     assert!(!e.socket.exists(), "control socket left behind");
+}
+
+/// evsd's `audit` lines so far.
+fn audit_lines(e: &Evsd) -> Vec<String> {
+    e.proc
+        .log_text()
+        .lines()
+        .filter(|l| l.contains(" audit: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits for the `n`th audit line and returns it.
+fn nth_audit_line(e: &Evsd, n: usize) -> String {
+    wait_for(&format!("audit line {n}"), T, || {
+        audit_lines(e).get(n - 1).cloned()
+    })
+}
+
+fn ctl_cli(e: &Evsd, args: &[&str]) -> Output {
+    let mut a = vec!["ctl", "-s", e.socket.to_str().unwrap()];
+    a.extend_from_slice(args);
+    evsd_cmd(&a)
+}
+
+#[test]
+fn every_change_leaves_one_audit_line_with_its_source_and_generation() {
+    skip_unless_dpdk!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let prefix = evs_e2e::unique("ops-audit");
+    let cfg = d.join("evsd.toml");
+    std::fs::write(&cfg, config(d, &prefix, "", &model(100, &["a"]))).unwrap();
+    let e = Evsd::run(d, "evsd", &cfg, &[]);
+    // Starting is not a change.
+    assert_eq!(audit_lines(&e), Vec::<String>::new());
+    let start_log = e.proc.log_text();
+    assert!(
+        start_log
+            .lines()
+            .all(|l| l.contains("Z ") && l.starts_with("20")),
+        "every line starts with an RFC 3339 UTC timestamp:\n{start_log}"
+    );
+
+    // `evsd ctl apply` of a file with one more port and one removed.
+    let m = d.join("m.toml");
+    std::fs::write(&m, model(100, &["b", "c"])).unwrap();
+    let o = ctl_cli(&e, &["apply", m.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gen = generation(&e);
+    let l = nth_audit_line(&e, 1);
+    assert!(l.contains(" INFO audit: apply "), "{l}");
+    assert!(l.contains("from=\"control socket\""), "{l}");
+    assert!(l.contains(&format!("generation={gen} ")), "{l}");
+    assert!(l.contains("changes=\"ports +2 (b, c) -1 (a)\""), "{l}");
+
+    // attach and detach (a vhost server socket: no guest needed).
+    let sock = d.join("b.sock");
+    let o = ctl_cli(&e, &["attach", "b", "--vhost", sock.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let l = nth_audit_line(&e, 2);
+    assert!(l.contains(" INFO audit: attach "), "{l}");
+    assert!(l.contains("port=\"b\""), "{l}");
+    assert!(l.contains(&format!("generation={gen} ")), "{l}");
+    assert!(
+        l.contains(&format!("backend=\"vhost {}", sock.display())),
+        "{l}"
+    );
+    let o = ctl_cli(&e, &["detach", "b"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let l = nth_audit_line(&e, 3);
+    assert!(l.contains(" INFO audit: detach "), "{l}");
+    assert!(l.contains("port=\"b\""), "{l}");
+
+    // A refused change: one warning, the generation unchanged.
+    let o = ctl_cli(&e, &["detach", "b"]);
+    assert!(!o.status.success());
+    let l = nth_audit_line(&e, 4);
+    assert!(l.contains(" WARN audit: detach refused "), "{l}");
+    assert!(l.contains(&format!("generation={gen} ")), "{l}");
+    assert!(l.contains("not attached"), "{l}");
+    assert_eq!(generation(&e), gen);
+
+    // Reads are not changes.
+    ctl_cli(&e, &["show", "ports"]);
+    ctl_cli(&e, &["metrics"]);
+    assert_eq!(audit_lines(&e).len(), 4, "{:?}", audit_lines(&e));
 }
 
 fn metrics_addr(e: &Evsd) -> String {
@@ -324,4 +427,110 @@ fn metrics_serve_the_dashboard_never_go_backwards_and_ctl_survives_a_closed_pipe
         "{}: {err}",
         o.status
     );
+}
+
+/// Starts evsd with `EVS_TEST_STALL_THREAD=0` (test only: forwarding thread 0 blocks for good
+/// once evsd is up) and waits for its control socket.
+fn run_stalled(d: &Path, name: &str, dataplane_extra: &str) -> Evsd {
+    let prefix = evs_e2e::unique("ops-dog");
+    let cfg = d.join(format!("{name}.toml"));
+    std::fs::write(
+        &cfg,
+        config(d, &prefix, dataplane_extra, &model(100, &["a"])),
+    )
+    .unwrap();
+    let proc = evs_e2e::Proc::spawn(
+        name,
+        Command::new(evs_e2e::evsd_bin!())
+            .args(["run", "-c"])
+            .arg(&cfg)
+            .env("EVS_TEST_STALL_THREAD", "0"),
+        d.join(format!("{name}.log")),
+    );
+    let mut e = Evsd {
+        proc,
+        socket: d.join("evsd.sock"),
+        config: cfg,
+    };
+    wait_for("evsd control socket", T, || {
+        if let Some(s) = e.proc.exited() {
+            panic!("evsd exited during start-up ({s}):\n{}", e.proc.log_text());
+        }
+        e.try_ctl(&serde_json::json!({"cmd": "show_threads"})).ok()
+    });
+    e
+}
+
+#[test]
+fn a_stalled_forwarding_thread_is_reported_and_shutdown_still_works() {
+    skip_unless_dpdk!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut e = run_stalled(
+        d,
+        "evsd",
+        "metrics_listen = \"127.0.0.1:0\"\nwatchdog_secs = 1",
+    );
+    let line = wait_for("the watchdog's STALLED line", T, || {
+        e.proc
+            .log_text()
+            .lines()
+            .find(|l| l.contains("forwarding thread 0 STALLED"))
+            .map(str::to_owned)
+    });
+    assert!(line.contains(" ERROR evsd::watchdog: "), "{line}");
+    let m = http_get(&metrics_addr(&e), "/metrics");
+    assert_eq!(
+        sample(&m, "evs_thread_stalled{core=\"1\",thread=\"0\"}"),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, "evs_thread_stalls_total{core=\"1\",thread=\"0\"}"),
+        1.0,
+        "{m}"
+    );
+    // The control loop still answers, and still changes the model.
+    let mf = d.join("m.toml");
+    std::fs::write(&mf, model(100, &["a", "b"])).unwrap();
+    let o = ctl_cli(&e, &["apply", mf.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // `ctl shutdown` ends evsd although thread 0 never stops: non-zero, saying why.
+    let o = ctl_cli(&e, &["shutdown"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let st = wait_for("evsd to exit after ctl shutdown", T, || e.proc.exited());
+    let log = e.proc.log_text();
+    assert_eq!(st.code(), Some(1), "{st}\n{log}");
+    assert!(log.contains("did not stop within"), "{log}");
+    assert!(!e.socket.exists(), "control socket left behind");
+    // What was applied was saved before the stop.
+    let saved = std::fs::read_to_string(d.join("state/state.json")).expect("state.json");
+    assert!(saved.contains("\"b\""), "{saved}");
+
+    // SIGTERM too (watchdog off: the stall goes unreported, the stop still ends).
+    let mut e = run_stalled(d, "evsd-term", "watchdog_secs = 0");
+    let st = e.proc.stop(T).expect("evsd was running");
+    let log = e.proc.log_text();
+    assert_eq!(st.code(), Some(1), "{st}\n{log}");
+    assert!(log.contains("did not stop within"), "{log}");
+    assert!(!log.contains("STALLED"), "{log}");
+}
+
+#[test]
+fn with_watchdog_exit_a_stalled_thread_ends_evsd_for_its_supervisor() {
+    skip_unless_dpdk!();
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut e = run_stalled(d, "evsd", "watchdog_secs = 1\nwatchdog_exit = true");
+    let st = wait_for("evsd to exit on its own", T, || e.proc.exited());
+    let log = e.proc.log_text();
+    assert_eq!(st.code(), Some(70), "{st}\n{log}");
+    assert!(log.contains("forwarding thread 0 STALLED"), "{log}");
+    assert!(
+        log.contains("watchdog_exit = true: exiting with status 70"),
+        "{log}"
+    );
+    assert!(!e.socket.exists(), "control socket left behind");
 }

@@ -272,12 +272,35 @@ fn server_role_forwards_and_survives_guest_restart() {
     assert!(b["tx_packets"].as_u64().unwrap() <= tx_b + 512, "{b}");
 
     // B reconnects (a new guest process on the same socket) and receives again.
+    let lines_before = evsd.proc.log_text().lines().count();
     let gb2 = Testpmd::start(dir, "guest-b2", &[&sb], false, Mode::RxOnly);
     evsd.wait_state("b", "up", T);
     wait_for("B receiving after reconnect", T, || {
         (gb2.stats(0).0 >= 5_000).then_some(())
     });
     assert!(evsd.port("b")["connects"].as_u64().unwrap() >= 2);
+    // A guest connect costs a few log lines at the default level (DPDK's ~130 VHOST_CONFIG
+    // lines are at debug), each with its timestamp and level.
+    let log = evsd.proc.log_text();
+    let connect: Vec<&str> = log.lines().skip(lines_before).collect();
+    assert!(
+        connect.len() <= 6,
+        "{} evsd log lines for one guest connect:\n{}",
+        connect.len(),
+        connect.join("\n")
+    );
+    assert!(
+        connect
+            .iter()
+            .any(|l| l.contains(" INFO evsd: port b: link Up")),
+        "{connect:?}"
+    );
+    assert!(
+        connect
+            .iter()
+            .all(|l| l.starts_with("20") && l.contains("Z ")),
+        "{connect:?}"
+    );
 
     // Runtime detach and re-attach of B: A's port stays up throughout.
     drop(gb2);

@@ -38,6 +38,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// The switch the agent drives: `evsd`'s control loop, or a simulation.
 pub trait HostSwitch {
     fn call(&mut self, req: Request) -> Response;
+    /// The controller revision the following calls carry out (evsd names it in its audit log).
+    fn carrying_out(&mut self, _revision: u64) {}
 }
 
 #[derive(Debug, Clone)]
@@ -74,8 +76,14 @@ pub struct Agent<S: HostSwitch> {
     reported_ports: bool,
 }
 
+/// The agent's lines (target `dvs_agent`), with the host as a field and in the text, as before.
 fn log(host: &str, msg: impl AsRef<str>) {
-    eprintln!("evsd: agent {host}: {}", msg.as_ref());
+    tracing::info!(host, "agent {host}: {}", msg.as_ref());
+}
+
+/// What went wrong (a refused slice, a failed attach, a lost controller).
+fn warn(host: &str, msg: impl AsRef<str>) {
+    tracing::warn!(host, "agent {host}: {}", msg.as_ref());
 }
 
 fn typed<T: serde::de::DeserializeOwned>(r: Response) -> Result<T, String> {
@@ -179,6 +187,7 @@ impl<S: HostSwitch> Agent<S> {
         slice: HostSlice,
         save: bool,
     ) -> Result<(), String> {
+        self.switch.carrying_out(revision);
         let attached = self.attached()?;
         let wanted: BTreeMap<&str, Backend> = slice
             .attach
@@ -191,7 +200,7 @@ impl<S: HostSwitch> Agent<S> {
                 if let Err(e) =
                     typed::<String>(self.switch.call(Request::Detach { port: name.clone() }))
                 {
-                    log(&self.cfg.host, format!("detach {name}: {e}"));
+                    warn(&self.cfg.host, format!("detach {name}: {e}"));
                 }
             }
         }
@@ -204,7 +213,7 @@ impl<S: HostSwitch> Agent<S> {
                 continue;
             }
             if let Err(e) = self.attach(a, &b) {
-                log(&self.cfg.host, format!("attach {}: {e}", a.port));
+                warn(&self.cfg.host, format!("attach {}: {e}", a.port));
                 self.port_errors.insert(a.port.clone(), e);
             }
         }
@@ -214,6 +223,7 @@ impl<S: HostSwitch> Agent<S> {
 
     /// The switch's atomic swap to `model`; a refusal is logged and kept as the host's error.
     fn swap_model(&mut self, revision: u64, model: &model::Model) -> Result<(), String> {
+        self.switch.carrying_out(revision);
         match typed::<api::Applied>(self.switch.call(Request::Apply {
             model: model.clone(),
         })) {
@@ -230,7 +240,7 @@ impl<S: HostSwitch> Agent<S> {
             }
             Err(e) => {
                 let e = format!("revision {revision} refused by the switch: {e}");
-                log(&self.cfg.host, &e);
+                warn(&self.cfg.host, &e);
                 self.error = Some(e.clone());
                 Err(e)
             }
@@ -248,7 +258,7 @@ impl<S: HostSwitch> Agent<S> {
             if let Err(e) = self.state.save(&saved) {
                 // Applied but not durable: say so, and keep going (the controller still has it).
                 let e = format!("revision {revision} applied but not saved: {e}");
-                log(&self.cfg.host, &e);
+                warn(&self.cfg.host, &e);
                 self.error = Some(e);
             }
         }
@@ -362,7 +372,7 @@ impl<S: HostSwitch> Agent<S> {
             .is_none_or(|t| t.elapsed() >= STATUS_INTERVAL)
         {
             if let Err(e) = self.report() {
-                log(&self.cfg.host, format!("status report: {e}"));
+                warn(&self.cfg.host, format!("status report: {e}"));
             }
         }
     }
@@ -460,7 +470,7 @@ impl<S: HostSwitch> Agent<S> {
             if started.elapsed() > Duration::from_secs(10) {
                 backoff = Duration::from_millis(200);
             }
-            log(
+            warn(
                 &self.cfg.host,
                 format!("{e}; keeping the last state, retrying in {backoff:?}"),
             );

@@ -450,8 +450,9 @@ impl StatusMap {
     }
 }
 
+/// What the cache could not use or reach (it retries or ignores, and says so).
 fn log(msg: impl AsRef<str>) {
-    eprintln!("dvs-controller: {}", msg.as_ref());
+    tracing::warn!(target: "dvs-controller", "{}", msg.as_ref());
 }
 
 /// Follows [`keys::CFG`] for ever, publishing a snapshot per update. Copying the state for an

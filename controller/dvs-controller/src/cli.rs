@@ -33,11 +33,21 @@ pub struct Args {
     /// The PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `info,audit=warn` (default: $EVS_LOG, else `info`).
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log lines as text (timestamp, level, target, message) or one JSON object each.
+    #[arg(long, value_enum, default_value_t = crate::logging::LogFormat::Text)]
+    log_format: crate::logging::LogFormat,
 }
 
 /// The daemon's `main`: parses the command line, runs until SIGTERM/SIGINT.
 pub fn main() {
     let args = Args::parse();
+    if let Err(e) = crate::logging::init(args.log_level.as_deref(), args.log_format) {
+        eprintln!("dvs-controller: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = run(args) {
         eprintln!("dvs-controller: {e}");
         std::process::exit(1);
@@ -62,7 +72,7 @@ fn run(args: Args) -> Result<(), String> {
             ));
         }
     } else {
-        eprintln!("dvs-controller: WARNING: no --operator-token-file: anyone who can reach {} may change the DVS", args.listen);
+        tracing::warn!(target: "dvs-controller", "WARNING: no --operator-token-file: anyone who can reach {} may change the DVS", args.listen);
     }
     let config = if args.etcd.is_empty() {
         if let Some(d) = args.db.parent() {
@@ -95,8 +105,9 @@ fn run(args: Args) -> Result<(), String> {
             .await
             .map_err(|e| format!("--listen {}: {e}", args.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        eprintln!(
-            "dvs-controller: serving http://{addr} on the {} store",
+        tracing::info!(
+            target: "dvs-controller",
+            "serving http://{addr} on the {} store",
             store.backend()
         );
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
@@ -108,7 +119,7 @@ fn run(args: Args) -> Result<(), String> {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            eprintln!("dvs-controller: stopping");
+            tracing::info!(target: "dvs-controller", "stopping");
             let _ = stopping_tx.send(true);
         };
         // A graceful shutdown waits for every response in flight, and a host's watch stream
@@ -124,8 +135,9 @@ fn run(args: Args) -> Result<(), String> {
         tokio::select! {
             r = crate::serve(listener, tls, state, shutdown) => r.map_err(|e| e.to_string()),
             _ = grace => {
-                eprintln!(
-                    "dvs-controller: closing the connections still open after {SHUTDOWN_GRACE:?} \
+                tracing::info!(
+                    target: "dvs-controller",
+                    "closing the connections still open after {SHUTDOWN_GRACE:?} \
                      (host watch streams)"
                 );
                 Ok(())

@@ -132,8 +132,10 @@ async fn transaction(
     let req: TxnRequest = parse_strict(&body)?;
     let (mut reply, after) = txn::execute(&st, &req).await?;
     for c in &reply.changed {
-        eprintln!(
-            "dvs-controller: audit: revision {}: {c} {}",
+        tracing::info!(
+            target: "audit",
+            revision = reply.revision,
+            "revision {}: {c} {}",
             reply.revision,
             if after.get(c).is_some() {
                 "written"

@@ -28,6 +28,7 @@ pub mod error;
 pub mod hosts;
 pub mod http;
 pub mod keys;
+pub mod logging;
 pub mod status_writer;
 pub mod tls;
 pub mod txn;
@@ -151,8 +152,9 @@ async fn compact(store: Arc<dyn Store>) {
         };
         if rev > KEEP_REVISIONS {
             if let Err(e) = store.compact(rev - KEEP_REVISIONS).await {
-                eprintln!(
-                    "dvs-controller: compacting the store to {}: {e}",
+                tracing::warn!(
+                    target: "dvs-controller",
+                    "compacting the store to {}: {e}",
                     rev - KEEP_REVISIONS
                 );
             }

@@ -53,16 +53,19 @@ impl axum::serve::Listener for TlsListener {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of fds and the like: back off instead of spinning.
-                    eprintln!("dvs-controller: accept: {e}");
+                    tracing::warn!(target: "dvs-controller", "accept: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
             match tokio::time::timeout(HANDSHAKE, self.acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => eprintln!("dvs-controller: TLS handshake with {addr}: {e}"),
-                Err(_) => eprintln!(
-                    "dvs-controller: TLS handshake with {addr}: no answer in {HANDSHAKE:?}"
+                Ok(Err(e)) => {
+                    tracing::warn!(target: "dvs-controller", "TLS handshake with {addr}: {e}")
+                }
+                Err(_) => tracing::warn!(
+                    target: "dvs-controller",
+                    "TLS handshake with {addr}: no answer in {HANDSHAKE:?}"
                 ),
             }
         }

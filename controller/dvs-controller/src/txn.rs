@@ -185,7 +185,7 @@ pub async fn execute(st: &State, req: &TxnRequest) -> Result<(TxnReply, Cluster)
             // commits once, or finds that it did and conflicts.
             Err(e @ StoreError::Unavailable { .. }) if unavailable < UNAVAILABLE_RETRIES => {
                 unavailable += 1;
-                eprintln!("dvs-controller: transaction: {e}; retrying");
+                tracing::warn!(target: "dvs-controller", "transaction: {e}; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(200 * unavailable as u64))
                     .await;
                 continue;

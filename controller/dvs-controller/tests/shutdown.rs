@@ -22,7 +22,8 @@ fn sigterm_stops_the_controller_while_an_agent_watches() {
     let url = loop {
         let mut l = String::new();
         assert!(err.read_line(&mut l).unwrap() > 0, "controller exited");
-        if let Some(rest) = l.strip_prefix("dvs-controller: serving ") {
+        // After the timestamp and level.
+        if let Some((_, rest)) = l.split_once("dvs-controller: serving ") {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
     };

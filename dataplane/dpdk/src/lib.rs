@@ -8,6 +8,8 @@
 //! several under a lock with a [`SharedTxQueueToken`]; a port is stopped only with every token
 //! handed back.
 
+pub mod log;
+
 use dpdk_sys as sys;
 use std::collections::BTreeSet;
 use std::ffi::{CStr, CString};

@@ -2,10 +2,12 @@
 //! drives this switch with the same requests `evsd ctl` sends, through the control loop, so a
 //! slice from the controller takes exactly the path of an operator's `apply`/`attach`.
 
+use crate::audit::Source;
 use crate::config::ControllerSection;
 use crate::control::{self, Call};
+use api::{Request, Response};
 use crossbeam_channel::Sender;
-use dvs_agent::{Agent, AgentConfig, FnSwitch};
+use dvs_agent::{Agent, AgentConfig, HostSwitch};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -34,16 +36,36 @@ pub fn start(
         ca_file: c.ca_file.clone(),
         state_dir: state_dir.to_owned(),
     };
-    let switch = FnSwitch(move |req| control::call(&calls, req));
+    let switch = ControlLoop { calls, revision: 0 };
     let mut agent = Agent::new(cfg, switch).map_err(|e| format!("controller.ca_file: {e}"))?;
     std::thread::Builder::new()
         .name("evs-agent".into())
         .spawn(move || {
             if let Err(e) = agent.restore() {
-                eprintln!("evsd: agent: {e}; waiting for the controller instead");
+                tracing::warn!("agent: {e}; waiting for the controller instead");
             }
             agent.run(&stop);
         })
         .map_err(|e| format!("cannot start the agent thread: {e}"))?;
     Ok(())
+}
+
+/// The agent's way into the control loop: `evsd ctl`'s requests, marked with the controller
+/// revision they carry out (for the audit log).
+struct ControlLoop {
+    calls: Sender<Call>,
+    revision: u64,
+}
+
+impl HostSwitch for ControlLoop {
+    fn call(&mut self, req: Request) -> Response {
+        let from = Source::Controller {
+            revision: self.revision,
+        };
+        control::call_from(&self.calls, req, from)
+    }
+
+    fn carrying_out(&mut self, revision: u64) {
+        self.revision = revision;
+    }
 }

@@ -1,6 +1,7 @@
 //! Command line of `evsd`: run the daemon, check a config, or talk to a running daemon (`ctl`).
 
 use crate::config::{Config, Overrides};
+use crate::logging::{self, LogFormat};
 use api::{text, Client};
 use clap::{Parser, Subcommand, ValueEnum};
 use model::{Attach, EthdevConfig};
@@ -14,6 +15,13 @@ use std::path::PathBuf;
     about = "EVS userspace virtual switch (DPDK dataplane)"
 )]
 pub struct Cli {
+    /// Log filter, e.g. `info` or `info,evsd::agent=debug,dpdk=warn` (default: $EVS_LOG, else
+    /// `info`).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log lines as text (timestamp, level, target, message) or one JSON object each.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub cmd: Cmd,
 }
@@ -197,12 +205,15 @@ impl From<RoleArg> for Role {
 pub fn main() {
     let cli = Cli::parse();
     if let Err(e) = main_with(cli) {
+        // Plain stderr, not the log: also for `ctl` and for a bad `--log-level` itself, and
+        // the one line a failed start ends with.
         eprintln!("evsd: error: {e}");
         std::process::exit(1);
     }
 }
 
 pub fn main_with(cli: Cli) -> Result<(), String> {
+    logging::init(cli.log_level.as_deref(), cli.log_format)?;
     match cli.cmd {
         Cmd::Run { boot } => {
             let cfg = boot.load()?;

@@ -137,6 +137,11 @@ pub struct DataplaneSection {
     /// Accept a model with no ports and no uplinks (from this file, `ctl apply` or a reload);
     /// otherwise refused, as it is more likely the wrong file than a switch meant to do nothing.
     pub allow_empty_model: bool,
+    /// A forwarding thread whose loop has not turned for this long is reported stalled (log,
+    /// `evs_thread_stalled`); 0: no watchdog.
+    pub watchdog_secs: u64,
+    /// Exit (status 70) when a forwarding thread is stalled, so that systemd restarts evsd.
+    pub watchdog_exit: bool,
 }
 
 /// What the `evsd run` / `evsd check` command line changes in the file's config.
@@ -160,6 +165,8 @@ impl Default for DataplaneSection {
             link_poll_ms: 100,
             state_dir: PathBuf::from("/var/lib/evs"),
             allow_empty_model: false,
+            watchdog_secs: 5,
+            watchdog_exit: false,
         }
     }
 }

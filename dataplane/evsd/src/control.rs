@@ -3,6 +3,7 @@
 //! forward; every request is executed by the daemon's control loop, which owns all DPDK control
 //! calls.
 
+use crate::audit::Source;
 use api::{parse_request, Request, Response};
 use crossbeam_channel::{Receiver, Sender};
 use std::io::{BufRead, BufReader, Write};
@@ -15,6 +16,8 @@ use std::time::Duration;
 pub struct Call {
     pub req: Request,
     pub reply: Sender<Response>,
+    /// Who asks (the audit line of a change names it).
+    pub from: Source,
     /// With a `capture` request: the session its connection thread drains.
     pub capture: Option<std::sync::Arc<crate::capture::Session>>,
 }
@@ -77,9 +80,14 @@ fn connection(s: UnixStream, calls: Sender<Call>) {
     }
 }
 
-/// Runs `req` on the control loop and waits for its answer.
+/// Runs `req` from a control socket client on the control loop and waits for its answer.
 pub fn call(calls: &Sender<Call>, req: Request) -> Response {
-    call_with(calls, req, None)
+    send(calls, req, Source::Socket, None)
+}
+
+/// [`call`] on behalf of `from` (the host agent names the controller revision it carries out).
+pub fn call_from(calls: &Sender<Call>, req: Request, from: Source) -> Response {
+    send(calls, req, from, None)
 }
 
 /// [`call`] with the capture session of a `capture` request.
@@ -88,10 +96,20 @@ pub fn call_with(
     req: Request,
     capture: Option<std::sync::Arc<crate::capture::Session>>,
 ) -> Response {
+    send(calls, req, Source::Socket, capture)
+}
+
+fn send(
+    calls: &Sender<Call>,
+    req: Request,
+    from: Source,
+    capture: Option<std::sync::Arc<crate::capture::Session>>,
+) -> Response {
     let (tx, rx): (Sender<Response>, Receiver<Response>) = crossbeam_channel::bounded(1);
     let call = Call {
         req,
         reply: tx,
+        from,
         capture,
     };
     if calls.send(call).is_err() {

@@ -3,6 +3,7 @@
 //! request, then an orderly teardown. SIGHUP re-reads the config file and applies its model
 //! through the control loop's `apply` path.
 
+use crate::audit::{self, Source};
 use crate::cli::BootArgs;
 use crate::config::Config;
 use crate::control::{self, Call};
@@ -10,6 +11,7 @@ use crate::metrics;
 use crate::reports;
 use crate::state::{self, InForce};
 use crate::switchd::{Dataplane, Since};
+use crate::watchdog::{self, ThreadHealth, Watchdog};
 use api::{Reply, Request, Response};
 use crossbeam_channel::RecvTimeoutError;
 use evs_dpdk::{self as dpdk, Eal};
@@ -17,8 +19,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The daemon's life, under target `evsd` (`evsd: stopped` is what operators and tests look for).
 fn log(msg: impl AsRef<str>) {
-    eprintln!("evsd: {}", msg.as_ref());
+    tracing::info!(target: "evsd", "{}", msg.as_ref());
+}
+
+/// What an operator should look at: a refused reload, a setting that was not applied.
+fn warn(msg: impl AsRef<str>) {
+    tracing::warn!(target: "evsd", "{}", msg.as_ref());
 }
 
 /// `boot`: the config `boot_args` gave, checked (`BootArgs::load`); `boot_args.discard_state`: start from
@@ -34,6 +42,7 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
         .map_err(|e| format!("cannot install signal handler: {e}"))?;
     let started = metrics::Started::now();
+    let stall_for_test = watchdog::test_stall_thread()?;
     // Before the EAL: a state file evsd refuses costs no DPDK start-up.
     let start = state::startup(boot, boot_args.discard_state)?;
     log(&start.origin);
@@ -42,6 +51,10 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     let (cfg, mut store) = (start.config, start.store);
     let args = cfg.eal.to_args();
     log(format!("EAL args: {}", args.join(" ")));
+    // Before the EAL: its start-up lines, and every vhost connect later, go through our log.
+    if let Err(e) = dpdk::log::route_to_tracing() {
+        warn(format!("DPDK's log stays on stdout: {e}"));
+    }
     let eal = Eal::init(&args).map_err(|e| e.to_string())?;
     log(format!("{} up, TSC {} Hz", dpdk::version(), dpdk::tsc_hz()));
     // The EAL pinned this thread to the main lcore; let the control threads float on the CPUs the
@@ -55,7 +68,7 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     let sock = match control::serve(&cfg.dataplane.control_socket, calls_tx.clone()) {
         Ok(p) => p,
         Err(e) => {
-            dp.shutdown();
+            let _ = dp.shutdown();
             return Err(format!(
                 "control socket {}: {e}",
                 cfg.dataplane.control_socket.display()
@@ -67,7 +80,7 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
         match metrics::serve(addr, calls_tx.clone()) {
             Ok(a) => log(format!("metrics on http://{a}/metrics")),
             Err(e) => {
-                dp.shutdown();
+                let _ = dp.shutdown();
                 let _ = std::fs::remove_file(&sock);
                 return Err(format!("dataplane.metrics_listen {addr}: {e}"));
             }
@@ -79,7 +92,7 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
             .map_err(|e| e.to_string())
             .and_then(|b| dp.attach(&a.port, b).map_err(|e| e.to_string()));
         if let Err(e) = r {
-            dp.shutdown();
+            let _ = dp.shutdown();
             let _ = std::fs::remove_file(&sock);
             return Err(format!("{e} (attachment from {attach_source})"));
         }
@@ -90,7 +103,7 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
         if let Err(e) =
             crate::agent::start(c, &cfg.dataplane.state_dir, calls_tx.clone(), stop.clone())
         {
-            dp.shutdown();
+            let _ = dp.shutdown();
             let _ = std::fs::remove_file(&sock);
             return Err(e);
         }
@@ -98,17 +111,32 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     }
     drop(calls_tx);
     log("forwarding");
+    if let Some(i) = stall_for_test {
+        match dp.stall_thread_for_test(i) {
+            Ok(()) => warn(format!(
+                "{}={i}: forwarding thread {i} blocked on purpose (test only)",
+                watchdog::TEST_STALL_ENV
+            )),
+            Err(e) => warn(format!("{}: {e}", watchdog::TEST_STALL_ENV)),
+        }
+    }
     if let Err(e) = crate::notify::ready(&ready_status(&dp)) {
         log(format!("NOTIFY_SOCKET: {e}"));
     }
     let tick = Duration::from_millis(cfg.dataplane.link_poll_ms.max(1));
     let clock = dpdk::TscClock::new(dpdk::tsc_hz());
     let mut last_housekeeping = std::time::Instant::now();
+    let mut dog = Watchdog::new(
+        cfg.dataplane.watchdog_secs,
+        cfg.dataplane.cores.len(),
+        std::time::Instant::now(),
+    );
     while !stop.load(Ordering::Relaxed) {
         match calls.recv_timeout(tick) {
             Ok(Call {
                 req,
                 reply,
+                from,
                 capture,
             }) => {
                 if matches!(req, Request::Shutdown) {
@@ -124,7 +152,7 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
                         // Saved before the answer: what a client sees acknowledged survives a
                         // crash.
                         let persist = state::persists(&req);
-                        let mut answer = handle(&mut dp, req, &started);
+                        let mut answer = handle(&mut dp, req, from, &started, &dog.health());
                         if persist {
                             answer = store.sync(answer, &in_force(&dp));
                         }
@@ -145,6 +173,17 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
         for (name, state) in dp.poll_links() {
             log(format!("port {name}: link {state:?}"));
         }
+        // Every tick, on this thread: a stuck forwarding thread cannot stop its own watchdog.
+        for event in dog.check(&dp.thread_iterations(), std::time::Instant::now()) {
+            if report(&event, &cfg) {
+                if let Some(m) = store.at_exit(|| in_force(&dp)) {
+                    log(m);
+                }
+                let _ = std::fs::remove_file(&sock);
+                // No teardown: the stuck thread may hold ports and mbufs.
+                std::process::exit(watchdog::EXIT_STALLED);
+            }
+        }
         if last_housekeeping.elapsed() >= Duration::from_secs(1) {
             last_housekeeping = std::time::Instant::now();
             // Same clock as the forwarding threads' `now_ns`.
@@ -159,8 +198,9 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
     if let Some(m) = store.at_exit(|| in_force(&dp)) {
         log(m);
     }
-    dp.shutdown();
+    let down = dp.shutdown();
     let _ = std::fs::remove_file(&sock);
+    down?;
     log("stopped");
     Ok(())
 }
@@ -168,6 +208,38 @@ pub fn run(boot: Config, boot_args: BootArgs) -> Result<(), String> {
 /// What `systemctl status evsd` shows once evsd is ready.
 fn ready_status(dp: &Dataplane) -> String {
     format!("forwarding, {} ports attached", dp.attachments().len())
+}
+
+/// Logs a watchdog event; true when evsd must exit for it (`watchdog_exit`).
+fn report(event: &watchdog::Event, cfg: &Config) -> bool {
+    match *event {
+        watchdog::Event::Stalled { thread, for_secs } => {
+            tracing::error!(
+                target: "evsd::watchdog",
+                thread,
+                "forwarding thread {thread} STALLED: its loop has not turned for {for_secs} s \
+                 (watchdog_secs = {})",
+                cfg.dataplane.watchdog_secs
+            );
+            if cfg.dataplane.watchdog_exit {
+                tracing::error!(
+                    target: "evsd::watchdog",
+                    "watchdog_exit = true: exiting with status {} so that the supervisor \
+                     restarts evsd",
+                    watchdog::EXIT_STALLED
+                );
+            }
+            cfg.dataplane.watchdog_exit
+        }
+        watchdog::Event::Recovered { thread } => {
+            tracing::warn!(
+                target: "evsd::watchdog",
+                thread,
+                "forwarding thread {thread} is making progress again"
+            );
+            false
+        }
+    }
 }
 
 /// SIGHUP: the config file read and checked again as `evsd run` checks it; its model applied as
@@ -183,7 +255,7 @@ fn reload_config(
     let file = args.config.display();
     let generation = dp.switch().pipeline().version;
     if running.controller.is_some() {
-        log(format!(
+        warn(format!(
             "SIGHUP: ignored: the model comes from the controller ({file} is not re-read)"
         ));
         return;
@@ -191,7 +263,7 @@ fn reload_config(
     let new = match Config::load_boot(&args.config, &args.overrides()) {
         Ok(c) => c,
         Err(e) => {
-            log(format!(
+            warn(format!(
                 "SIGHUP: REFUSED {file}, keeping generation {generation} in force: {e}"
             ));
             return;
@@ -209,13 +281,13 @@ fn reload_config(
     .filter_map(|(s, changed)| changed.then_some(s))
     .collect();
     if !needs_restart.is_empty() {
-        log(format!(
+        warn(format!(
             "SIGHUP: {} of {file} changed; that takes a restart and is not applied",
             needs_restart.join(", ")
         ));
     }
     if to_json(&new.attach) != to_json(&dp.attachments()) {
-        log(format!(
+        warn(format!(
             "SIGHUP: the [[attach]] entries of {file} differ from the backends in force; a \
              reload applies the model only (use `evsd ctl attach`/`detach`)"
         ));
@@ -228,13 +300,13 @@ fn reload_config(
         return;
     }
     let req = Request::Apply { model };
-    let answer = handle(dp, req, started);
+    let answer = handle(dp, req, Source::Sighup, started, &[]);
     match store.sync(answer, &in_force(dp)) {
         Ok(_) => log(format!(
             "SIGHUP: {file} applied, generation {}",
             dp.switch().pipeline().version
         )),
-        Err(e) => log(format!("SIGHUP: {file}: {e}")),
+        Err(e) => warn(format!("SIGHUP: {file}: {e}")),
     }
 }
 
@@ -247,9 +319,18 @@ fn in_force(dp: &Dataplane) -> InForce {
     InForce::of(dp.switch(), dp.attachments())
 }
 
-fn handle(dp: &mut Dataplane, req: Request, started: &metrics::Started) -> Result<Reply, String> {
+/// Runs one request; a change (apply, attach, detach) leaves its audit line, `from` naming who
+/// asked.
+fn handle(
+    dp: &mut Dataplane,
+    req: Request,
+    from: Source,
+    started: &metrics::Started,
+    health: &[ThreadHealth],
+) -> Result<Reply, String> {
     let now = dp.clock_ns();
     let sw = dp.switch().clone();
+    let generation = sw.pipeline().version;
     Ok(match req {
         Request::ShowPorts => Reply::Ports(dp.show_ports()),
         Request::ShowThreads => Reply::Threads(dp.show_threads()),
@@ -261,20 +342,43 @@ fn handle(dp: &mut Dataplane, req: Request, started: &metrics::Started) -> Resul
         }
         Request::Apply { model } => {
             let before = sw.pipeline();
-            let r = sw.apply(model).map_err(|e| e.to_string())?;
+            let old_model = sw.model();
+            let changes = audit::model_changes(&old_model, &model);
+            let r = sw.apply(model).map_err(|e| {
+                let e = e.to_string();
+                audit::refused(from, generation, "apply", &e);
+                e
+            })?;
             let applied = reports::applied(&sw, &before, &r);
             log(format!("{applied}"));
+            audit::applied(from, applied.generation, &changes);
             Reply::Applied(applied)
         }
         Request::Attach(a) => {
-            let b = a
+            let r = a
                 .backend()
-                .map_err(|e| format!("attach {:?}: {e}", a.port))?;
-            dp.attach(&a.port, b).map_err(|e| e.to_string())?;
+                .map_err(|e| format!("attach {:?}: {e}", a.port))
+                .and_then(|b| {
+                    dp.attach(&a.port, b.clone())
+                        .map(|()| b)
+                        .map_err(|e| e.to_string())
+                });
+            match r {
+                Ok(b) => audit::attached(from, generation, &a.port, &b),
+                Err(e) => {
+                    audit::refused(from, generation, "attach", &e);
+                    return Err(e);
+                }
+            }
             Reply::Text("attached".into())
         }
         Request::Detach { port } => {
-            dp.detach(&port).map_err(|e| e.to_string())?;
+            if let Err(e) = dp.detach(&port) {
+                let e = e.to_string();
+                audit::refused(from, generation, "detach", &e);
+                return Err(e);
+            }
+            audit::detached(from, generation, &port);
             Reply::Text("detached".into())
         }
         Request::StatsReset => {
@@ -294,6 +398,7 @@ fn handle(dp: &mut Dataplane, req: Request, started: &metrics::Started) -> Resul
             tsc_hz: dpdk::tsc_hz(),
             started,
             mbufs: dp.mbufs(),
+            health,
         })),
         Request::Shutdown => Reply::Text("stopping".into()),
         // Served by the control loop with its connection's session (see `run`).

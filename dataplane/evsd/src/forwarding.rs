@@ -90,6 +90,9 @@ pub enum Command<R, T> {
     /// Start or end a packet capture ([`crate::capture`]); not acknowledged.
     Tap(TapCmd),
     Stop,
+    /// Test only (`EVS_TEST_STALL_THREAD`, see `watchdog.rs`): block for good, as a thread stuck
+    /// in a deadlock would, so that the watchdog and the bounded shutdown can be tested.
+    StallForTest,
 }
 
 /// What a thread let go of in an update (or everything, when it stops).
@@ -503,6 +506,9 @@ pub fn run<R, T>(
                     tx.tap(c);
                 }
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => break,
+                Ok(Command::StallForTest) => loop {
+                    std::thread::park();
+                },
                 Err(TryRecvError::Empty) => {}
             }
         }

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod audit;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -26,6 +27,7 @@ pub mod daemon;
 pub mod ethdev;
 pub mod forwarding;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod port;
@@ -33,3 +35,4 @@ pub mod reports;
 pub mod state;
 pub mod stats;
 pub mod switchd;
+pub mod watchdog;

@@ -39,6 +39,8 @@ pub const LIMITS: &[Limit] = &[
     limit("dataplane", "mbufs", 1024, (1 << 24) - 1),
     // The control loop's tick: link changes, housekeeping and SIGHUP wait for it.
     limit("dataplane", "link_poll_ms", 1, 10_000),
+    // An hour; 0 turns the watchdog off. It looks once per control loop tick (link_poll_ms).
+    limit("dataplane", "watchdog_secs", 0, 3600),
 ];
 
 /// The value of `section.key` in `cfg` (every entry of [`LIMITS`] has one).
@@ -56,6 +58,7 @@ fn value(cfg: &Config, section: &str, key: &str) -> u64 {
         ("dataplane", "idle_sleep_us") => d.idle_sleep_us,
         ("dataplane", "mbufs") => d.mbufs.into(),
         ("dataplane", "link_poll_ms") => d.link_poll_ms,
+        ("dataplane", "watchdog_secs") => d.watchdog_secs,
         _ => unreachable!("limits::LIMITS names {section}.{key}, which value() does not know"),
     }
 }

@@ -42,6 +42,8 @@ pub struct Sample<'a> {
     pub tsc_hz: u64,
     pub started: &'a Started,
     pub mbufs: Mbufs,
+    /// The watchdog's view of each forwarding thread, by thread number.
+    pub health: &'a [crate::watchdog::ThreadHealth],
 }
 
 /// The packet pool: its size and the mbufs free in it (the rest sit in rings, caches and queues).
@@ -199,6 +201,27 @@ pub fn render(sample: &Sample) -> String {
         if let Some(p) = t.cache_hit_pct {
             hit_rate.with_label_values(&l).set(p / 100.0);
         }
+    }
+    let stalled = IntGaugeVec::new(
+        Opts::new(
+            "evs_thread_stalled",
+            "1 while the watchdog finds the forwarding thread's loop not turning (dataplane.watchdog_secs)",
+        ),
+        &["thread", "core"],
+    )
+    .expect("metric definition");
+    ex.add(&stalled, "gauge");
+    let stalls = counter(
+        "evs_thread_stalls_total",
+        "Times the watchdog found the forwarding thread stalled",
+        &["thread", "core"],
+    );
+    for t in threads {
+        let h = sample.health.get(t.thread).copied().unwrap_or_default();
+        let (th, c) = (t.thread.to_string(), t.core.to_string());
+        let l = [th.as_str(), c.as_str()];
+        stalled.with_label_values(&l).set(i64::from(h.stalled));
+        stalls.with_label_values(&l).inc_by(h.stalls);
     }
     let conns = prometheus::IntGauge::new(
         "evs_conntrack_entries",
@@ -410,7 +433,19 @@ mod tests {
                 total: 8191,
                 available: 8000,
             },
+            health: &[crate::watchdog::ThreadHealth {
+                stalled: true,
+                stalls: 2,
+            }],
         });
+        assert!(
+            text.contains("evs_thread_stalled{core=\"1\",thread=\"0\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("evs_thread_stalls_total{core=\"1\",thread=\"0\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("evs_mbufs_in_use 191"), "{text}");
         assert!(text.contains("evs_build_info{dpdk="), "{text}");
         assert!(text.contains("process_start_time_seconds "), "{text}");

@@ -41,6 +41,9 @@ fn other(s: impl Into<String>) -> DpError {
     DpError::Other(s.into())
 }
 
+/// How long a stop waits for the forwarding threads (they stop within one loop iteration).
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
 type EthUpdate = Update<RxQueueToken, EthTx>;
 type EthReturned = Returned<RxQueueToken, EthTx>;
 
@@ -219,7 +222,7 @@ impl Dataplane {
                             forwarding::run::<RxQueueToken, EthTx>(lc, worker, rx, ret_tx, st)
                         }));
                         if r.is_err() {
-                            eprintln!("evsd: forwarding thread {i} panicked; exiting");
+                            tracing::error!(target: "evsd", "forwarding thread {i} panicked; exiting");
                             std::process::exit(70);
                         }
                         dpdk::unregister_thread();
@@ -712,9 +715,42 @@ impl Dataplane {
         }
     }
 
-    /// Stops the threads, removes every port, frees the pool and ends the EAL.
-    pub fn shutdown(mut self) {
-        self.stop_threads();
+    /// Each forwarding thread's loop iteration counter, for the watchdog.
+    pub fn thread_iterations(&self) -> Vec<u64> {
+        self.threads
+            .iter()
+            .map(|t| t.stats.iterations.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Test only (`EVS_TEST_STALL_THREAD`): blocks forwarding thread `i` for good.
+    pub fn stall_thread_for_test(&self, i: usize) -> Result<(), DpError> {
+        let t = self
+            .threads
+            .get(i)
+            .ok_or_else(|| other(format!("no forwarding thread {i} to stall")))?;
+        t.cmds
+            .send(Command::StallForTest)
+            .map_err(|_| other(format!("forwarding thread {i} has exited")))?;
+        t.stats.posted.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stops the threads, removes every port, frees the pool and ends the EAL. A thread that does
+    /// not stop within [`STOP_GRACE`] (stuck) is left behind, and so are the ports, the pool and
+    /// the EAL it may still use: the error says so, and the process is expected to exit.
+    pub fn shutdown(mut self) -> Result<(), String> {
+        let stuck = self.stop_threads();
+        if !stuck.is_empty() {
+            // What a stuck thread may still touch is never freed (the process exits next).
+            std::mem::forget(self.pool.take());
+            std::mem::forget(std::mem::take(&mut self.ports));
+            return Err(format!(
+                "forwarding thread(s) {stuck:?} did not stop within {} s; exiting without \
+                 removing the ports or ending DPDK's EAL",
+                STOP_GRACE.as_secs()
+            ));
+        }
         let names: Vec<String> = self.ports.keys().cloned().collect();
         for n in names {
             if let Some(mut a) = self.ports.remove(&n) {
@@ -724,7 +760,7 @@ impl Dataplane {
                     Err(e) => Err(format!("{e}; the device was left in place")),
                 };
                 if let Err(e) = rm {
-                    eprintln!("evsd: removing {n}: {e}");
+                    tracing::warn!(target: "evsd", "removing {n}: {e}");
                 }
                 if let Some(ep) = &a.endpoint {
                     ep.cleanup();
@@ -734,19 +770,34 @@ impl Dataplane {
         self.pool.take();
         if let Some(eal) = self.eal.take() {
             if let Err(e) = eal.cleanup() {
-                eprintln!("evsd: {e}");
+                tracing::warn!(target: "evsd", "{e}");
             }
         }
+        Ok(())
     }
 
-    fn stop_threads(&mut self) {
+    /// Tells every thread to stop and joins those that do within [`STOP_GRACE`]; returns the
+    /// numbers of those that did not (their handles are dropped: the threads stay detached until
+    /// the process exits, as `ctl shutdown` and SIGTERM must work even then).
+    fn stop_threads(&mut self) -> Vec<usize> {
         for t in &self.threads {
-            let _ = t.cmds.send(Command::Stop);
-            t.stats.posted.fetch_add(1, Ordering::Release);
+            if t.handle.is_some() {
+                let _ = t.cmds.send(Command::Stop);
+                t.stats.posted.fetch_add(1, Ordering::Release);
+            }
         }
-        for t in &mut self.threads {
-            if let Some(h) = t.handle.take() {
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut stuck = vec![];
+        for (i, t) in self.threads.iter_mut().enumerate() {
+            let Some(h) = t.handle.take() else { continue };
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if h.is_finished() {
                 let _ = h.join();
+            } else {
+                tracing::error!(target: "evsd", "forwarding thread {i} did not stop; leaving it");
+                stuck.push(i);
             }
         }
         // A stopped thread has handed back everything it held.
@@ -755,6 +806,7 @@ impl Dataplane {
                 take_back(&mut self.ports, r);
             }
         }
+        stuck
     }
 }
 
@@ -806,6 +858,9 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         // Shutdown normally consumed everything; on an early error path at least stop polling
         // before the pool goes.
-        self.stop_threads();
+        if !self.stop_threads().is_empty() {
+            // The pool may still be in use by a stuck thread: leak it rather than free it.
+            std::mem::forget(self.pool.take());
+        }
     }
 }
