@@ -27,6 +27,7 @@ pub fn guest_ip(n: u32) -> Ipv4Addr {
 
 fn port(n: u32, group: &str, sg: Option<&str>) -> Port {
     Port {
+        storm_control: None,
         name: format!("vm{n}"),
         mac: mac(n),
         ips: vec![IpAddr::V4(guest_ip(n))],
@@ -51,6 +52,7 @@ pub fn ports_model(n_ports: usize) -> Model {
         .collect();
     Model {
         uplinks: vec![Uplink {
+            storm_control: None,
             name: "uplink0".into(),
             vlans: vec![],
         }],
@@ -144,6 +146,7 @@ pub fn sg_model(filler: usize, variant: u16) -> Model {
     sg.rules.extend(filler_sg_rules(filler, variant));
     Model {
         uplinks: vec![Uplink {
+            storm_control: None,
             name: "uplink0".into(),
             vlans: vec![],
         }],

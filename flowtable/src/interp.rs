@@ -13,6 +13,7 @@
 //! | meters | charged | not charged (they pass) |
 //! | conntrack | `process`: commits, moves TCP states | `peek`: changes nothing |
 //! | MAC learning | learns (the limit may drop) | learns nothing |
+//! | storm control | charged | drops only while the port is storming |
 //! | narration | none | the steps of the trace |
 //!
 //! The narration hooks are empty by default: in the worker's copy they compile to nothing.
@@ -23,6 +24,7 @@ use crate::key::FlowKey;
 use crate::meter::Verdict;
 use crate::pipeline::{Pipeline, Segment, Terminal};
 use crate::shared::Shared;
+use crate::storm::StormClass;
 use crate::verdict::{DropReason, Emit, VlanEdit};
 use crate::wire::Layout;
 use model::Mac;
@@ -45,6 +47,8 @@ pub(crate) enum Cause {
     CtFull,
     /// The input port has learned as many MACs as it may.
     MacLimit,
+    /// The input port's storm control of this class is out of tokens.
+    Storm(StormClass),
 }
 
 /// What forwarding and tracing do differently; see the module documentation.
@@ -85,6 +89,9 @@ pub(crate) trait Mode {
     /// `src` (a unicast source) was seen on `port` in `domain`; false when the port may learn
     /// no more MACs.
     fn learn(&mut self, domain: u32, src: Mac, port: u32, now: u64) -> bool;
+
+    /// Whether the input port's storm control lets a frame of class `c` be flooded.
+    fn storm(&mut self, pl: &Pipeline, cx: &Ctx, c: StormClass) -> bool;
 
     /// What the MAC table said of `dst`: its port, or `None`: unknown, or a group address (never
     /// looked up: flooded).
@@ -215,7 +222,7 @@ fn run_from<M: Mode>(
             }
             Terminal::Output(p) if !egress => return unicast(m, cx, &key, p, out, cur),
             Terminal::Normal if !egress => return normal(m, cx, &key, out, cur),
-            Terminal::Flood if !egress => return flood(m, cx, &key, out),
+            Terminal::Flood if !egress => return storm_then_flood(m, cx, &key, out),
             // Output from egress tables, or emit from ingress: a table bug, not a guest's.
             _ => return discard(m, cx, &key, egress, DropReason::Policy, Cause::TableBug),
         }
@@ -336,6 +343,17 @@ fn normal<M: Mode>(m: &mut M, cx: &mut Ctx, key: &FlowKey, out: &mut Vec<Emit>, 
         }
     } else {
         m.mac(cx.pl, domain, dst, None);
+    }
+    storm_then_flood(m, cx, key, out)
+}
+
+/// Storm control of the input port, then the flood. Here, after the caches: a cached path ends
+/// in `normal` (or `flood`), so every flooded packet is charged whatever cache answered.
+#[inline]
+fn storm_then_flood<M: Mode>(m: &mut M, cx: &mut Ctx, key: &FlowKey, out: &mut Vec<Emit>) {
+    let c = StormClass::of(key.eth_dst());
+    if !m.storm(cx.pl, cx, c) {
+        return discard(m, cx, key, false, c.drop_reason(), Cause::Storm(c));
     }
     flood(m, cx, key, out)
 }

@@ -15,7 +15,7 @@
 //! same interpreter as the worker.
 //!
 //! Files depend on each other in one direction only, from the bottom up: `key`, `verdict`,
-//! `meter`, `mac_learning` → `classifier` → `matcher`, `pipeline`, `parse`, `conntrack` → `cache`,
+//! `meter`, `mac_learning` → `storm`, `classifier` → `matcher`, `pipeline`, `parse`, `conntrack` → `cache`,
 //! `compiler` → `shared` → `interp` → `worker`, `trace` → `switch`.
 
 #![forbid(unsafe_code)]
@@ -34,6 +34,7 @@ pub mod meter;
 pub mod parse;
 pub mod pipeline;
 pub mod shared;
+pub mod storm;
 pub mod switch;
 pub mod trace;
 pub mod verdict;

@@ -83,9 +83,10 @@ pub struct MeterStats {
     pub dropped_bytes: u64,
 }
 
-/// One token bucket, in bit-ticks.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
+/// One token bucket, in bit-ticks (or, for storm control's packet buckets, packet-ticks: the
+/// arithmetic is the same whatever the unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Bucket {
     tokens: i128,
     depth: i128,
     /// bit/s = bit-ticks added per tick.
@@ -93,7 +94,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(rate_bps: u64, depth_bits: u64, tps: u64) -> Bucket {
+    pub(crate) fn new(rate_bps: u64, depth_bits: u64, tps: u64) -> Bucket {
         let depth = (depth_bits as u128 * tps as u128) as i128;
         Bucket {
             tokens: depth,
@@ -102,7 +103,7 @@ impl Bucket {
         }
     }
 
-    fn refill(&mut self, elapsed: u64) {
+    pub(crate) fn refill(&mut self, elapsed: u64) {
         if self.tokens >= self.depth {
             return;
         }
@@ -116,8 +117,13 @@ impl Bucket {
     }
 
     /// Enough tokens for a packet costing `cost` (or a full bucket for one larger than it).
-    fn allows(&self, cost: i128) -> bool {
+    pub(crate) fn allows(&self, cost: i128) -> bool {
         self.rate > 0 && self.tokens >= cost.min(self.depth)
+    }
+
+    /// Takes `cost` (after [`Bucket::allows`] said yes; a cost above the depth leaves a debt).
+    pub(crate) fn take(&mut self, cost: i128) {
+        self.tokens -= cost;
     }
 }
 

@@ -82,6 +82,8 @@ pub struct Pipeline {
     pub flood: BTreeMap<u32, Vec<u32>>,
     /// Port id → its transmit meter.
     pub meters: BTreeMap<u32, MeterConfig>,
+    /// Port id → its storm control (ports with at least one limit only).
+    pub storm: BTreeMap<u32, model::StormControl>,
     pub ports: BTreeMap<u32, PortInfo>,
     pub table_names: Vec<&'static str>,
 }

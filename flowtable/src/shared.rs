@@ -7,6 +7,7 @@
 use crate::conntrack::{ConnTrack, CtConfig};
 use crate::mac_learning::{MacConfig, MacTable};
 use crate::pipeline::Pipeline;
+use crate::storm::StormSignals;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +78,8 @@ pub struct Shared {
     pub pipeline: ArcSwap<Pipeline>,
     pub mac: MacTable,
     pub ct: ConnTrack,
+    /// Which ports' storm control dropped lately, for traces.
+    pub storm: StormSignals,
 }
 
 impl Shared {
@@ -97,6 +100,7 @@ impl Shared {
             pipeline: ArcSwap::from_pointee(Pipeline::default()),
             mac,
             ct,
+            storm: StormSignals::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::meter::Verdict;
 use crate::parse::parse_with_layout;
 use crate::pipeline::{Pipeline, Segment, Visit};
 use crate::shared::Shared;
+use crate::storm::StormClass;
 use crate::verdict::{DropReason, Emit, VlanEdit};
 use model::Mac;
 use serde::Serialize;
@@ -197,6 +198,41 @@ impl Mode for Tracer<'_> {
         r
     }
 
+    /// Charges nothing (the buckets are the forwarding threads'): the frame is dropped when its
+    /// port's storm control of its class dropped a frame within the last second, i.e. while the
+    /// port is storming, and passes otherwise.
+    fn storm(&mut self, pl: &Pipeline, cx: &Ctx, c: StormClass) -> bool {
+        let Some(cfg) = pl.storm.get(&cx.in_port) else {
+            return true;
+        };
+        let Some(l) = cfg.limits()[c as usize].1 else {
+            return true;
+        };
+        let kbps = l.kbps.map(|k| format!(", {k} kbit/s")).unwrap_or_default();
+        let limit = format!("{} pps, burst {}{kbps}", l.pps, l.burst());
+        let port = pl.port_name(cx.in_port);
+        let (text, ok) = match self.sh.storm.storming(cx.in_port, c, cx.now) {
+            Some(ago) => (
+                format!(
+                    "storm control of {port}: {} over its limit ({limit}; a frame dropped {} ms ago): \
+                     would be dropped",
+                    c.name(),
+                    ago / 1_000_000
+                ),
+                false,
+            ),
+            None => (
+                format!(
+                    "storm control of {port}: {} within its limit ({limit}; not charged by a trace)",
+                    c.name()
+                ),
+                true,
+            ),
+        };
+        self.say(false, text);
+        ok
+    }
+
     /// Learns nothing: the lookup that follows sees the MAC table as it is.
     fn learn(&mut self, _domain: u32, _src: Mac, _port: u32, _now: u64) -> bool {
         true
@@ -245,6 +281,7 @@ impl Mode for Tracer<'_> {
             Cause::Meter(id) => format!("meter {id} is out of tokens"),
             Cause::CtFull => "the connection table is full".into(),
             Cause::MacLimit => "the input port has learned as many MACs as it may".into(),
+            Cause::Storm(c) => format!("{} over the input port's storm control limit", c.name()),
         };
         self.say(egress, format!("=> drop ({}): {why}", r.name()));
         self.first_why.get_or_insert(why);

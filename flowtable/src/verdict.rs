@@ -60,10 +60,17 @@ pub enum DropReason {
     TxFull,
     /// The destination port does not exist.
     NoPort,
+    /// Over its input port's storm control limit on broadcast (appended last: the reasons' numbers
+    /// index counters).
+    StormBroadcast,
+    /// Over its input port's storm control limit on multicast.
+    StormMulticast,
+    /// Over its input port's storm control limit on unicast to unlearned MACs (flooded).
+    StormUnknownUnicast,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::NoPort as usize + 1;
+    pub const COUNT: usize = DropReason::StormUnknownUnicast as usize + 1;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
         DropReason::NoMatch,
@@ -88,6 +95,9 @@ impl DropReason {
         DropReason::Loop,
         DropReason::TxFull,
         DropReason::NoPort,
+        DropReason::StormBroadcast,
+        DropReason::StormMulticast,
+        DropReason::StormUnknownUnicast,
     ];
     /// Stable snake_case name used in metrics labels and CLI output.
     pub fn name(self) -> &'static str {
@@ -115,6 +125,9 @@ impl DropReason {
             DropReason::Loop => "loop",
             DropReason::TxFull => "tx_full",
             DropReason::NoPort => "no_port",
+            DropReason::StormBroadcast => "storm_broadcast",
+            DropReason::StormMulticast => "storm_multicast",
+            DropReason::StormUnknownUnicast => "storm_unknown_unicast",
         }
     }
 }

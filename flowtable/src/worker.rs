@@ -15,6 +15,7 @@ use crate::meter::{Meter, Verdict};
 use crate::parse::parse_into;
 use crate::pipeline::{Pipeline, Segment};
 use crate::shared::Shared;
+use crate::storm::{StormClass, StormState};
 use crate::verdict::{BurstResult, DropReason, PacketResult};
 use model::Mac;
 use std::collections::BTreeMap;
@@ -62,6 +63,8 @@ pub struct Worker {
     recent: Vec<(u64, u32, u64)>,
     meters: BTreeMap<u32, Meter>,
     meter_version: u64,
+    /// This thread's storm control buckets, synced with the meters.
+    storm: StormState,
     stats: WorkerStats,
 }
 
@@ -77,6 +80,7 @@ impl Worker {
             recent: vec![(u64::MAX, 0, 0); RECENT_SLOTS],
             meters: BTreeMap::new(),
             meter_version: u64::MAX,
+            storm: StormState::default(),
             stats: WorkerStats {
                 ports: vec![PortDrops::default(); MAX_PORTS],
                 ..Default::default()
@@ -158,6 +162,7 @@ impl Worker {
                 }
             }
         }
+        self.storm.sync(pl, now);
         self.meter_version = pl.version;
     }
 }
@@ -223,6 +228,18 @@ impl Mode for Worker {
             Some(meter) => meter.judge(len, now),
             None => Verdict::Within,
         }
+    }
+
+    /// Charged here; a drop is also signalled to traces.
+    #[inline(always)]
+    fn storm(&mut self, _pl: &Pipeline, cx: &Ctx, c: StormClass) -> bool {
+        let ok = self
+            .storm
+            .admit(cx.in_port, c, cx.frame.len() as u32, cx.now);
+        if !ok {
+            self.shared.storm.dropped(cx.in_port, c, cx.now);
+        }
+        ok
     }
 
     #[inline(always)]

@@ -551,6 +551,7 @@ fn remote_group_rule_follows_membership() {
     // Make 10.0.0.7 a member of "default" (a new port holding it): now allowed.
     b.apply(|m| {
         m.ports.push(Port {
+            storm_control: None,
             name: "vm7".into(),
             mac: mac(7),
             ips: vec!["10.0.0.7".parse().unwrap()],

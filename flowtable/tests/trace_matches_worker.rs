@@ -275,6 +275,7 @@ fn build(s: &ModelSpec) -> Model {
             ips.push(IpAddr::V6(ip6(n)));
         }
         m.ports.push(Port {
+            storm_control: None,
             name: port_name(i),
             mac: mac(n),
             ips,
@@ -284,6 +285,7 @@ fn build(s: &ModelSpec) -> Model {
     }
     if let Some(bits) = s.uplink {
         m.uplinks.push(Uplink {
+            storm_control: None,
             name: "uplink".into(),
             vlans: vlan_ranges(bits),
         });

@@ -89,6 +89,9 @@ pub struct UplinkGroup {
     pub members: Vec<String>,
     #[serde(default)]
     pub bond_mode: BondMode,
+    /// Storm control of what arrives from the network through this group (the switch's uplink).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_control: Option<crate::switch::StormControl>,
 }
 
 /// A port group of one DVS.
@@ -401,6 +404,7 @@ impl Cluster {
                 uplinks: vec![Uplink {
                     name: d.name.clone(),
                     vlans: d.vlans.clone(),
+                    storm_control: None,
                 }],
                 ..Model::default()
             };
@@ -424,6 +428,9 @@ impl Cluster {
             }
             if !self.hosts.contains_key(&u.host) {
                 return Err(err(o, "host", format!("unknown host {:?}", u.host)));
+            }
+            if let Some(sc) = &u.storm_control {
+                sc.check(&o)?;
             }
             if u.members.is_empty() {
                 return Err(err(
@@ -792,6 +799,7 @@ impl Cluster {
                     .get(&u.dvs)
                     .map(|d| d.vlans.clone())
                     .unwrap_or_default(),
+                storm_control: u.storm_control,
             });
             attach.push(Attach {
                 port: name,

@@ -9,6 +9,7 @@
 mod attach;
 pub mod cluster;
 mod mac;
+mod storm;
 mod switch;
 
 pub use attach::{Attach, Backend, EthdevConfig, Role, VhostConfig};

@@ -43,6 +43,9 @@ pub struct Uplink {
     /// VLANs carried; empty means every VLAN used by a port group of this switch.
     #[serde(default)]
     pub vlans: Vec<VlanRange>,
+    /// Limits on broadcast, multicast and unknown unicast received from the physical network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_control: Option<StormControl>,
 }
 
 /// An inclusive range of VLAN ids, written `"100"` or `"100-199"` in configs.
@@ -192,6 +195,9 @@ pub struct PortGroup {
     pub tcp_checksum_fill: bool,
     #[serde(default)]
     pub shaping: Option<Shaping>,
+    /// Storm control of every port of the group, unless a port has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_control: Option<StormControl>,
 }
 
 impl PortGroup {
@@ -207,6 +213,7 @@ impl PortGroup {
             ip_mac_binding: false,
             tcp_checksum_fill: false,
             shaping: None,
+            storm_control: None,
         }
     }
     /// A new trunk group with every option off.
@@ -431,7 +438,20 @@ pub struct Port {
     /// Absent: traffic of this port is not filtered.
     #[serde(default)]
     pub security_group: Option<String>,
+    /// Replaces its port group's storm control as a whole (`{}`: none for this port); absent:
+    /// the group's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_control: Option<StormControl>,
 }
+
+impl Port {
+    /// The storm control that applies to this port: its own, else its group's.
+    pub fn effective_storm_control<'a>(&'a self, pg: &'a PortGroup) -> Option<&'a StormControl> {
+        self.storm_control.as_ref().or(pg.storm_control.as_ref())
+    }
+}
+
+pub use crate::storm::{StormControl, StormLimit};
 
 /// Allowed shaping rates, Mbit/s: 1 kbit/s to 400 Gbit/s (the fastest NICs there are).
 pub const SHAPING_RATE_MBPS: (f64, f64) = (0.001, 400_000.0);
@@ -530,6 +550,9 @@ impl Model {
                 ));
             }
             check_ranges(&o, "vlans", &u.vlans)?;
+            if let Some(sc) = &u.storm_control {
+                sc.check(&o)?;
+            }
         }
         let mut pgs = BTreeSet::new();
         for pg in &self.port_groups {
@@ -598,6 +621,9 @@ impl Model {
                 if !(lo..=hi).contains(&s.burst_mbit) {
                     return Err(err(o, "shaping.burst_mbit", range(s.burst_mbit, lo, hi)));
                 }
+            }
+            if let Some(sc) = &pg.storm_control {
+                sc.check(&o)?;
             }
         }
         let mut sgs = BTreeSet::new();
@@ -687,6 +713,9 @@ impl Model {
                         format!("unknown security group {sg:?}"),
                     ));
                 }
+            }
+            if let Some(sc) = &p.storm_control {
+                sc.check(&o)?;
             }
             if p.mac.is_multicast() || p.mac == Mac::ZERO {
                 return Err(err(o, "mac", format!("{} is not a unicast MAC", p.mac)));
@@ -794,5 +823,90 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("empty"));
+    }
+
+    /// Storm control: group defaults, a port's override, the uplink's, and range errors that
+    /// name the object and the field.
+    #[test]
+    fn storm_control_parses_and_is_range_checked() {
+        let cfg = EXAMPLE
+            .replace(
+                "vlans = [\"100-200\"]",
+                "vlans = [\"100-200\"]\nstorm_control = { broadcast = { pps = 5000 } }",
+            )
+            .replace(
+                "priority = \"high\" }",
+                "priority = \"high\" }\nstorm_control.broadcast = { pps = 1000, burst = 50 }\n\
+                 storm_control.unknown_unicast = { pps = 200, kbps = 2000 }",
+            );
+        let m: Model = toml::from_str(&cfg).unwrap();
+        m.validate().unwrap();
+        let g = m.port_groups[0].storm_control.unwrap();
+        assert_eq!(g.broadcast.unwrap().burst(), 50);
+        assert_eq!(g.unknown_unicast.unwrap().kbps, Some(2000));
+        assert_eq!(g.unknown_unicast.unwrap().burst(), 32, "default burst");
+        assert_eq!(StormLimit::pps(10_000).burst(), 1000, "a tenth of a second");
+        assert!(g.multicast.is_none());
+        assert_eq!(
+            m.uplinks[0].storm_control.unwrap().broadcast,
+            Some(StormLimit::pps(5000))
+        );
+        // The group's applies to its ports; a port's own replaces it whole.
+        let p = &m.ports[0];
+        assert_eq!(p.effective_storm_control(&m.port_groups[0]), Some(&g));
+        let mut own = p.clone();
+        own.storm_control = Some(StormControl::default());
+        assert_eq!(
+            own.effective_storm_control(&m.port_groups[0]),
+            Some(&StormControl::default())
+        );
+        // Round trip through TOML and JSON (the control socket).
+        let again: Model = toml::from_str(&toml::to_string(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
+        let again: Model = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(again, m);
+
+        let mut bad = m.clone();
+        bad.port_groups[0].storm_control.as_mut().unwrap().broadcast = Some(StormLimit {
+            pps: 100_000_001,
+            burst: None,
+            kbps: None,
+        });
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "port group \"web\": storm_control.broadcast.pps: 100000001: must be 0..=100000000"
+        );
+        let mut bad = m.clone();
+        bad.ports[0].storm_control = Some(StormControl {
+            multicast: Some(StormLimit {
+                pps: 10,
+                burst: Some(0),
+                kbps: None,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "port \"vm1-eth0\": storm_control.multicast.burst: 0: must be 1..=10000000"
+        );
+        let mut bad = m.clone();
+        bad.uplinks[0].storm_control = Some(StormControl {
+            unknown_unicast: Some(StormLimit {
+                pps: 10,
+                burst: None,
+                kbps: Some(0),
+            }),
+            ..Default::default()
+        });
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            "uplink \"uplink0\": storm_control.unknown_unicast.kbps: 0: must be 1..=400000000"
+        );
+        // A misspelt class or field is refused by name.
+        let typo = cfg.replace("unknown_unicast = {", "unknown_unicats = {");
+        let e = toml::from_str::<Model>(&typo).unwrap_err().to_string();
+        assert!(e.contains("unknown_unicats"), "{e}");
+        let typo = cfg.replace("pps = 1000, burst", "ppps = 1000, burst");
+        assert!(toml::from_str::<Model>(&typo).is_err());
     }
 }

@@ -56,6 +56,7 @@ fn port(name: String, n: u32, group: String, host: &str) -> Object {
     Object::Port(DvsPort {
         dvs: DVS.into(),
         port: Port {
+            storm_control: None,
             name,
             mac: Mac([0x02, 0x00, b[0], b[1], b[2], b[3]]),
             ips: vec![IpAddr::V4(Ipv4Addr::new(10, b[1], b[2], b[3]))],
@@ -170,6 +171,7 @@ fn add_host(ops: &mut Vec<TxnOp>, name: &str, h: usize, ports: usize, vhost_dir:
         token_sha256: None,
     })));
     ops.push(create(Object::Uplink(UplinkGroup {
+        storm_control: None,
         name: "up".into(),
         dvs: DVS.into(),
         host: name.into(),
@@ -210,6 +212,7 @@ pub fn define_big_host(
             token_sha256: None,
         })),
         create(Object::Uplink(UplinkGroup {
+            storm_control: None,
             name: "up".into(),
             dvs: DVS.into(),
             host: name.into(),

@@ -707,6 +707,7 @@ mod tests {
             c.insert(Object::Port(DvsPort {
                 dvs: "prod".into(),
                 port: Port {
+                    storm_control: None,
                     name: name.into(),
                     mac: Mac([2, 0, 0, 0, 0, i as u8 + 1]),
                     ips: vec![format!("10.0.0.{}", i + 1).parse().unwrap()],

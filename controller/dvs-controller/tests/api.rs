@@ -72,6 +72,7 @@ fn port(name: &str, n: u8, host: &str) -> Object {
     Object::Port(DvsPort {
         dvs: "prod".into(),
         port: Port {
+            storm_control: None,
             name: name.into(),
             mac: Mac([2, 0, 0, 0, 0, n]),
             ips: vec![format!("10.0.0.{n}").parse().unwrap()],
@@ -116,6 +117,7 @@ fn operator_defines_a_dvs_and_each_host_sees_its_slice() {
                     group: PortGroup::access("web", 100),
                 })),
                 create(Object::Uplink(UplinkGroup {
+                    storm_control: None,
                     name: "up".into(),
                     dvs: "prod".into(),
                     host: "h1".into(),

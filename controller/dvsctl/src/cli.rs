@@ -336,6 +336,25 @@ impl ShapingArgs {
     }
 }
 
+/// Storm control of each port of the group: limits on the flooded frames it receives from
+/// the port (a port may replace them in the controller's model).
+#[derive(Args, Debug, Clone, Default, PartialEq)]
+pub struct StormArgs {
+    /// Broadcast limit in packets/s (0: drop every broadcast).
+    #[arg(long, value_name = "PPS")]
+    pub storm_broadcast: Option<String>,
+    /// Multicast limit in packets/s.
+    #[arg(long, value_name = "PPS")]
+    pub storm_multicast: Option<String>,
+    /// Limit on unicast to unlearned MACs (flooded), packets/s.
+    #[arg(long, value_name = "PPS")]
+    pub storm_unknown_unicast: Option<String>,
+    /// Burst in packets of the limits given with it (default: a tenth of a second's worth, at
+    /// least 32).
+    #[arg(long, value_name = "PACKETS")]
+    pub storm_burst: Option<String>,
+}
+
 #[derive(Args, Debug, Clone)]
 #[command(group(ArgGroup::new("mode").required(true).args(["vlan", "trunk"])))]
 pub struct PgAddArgs {
@@ -363,6 +382,8 @@ pub struct PgAddArgs {
     pub checksum_fill: bool,
     #[command(flatten)]
     pub shaping: ShapingArgs,
+    #[command(flatten)]
+    pub storm: StormArgs,
     /// Do nothing if this port group exists.
     #[arg(long)]
     pub may_exist: bool,
@@ -409,6 +430,11 @@ pub struct PgSetArgs {
     /// Turn shaping off.
     #[arg(long, conflicts_with_all = ["shaping_average", "shaping_peak", "shaping_burst", "priority"])]
     pub no_shaping: bool,
+    #[command(flatten)]
+    pub storm: StormArgs,
+    /// Turn storm control off.
+    #[arg(long, conflicts_with_all = ["storm_broadcast", "storm_multicast", "storm_unknown_unicast", "storm_burst"])]
+    pub no_storm_control: bool,
 }
 
 #[derive(Subcommand, Debug)]

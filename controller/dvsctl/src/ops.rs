@@ -123,6 +123,16 @@ pub enum ShapingChange {
     },
 }
 
+/// A change of a port group's storm control.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StormChange {
+    #[default]
+    Keep,
+    Off,
+    /// Set the classes given (broadcast, multicast, unknown unicast), keep the others.
+    Set([Option<model::StormLimit>; 3]),
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct PgChange {
     pub mode: Option<ModeChange>,
@@ -132,6 +142,7 @@ pub struct PgChange {
     pub ip_mac_binding: Option<bool>,
     pub tcp_checksum_fill: Option<bool>,
     pub shaping: ShapingChange,
+    pub storm: StormChange,
 }
 
 /// Which rule `rule-del` removes.
@@ -466,6 +477,67 @@ fn shaping_change(object: &str, s: &ShapingArgs) -> Result<ShapingChange, Failur
     })
 }
 
+fn count(object: &str, option: &str, v: &str) -> Result<u64, Failure> {
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| Failure::usage(object, option, format!("{v:?} is not a whole number")))
+}
+
+/// The storm-control options given; their ranges are the model's to check.
+fn storm_change(object: &str, s: &StormArgs) -> Result<StormChange, Failure> {
+    if *s == StormArgs::default() {
+        return Ok(StormChange::Keep);
+    }
+    let burst = s
+        .storm_burst
+        .as_deref()
+        .map(|b| count(object, "--storm-burst", b))
+        .transpose()?;
+    let limit = |option: &str, v: &Option<String>| -> Result<Option<model::StormLimit>, Failure> {
+        v.as_deref()
+            .map(|v| {
+                Ok(model::StormLimit {
+                    pps: count(object, option, v)?,
+                    burst,
+                    kbps: None,
+                })
+            })
+            .transpose()
+    };
+    let l = [
+        limit("--storm-broadcast", &s.storm_broadcast)?,
+        limit("--storm-multicast", &s.storm_multicast)?,
+        limit("--storm-unknown-unicast", &s.storm_unknown_unicast)?,
+    ];
+    if l.iter().all(Option::is_none) {
+        return Err(Failure::usage(
+            object,
+            "--storm-burst",
+            "give the limits it is for: --storm-broadcast, --storm-multicast or \
+             --storm-unknown-unicast PPS",
+        ));
+    }
+    Ok(StormChange::Set(l))
+}
+
+/// The storm control `change` leaves, from `current`.
+fn stormed(
+    current: Option<model::StormControl>,
+    change: &StormChange,
+) -> Option<model::StormControl> {
+    match change {
+        StormChange::Keep => current,
+        StormChange::Off => None,
+        StormChange::Set([b, m, u]) => {
+            let mut s = current.unwrap_or_default();
+            s.broadcast = b.or(s.broadcast);
+            s.multicast = m.or(s.multicast);
+            s.unknown_unicast = u.or(s.unknown_unicast);
+            Some(s)
+        }
+    }
+}
+
 /// The shaping `change` leaves, from `current`.
 fn shaped(
     object: &str,
@@ -716,6 +788,7 @@ fn plan_uplink(c: &UplinkCmd) -> Result<Plan, Failure> {
         } => {
             uplink_id(dvs, host, n)?;
             let u = UplinkGroup {
+                storm_control: None,
                 name: n.clone(),
                 dvs: dvs.clone(),
                 host: host.clone(),
@@ -796,6 +869,7 @@ pub fn new_port_group(a: &PgAddArgs) -> Result<DvsPortGroup, Failure> {
     g.ip_mac_binding = a.ip_mac_binding;
     g.tcp_checksum_fill = a.checksum_fill;
     g.shaping = shaped(&o, None, &shaping_change(&o, &a.shaping)?)?;
+    g.storm_control = stormed(None, &storm_change(&o, &a.storm)?);
     Ok(DvsPortGroup {
         dvs: a.dvs.clone(),
         group: g,
@@ -827,7 +901,13 @@ pub fn pg_change(a: &PgSetArgs) -> Result<PgChange, Failure> {
     } else {
         shaping_change(&o, &a.shaping)?
     };
+    let storm = if a.no_storm_control {
+        StormChange::Off
+    } else {
+        storm_change(&o, &a.storm)?
+    };
     let c = PgChange {
+        storm,
         mode,
         native_vlan,
         dhcp_isolation: flag(a.dhcp_isolation, a.no_dhcp_isolation),
@@ -974,6 +1054,7 @@ pub fn new_port(a: &PortAddArgs) -> Result<DvsPort, Failure> {
     Ok(DvsPort {
         dvs: name(&o, "--dvs", &a.dvs)?,
         port: Port {
+            storm_control: None,
             name: name(&o, "name", &a.name)?,
             mac: mac(&o, &a.mac)?,
             ips: ips(&o, "--ip", &a.ip)?,
@@ -1226,6 +1307,7 @@ fn apply_pg(c: &PgChange, mut pg: DvsPortGroup) -> Result<DvsPortGroup, Failure>
         g.tcp_checksum_fill = b;
     }
     g.shaping = shaped(&o, g.shaping, &c.shaping)?;
+    g.storm_control = stormed(g.storm_control, &c.storm);
     Ok(pg)
 }
 

@@ -317,7 +317,13 @@ impl Compiler {
         let m = &self.model;
         let mut flood: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
         let mut meters = BTreeMap::new();
+        let mut storm = BTreeMap::new();
         let mut ports = BTreeMap::new();
+        // A storm control without any limit costs nothing: such ports are left out.
+        let limited = |s: Option<&model::StormControl>| {
+            s.filter(|s| s.limits().iter().any(|(_, l)| l.is_some()))
+                .copied()
+        };
         let uplink_vlans = vlan::effective_uplink_vlans(m);
         for u in &m.uplinks {
             let id = self.ids[&u.name];
@@ -330,6 +336,9 @@ impl Compiler {
                 for v in r.first..=r.last {
                     flood.entry(v as u32).or_default().push(id);
                 }
+            }
+            if let Some(s) = limited(u.storm_control.as_ref()) {
+                storm.insert(id, s);
             }
             ports.insert(
                 id,
@@ -349,6 +358,9 @@ impl Compiler {
             if let Some(s) = &pg.shaping {
                 meters.insert(id, MeterConfig::from_shaping(s));
             }
+            if let Some(s) = limited(p.effective_storm_control(pg)) {
+                storm.insert(id, s);
+            }
             ports.insert(
                 id,
                 PortInfo {
@@ -364,6 +376,7 @@ impl Compiler {
         }
         self.pipeline.flood = flood;
         self.pipeline.meters = meters;
+        self.pipeline.storm = storm;
         self.pipeline.ports = ports;
     }
 

@@ -33,6 +33,7 @@ fn snapshot(c: &Compiler) -> Vec<Vec<RuleView>> {
 fn base() -> Model {
     let mut m = Model::default();
     m.uplinks.push(Uplink {
+        storm_control: None,
         name: "up".into(),
         vlans: vec![],
     });
@@ -116,6 +117,7 @@ fn apply_op(m: &mut Model, op: &ModelOp) {
         ModelOp::AddPort { n, pg, sg: s } => {
             if !m.ports.iter().any(|p| p.name == name(*n)) {
                 m.ports.push(Port {
+                    storm_control: None,
                     name: name(*n),
                     mac: Mac([2, 0, 0, 0, 1, *n]),
                     ips: vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, *n + 1))],

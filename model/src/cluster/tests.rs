@@ -10,6 +10,7 @@ fn port(name: &str, n: u8, pg: &str, sg: Option<&str>, host: Option<&str>) -> Ob
     Object::Port(DvsPort {
         dvs: "prod".into(),
         port: Port {
+            storm_control: None,
             name: name.into(),
             mac: Mac([2, 0, 0, 0, 0, n]),
             ips: vec![format!("10.0.0.{n}").parse().unwrap()],
@@ -32,6 +33,7 @@ fn host(name: &str) -> Object {
 
 fn uplink(host: &str) -> Object {
     Object::Uplink(UplinkGroup {
+        storm_control: None,
         name: "up".into(),
         dvs: "prod".into(),
         host: host.into(),

@@ -326,6 +326,7 @@ fn host_and_uplink_ops() {
         ),
         vec![create(
             Object::Uplink(UplinkGroup {
+                storm_control: None,
                 name: "up".into(),
                 dvs: "prod".into(),
                 host: "h1".into(),
@@ -425,6 +426,7 @@ fn sg_and_port_ops() {
             Object::Port(DvsPort {
                 dvs: "prod".into(),
                 port: Port {
+                    storm_control: None,
                     name: "web1".into(),
                     mac: Mac([2, 0, 0, 0, 0, 1]),
                     ips: vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
@@ -658,6 +660,44 @@ fn group(o: Option<Object>) -> PortGroup {
     }
 }
 
+/// `--storm-*`: set on add, merged class by class on set, off with `--no-storm-control`.
+#[test]
+fn pg_storm_control_options() {
+    let add = match ops_of("pg add prod web --vlan 100 --storm-broadcast 1000 --storm-burst 50")
+        .as_slice()
+    {
+        [TxnOp::Create {
+            object: Object::PortGroup(p),
+            ..
+        }] => p.group.clone(),
+        o => panic!("{o:?}"),
+    };
+    let b = model::StormLimit {
+        pps: 1000,
+        burst: Some(50),
+        kbps: None,
+    };
+    assert_eq!(add.storm_control.unwrap().broadcast, Some(b));
+    assert_eq!(add.storm_control.unwrap().multicast, None);
+    let g = group(
+        apply_args(
+            "pg set prod web --storm-multicast 5000",
+            pg_obj(add.clone()),
+        )
+        .unwrap(),
+    );
+    let s = g.storm_control.unwrap();
+    assert_eq!(s.broadcast, Some(b), "kept");
+    assert_eq!(s.multicast, Some(model::StormLimit::pps(5000)));
+    let off = group(apply_args("pg set prod web --no-storm-control", pg_obj(g)).unwrap());
+    assert_eq!(off.storm_control, None);
+    assert_eq!(
+        usage_error("pg add prod web --vlan 100 --storm-broadcast lots"),
+        r#"port group "prod/web": --storm-broadcast: "lots" is not a whole number"#
+    );
+    assert!(usage_error("pg add prod web --vlan 100 --storm-burst 5").contains("--storm-burst"));
+}
+
 #[test]
 fn pg_set_applies() {
     let access = PortGroup {
@@ -740,6 +780,7 @@ fn port_obj(vhost: Option<VhostConfig>) -> Object {
     Object::Port(DvsPort {
         dvs: "prod".into(),
         port: Port {
+            storm_control: None,
             name: "web1".into(),
             mac: Mac([2, 0, 0, 0, 0, 1]),
             ips: vec!["10.0.0.1".parse().unwrap()],
@@ -803,6 +844,7 @@ fn port_set_and_move_apply() {
 #[test]
 fn uplink_set_applies() {
     let up = Object::Uplink(UplinkGroup {
+        storm_control: None,
         name: "up".into(),
         dvs: "prod".into(),
         host: "h1".into(),

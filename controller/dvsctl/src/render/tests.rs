@@ -14,6 +14,7 @@ fn port(name: &str, n: u8, host: Option<&str>, vhost: Option<VhostConfig>) -> Ve
     v(Object::Port(DvsPort {
         dvs: "prod".into(),
         port: Port {
+            storm_control: None,
             name: name.into(),
             mac: Mac([2, 0, 0, 0, 0, n]),
             ips: vec![format!("10.0.0.{n}").parse().unwrap()],
