@@ -93,6 +93,32 @@ fn shaping(g: &model::PortGroup) -> String {
     }
 }
 
+/// `broadcast 1000 pps burst 100, multicast 5000 pps 20000 kbit/s burst 500`: each limited
+/// class with its burst as enforced (the default when none was given); `-` when off.
+fn storm(sc: Option<&model::StormControl>) -> String {
+    let Some(sc) = sc else {
+        return "-".into();
+    };
+    let classes: Vec<String> = sc
+        .limits()
+        .iter()
+        .filter_map(|(name, l)| {
+            let l = (*l)?;
+            let mut t = format!("{} {} pps", name.replace('_', "-"), l.pps);
+            if let Some(k) = l.kbps {
+                let _ = write!(t, " {k} kbit/s");
+            }
+            let _ = write!(t, " burst {}", l.burst());
+            Some(t)
+        })
+        .collect();
+    if classes.is_empty() {
+        "none (no class limited)".into()
+    } else {
+        classes.join(", ")
+    }
+}
+
 fn ips(p: &DvsPort) -> String {
     dash(
         p.port
@@ -372,6 +398,7 @@ pub fn show(v: &Versioned, all: &[Versioned]) -> String {
                 ("host", u.host.clone()),
                 ("bond mode", u.bond_mode.to_string()),
                 ("members", u.members.join(" ")),
+                ("storm control", storm(u.storm_control.as_ref())),
                 rv,
             ],
         ),
@@ -385,6 +412,7 @@ pub fn show(v: &Versioned, all: &[Versioned]) -> String {
                     ("ip-mac binding", yes(g.ip_mac_binding)),
                     ("checksum fill", yes(g.tcp_checksum_fill)),
                     ("shaping", shaping(g)),
+                    ("storm control", storm(g.storm_control.as_ref())),
                     rv,
                 ],
             );
@@ -432,6 +460,13 @@ pub fn show(v: &Versioned, all: &[Versioned]) -> String {
                     match &p.vhost {
                         Some(_) => socket(p),
                         None => "<host's vhost dir>/<name>.sock (server)".into(),
+                    },
+                ),
+                (
+                    "storm control",
+                    match &p.port.storm_control {
+                        Some(sc) => format!("{} (the port's own)", storm(Some(sc))),
+                        None => "the port group's".into(),
                     },
                 ),
                 rv,

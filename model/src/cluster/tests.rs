@@ -121,6 +121,60 @@ fn example_validates_and_slices_per_host() {
     );
 }
 
+/// Storm limits set in the controller's objects reach the host that enforces them: the group's,
+/// a port's own, and an uplink group's.
+#[test]
+fn storm_control_travels_in_the_host_slice() {
+    use crate::storm::{StormControl, StormLimit};
+    let mut c = example();
+    let group = StormControl {
+        broadcast: Some(StormLimit::pps(1000)),
+        ..StormControl::default()
+    };
+    let own = StormControl {
+        multicast: Some(StormLimit::pps(50)),
+        ..StormControl::default()
+    };
+    let mut web = PortGroup::access("web", 100);
+    web.storm_control = Some(group);
+    c.insert(Object::PortGroup(DvsPortGroup {
+        dvs: "prod".into(),
+        group: web,
+    }));
+    let Object::Port(mut p) = port("web1", 1, "web", Some("web"), Some("a")) else {
+        unreachable!()
+    };
+    p.port.storm_control = Some(own);
+    c.insert(Object::Port(p));
+    let Object::Uplink(mut u) = uplink("a") else {
+        unreachable!()
+    };
+    u.storm_control = Some(StormControl {
+        unknown_unicast: Some(StormLimit::pps(20000)),
+        ..StormControl::default()
+    });
+    c.insert(Object::Uplink(u));
+    c.validate().unwrap();
+    let a = c.host_slice("a");
+    a.model.validate().unwrap();
+    assert_eq!(a.model.port_groups[0].storm_control, Some(group));
+    assert_eq!(a.model.ports[0].storm_control, Some(own));
+    assert_eq!(
+        a.model.uplinks[0].storm_control.unwrap().unknown_unicast,
+        Some(StormLimit::pps(20000))
+    );
+    // Host b's port of the same group gets the group's limits; its uplink none.
+    let b = c.host_slice("b");
+    let pg = b
+        .model
+        .port_groups
+        .iter()
+        .find(|g| g.name == "prod/web")
+        .unwrap();
+    assert_eq!(pg.storm_control, Some(group));
+    assert_eq!(b.model.uplinks[0].storm_control, None);
+}
+
 #[test]
 fn slices_of_several_hosts_in_one_pass_are_each_hosts_slice() {
     let c = example();

@@ -180,6 +180,55 @@ ports: 1
 }
 
 #[test]
+fn show_pg_and_port_say_their_storm_control() {
+    let mut g = PortGroup::access("web", 100);
+    g.storm_control = Some(model::StormControl {
+        broadcast: Some(model::StormLimit {
+            pps: 1000,
+            burst: Some(100),
+            kbps: None,
+        }),
+        multicast: Some(model::StormLimit {
+            pps: 5000,
+            burst: None,
+            kbps: Some(20000),
+        }),
+        unknown_unicast: None,
+    });
+    let all = vec![
+        v(Object::PortGroup(DvsPortGroup {
+            dvs: "prod".into(),
+            group: g,
+        })),
+        port("web1", 1, Some("h1"), None),
+    ];
+    let out = show(&all[0], &all);
+    assert!(
+        out.contains(
+            "  storm control:    broadcast 1000 pps burst 100, multicast 5000 pps 20000 kbit/s burst 500\n"
+        ),
+        "{out}"
+    );
+    // A port without its own limits follows its group; with its own, says so.
+    assert!(show(&all[1], &all).contains("storm control:    the port group's\n"));
+    let mut own = all[1].clone();
+    if let Object::Port(p) = &mut own.object {
+        p.port.storm_control = Some(model::StormControl::default());
+    }
+    let out = show(&own, &all);
+    assert!(
+        out.contains("storm control:    none (no class limited) (the port's own)\n"),
+        "{out}"
+    );
+    // Off in a group: a dash.
+    let plain = v(Object::PortGroup(DvsPortGroup {
+        dvs: "prod".into(),
+        group: PortGroup::access("db", 200),
+    }));
+    assert!(show(&plain, &all).contains("storm control:    -\n"));
+}
+
+#[test]
 fn status_counts_ports() {
     let s = StatusReport {
         revision: 42,
