@@ -91,7 +91,7 @@ pub(crate) trait Mode {
     fn learn(&mut self, domain: u32, src: Mac, port: u32, now: u64) -> bool;
 
     /// Whether the input port's storm control lets a frame of class `c` be flooded.
-    fn storm(&mut self, pl: &Pipeline, cx: &Ctx, c: StormClass) -> bool;
+    fn storm(&mut self, cx: &Ctx, c: StormClass) -> bool;
 
     /// What the MAC table said of `dst`: its port, or `None`: unknown, or a group address (never
     /// looked up: flooded).
@@ -352,7 +352,7 @@ fn normal<M: Mode>(m: &mut M, cx: &mut Ctx, key: &FlowKey, out: &mut Vec<Emit>, 
 #[inline]
 fn storm_then_flood<M: Mode>(m: &mut M, cx: &mut Ctx, key: &FlowKey, out: &mut Vec<Emit>) {
     let c = StormClass::of(key.eth_dst());
-    if !m.storm(cx.pl, cx, c) {
+    if !m.storm(cx, c) {
         return discard(m, cx, key, false, c.drop_reason(), Cause::Storm(c));
     }
     flood(m, cx, key, out)

@@ -201,7 +201,8 @@ impl Mode for Tracer<'_> {
     /// Charges nothing (the buckets are the forwarding threads'): the frame is dropped when its
     /// port's storm control of its class dropped a frame within the last second, i.e. while the
     /// port is storming, and passes otherwise.
-    fn storm(&mut self, pl: &Pipeline, cx: &Ctx, c: StormClass) -> bool {
+    fn storm(&mut self, cx: &Ctx, c: StormClass) -> bool {
+        let pl = cx.pl;
         let Some(cfg) = pl.storm.get(&cx.in_port) else {
             return true;
         };

@@ -232,7 +232,7 @@ impl Mode for Worker {
 
     /// Charged here; a drop is also signalled to traces.
     #[inline(always)]
-    fn storm(&mut self, _pl: &Pipeline, cx: &Ctx, c: StormClass) -> bool {
+    fn storm(&mut self, cx: &Ctx, c: StormClass) -> bool {
         let ok = self
             .storm
             .admit(cx.in_port, c, cx.frame.len() as u32, cx.now);
