@@ -335,9 +335,14 @@ fn private(e: &Emit, vid: Option<u16>) -> bool {
 }
 
 /// Sends one packet to all its destinations. Copies that go out unchanged share the buffer
-/// (refcount); each copy that needs its own VLAN edit or checksum fill is a private copy, except that the original
-/// itself is edited when no unchanged copy needs it. Copies are made before the original is
-/// edited, so every copy starts from the frame as received. Copies go into priority `class`.
+/// (refcount); each copy that needs its own VLAN edit or checksum fill is a private copy, except
+/// that the last destination takes the original itself. Private copies are made first and shares
+/// after, so every copy starts from the frame as received. Copies go into priority `class`.
+///
+/// A destination's link state is read once, when the walk reaches it: another thread may bring
+/// a link up or down meanwhile, so nothing here depends on a count taken in an earlier pass.
+/// Each usable destination is held back until the next one is found; the one still held at the
+/// end is the last and gets the original.
 #[inline]
 fn fanout<P: Packet, T: TxQueue<Packet = P>>(
     tx: &mut Tx<P>,
@@ -348,42 +353,53 @@ fn fanout<P: Packet, T: TxQueue<Packet = P>>(
     emits: &[Emit],
     class: usize,
 ) {
-    let drop_on = |port: u32, r: DropReason| {
-        if let Some(c) = stats.port(port) {
+    let mut held: Option<&Emit> = None;
+    for edited in [true, false] {
+        for e in emits.iter().filter(|e| private(e, vid) == edited) {
+            if let Err(r) = usable(dests, e.port) {
+                if let Some(c) = stats.port(e.port) {
+                    c.drop(r, 1);
+                }
+                continue;
+            }
+            if let Some(prev) = held.replace(e) {
+                let copy = if private(prev, vid) {
+                    m.deep_copy()
+                } else {
+                    Some(m.share())
+                };
+                emit_one(tx, dests, stats, prev, vid, class, copy);
+            }
+        }
+    }
+    if let Some(last) = held {
+        emit_one(tx, dests, stats, last, vid, class, Some(m));
+    } // else `m` is freed here
+}
+
+/// Edits `c` as `e` asks (if it is a private copy) and queues it; `None` is a copy the pool
+/// could not make, counted as if the queue were full.
+#[inline]
+fn emit_one<P: Packet, T: TxQueue<Packet = P>>(
+    tx: &mut Tx<P>,
+    dests: &mut [Option<TxTarget<T>>],
+    stats: &ThreadStats,
+    e: &Emit,
+    vid: Option<u16>,
+    class: usize,
+    c: Option<P>,
+) {
+    let drop_on = |r: DropReason| {
+        if let Some(c) = stats.port(e.port) {
             c.drop(r, 1);
         }
     };
-    let (mut keeps, mut edits) = (0usize, 0usize);
-    for e in emits {
-        match usable(dests, e.port) {
-            Ok(()) if !private(e, vid) => keeps += 1,
-            Ok(()) => edits += 1,
-            Err(r) => drop_on(e.port, r),
-        }
-    }
-    if keeps + edits == 0 {
-        return; // `m` is freed here
-    }
-    let mut orig = Some(m);
-    let mut edits_left = edits;
-    for e in emits {
-        if !private(e, vid) || usable(dests, e.port).is_err() {
-            continue;
-        }
-        edits_left -= 1;
-        let copy = if keeps == 0 && edits_left == 0 {
-            orig.take()
-        } else {
-            orig.as_ref().and_then(P::deep_copy)
-        };
-        let Some(mut c) = copy else {
-            // Pool exhausted: the copy cannot exist, as if the queue were full.
-            drop_on(e.port, DropReason::TxFull);
-            continue;
-        };
+    let Some(mut c) = c else {
+        return drop_on(DropReason::TxFull);
+    };
+    if private(e, vid) {
         if apply_vlan(&mut c, effective(e.vlan, vid)).is_err() {
-            drop_on(e.port, DropReason::Malformed);
-            continue;
+            return drop_on(DropReason::Malformed);
         }
         if e.fill_tcp_csum {
             // Not TCP, a fragment, or a chained mbuf (headers only in the first segment): the
@@ -392,23 +408,8 @@ fn fanout<P: Packet, T: TxQueue<Packet = P>>(
                 let _ = flowtable::checksum::fill_tcp_checksum(d);
             }
         }
-        tx.enqueue(dests, stats, e.port, class, c);
     }
-    let mut keeps_left = keeps;
-    for e in emits {
-        if private(e, vid) || usable(dests, e.port).is_err() {
-            continue;
-        }
-        keeps_left -= 1;
-        let c = if keeps_left == 0 {
-            orig.take()
-        } else {
-            orig.as_ref().map(P::share)
-        };
-        if let Some(c) = c {
-            tx.enqueue(dests, stats, e.port, class, c);
-        }
-    }
+    tx.enqueue(dests, stats, e.port, class, c);
 }
 
 /// Applies `u` to the thread's plan (after serving what is queued under the old one) and returns
@@ -735,6 +736,53 @@ mod tests {
             assert_eq!((s.tx_packets, s.total_drops()), (1, 0));
         }
         assert_eq!(stats.read_port(3).tx_bytes, untagged.len() as u64);
+    }
+
+    /// A vhost link comes and goes on another thread while packets fan out (a guest's driver
+    /// restarting): the walk must not depend on how many destinations were up a moment earlier.
+    /// Once this overflowed a count and killed the forwarding thread.
+    #[test]
+    fn fanout_survives_a_link_flapping_under_it() {
+        let pool = Pool::default();
+        let (qs, mut dests, mut tx, stats) = setup(4);
+        let flap = dests[2].as_ref().unwrap().link_up.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flapper = {
+            let (flap, stop) = (flap.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    flap.fetch_xor(true, Ordering::Relaxed);
+                }
+            })
+        };
+        let tagged = udp_frame(1, mac(2), Some(100));
+        let emits = [
+            emit(1, VlanEdit::Keep),
+            emit(2, VlanEdit::Strip),
+            emit(3, VlanEdit::Keep),
+        ];
+        const N: u64 = 200_000;
+        for i in 0..N {
+            fan(&mut tx, &mut dests, &stats, pool.packet(&tagged), &emits, 1);
+            if i % 1024 == 0 {
+                tx.flush_all(&mut dests, &stats);
+                qs.iter().for_each(|q| drop(q.take_sent()));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        flapper.join().unwrap();
+        flap.store(true, Ordering::Relaxed);
+        tx.flush_all(&mut dests, &stats);
+        for p in 1..4 {
+            let s = stats.read_port(p);
+            assert_eq!(
+                s.tx_packets + s.total_drops(),
+                N,
+                "port {p}: every packet is sent or counted as dropped"
+            );
+        }
+        let s = stats.read_port(2);
+        assert!(s.tx_packets > 0, "the flapping port was up part of the time");
     }
 
     #[test]
