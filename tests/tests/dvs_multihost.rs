@@ -398,6 +398,184 @@ fn vlan_of_web(lab: &Lab, host: usize) -> u64 {
         .unwrap()
 }
 
+/// What `trace` says of a flooded frame (`dst`: broadcast or multicast) from `src_mac` arriving
+/// on `port` of `host` (tagged with `vlan` if given, as from the uplink): its storm-control
+/// step (`""` when the port has no limit for the frame's class) and the drop reason (`null`
+/// when it would be flooded).
+fn trace_flood(
+    lab: &Lab,
+    host: usize,
+    port: &str,
+    dst: &str,
+    src_mac: &str,
+    vlan: Option<u16>,
+) -> (String, Value) {
+    let tag = vlan.map_or(String::new(), |v| format!("8100{v:04x}"));
+    let frame = format!(
+        "{dst}{}{tag}08004500001c000100004011000000000000ffffffff0fa0270f00080000",
+        src_mac.replace(':', "")
+    );
+    let r = lab.hosts[host]
+        .evsd()
+        .try_ctl(&serde_json::json!({"cmd": "trace", "port": port, "frame": frame}))
+        .unwrap_or_else(|e| panic!("trace on host {host}: {e}"));
+    let r = &r["result"];
+    let step = r["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("trace on host {host}: {r}"))
+        .iter()
+        .filter_map(|s| s["text"].as_str())
+        .find(|t| t.starts_with("storm control"))
+        .unwrap_or_default()
+        .to_string();
+    (step, r["drop"].clone())
+}
+
+const BROADCAST: &str = "ffffffffffff";
+const MULTICAST: &str = "01005e0000fb";
+
+/// Storm control set with dvsctl reaches the switches: a port group's limit on all its ports
+/// on every host, a port's own limit in place of its group's, an uplink group's limit on what
+/// comes from the physical network; each is taken back the same way. `trace` shows the limit
+/// each switch enforces; a burst of broadcasts from one guest is really cut down to it.
+fn storm_control(lab: &Lab, c: &Control, g: &Guests) {
+    let web_vlan = vlan_of_web(lab, 0) as u16;
+    let from_web = |i: usize| trace_flood(lab, i, &g.web[i].name, BROADCAST, &g.web[i].mac, None);
+    let limit = |i: usize| from_web(i).0;
+    for i in 0..3 {
+        assert_eq!(limit(i), "", "host {i}: no storm control before");
+    }
+    c.dvsctl(&[
+        "--wait=hosts",
+        "pg",
+        "set",
+        "prod",
+        "web",
+        "--storm-broadcast",
+        "0",
+        "--storm-burst",
+        "1",
+    ]);
+    for i in 0..3 {
+        let l = limit(i);
+        assert!(
+            l.contains("broadcast within its limit (0 pps, burst 1"),
+            "host {i}: {l}"
+        );
+    }
+    // The limit in force, by packets: web2 sends 50 broadcasts, one passes.
+    let storm0 = storm_drops(lab, 1, "web2");
+    let sent = lab.spawn_tool(
+        &g.web[1].ns,
+        &[
+            "send",
+            "eth0",
+            "udp",
+            "--src-mac",
+            &g.web[1].mac,
+            "--src-ip",
+            &g.web[1].ip,
+            "--repeat",
+            "50",
+        ],
+    );
+    let r = sent.finish(WAIT);
+    assert!(r.ok, "send from web2: {}", r.text);
+    wait_for("web2's broadcasts dropped by storm control", WAIT, || {
+        (storm_drops(lab, 1, "web2") - storm0 >= 49).then_some(())
+    });
+    assert_eq!(from_web(1).1, "storm_broadcast", "web2 is storming");
+    let shown = c.dvsctl(&["pg", "show", "prod", "web"]);
+    assert!(shown.contains("broadcast 0 pps burst 1"), "{shown}");
+    let shown = c.dvsctl(&["port", "show", "web1"]);
+    assert!(
+        shown.contains("storm control:    the port group's"),
+        "{shown}"
+    );
+
+    // web1's own limit replaces the group's.
+    c.dvsctl(&[
+        "--wait=hosts",
+        "port",
+        "set",
+        "web1",
+        "--storm-broadcast",
+        "1000",
+    ]);
+    assert!(
+        limit(0).contains("(1000 pps"),
+        "web1 has its own: {}",
+        limit(0)
+    );
+    let shown = c.dvsctl(&["port", "show", "web1"]);
+    assert!(shown.contains("(the port's own)"), "{shown}");
+    assert!(
+        limit(2).contains("(0 pps"),
+        "web3 keeps its group's: {}",
+        limit(2)
+    );
+    c.dvsctl(&[
+        "--wait=hosts",
+        "port",
+        "set",
+        "web1",
+        "--group-storm-control",
+    ]);
+    assert!(
+        limit(0).contains("(0 pps"),
+        "web1 back on its group's: {}",
+        limit(0)
+    );
+    c.dvsctl(&[
+        "--wait=hosts",
+        "pg",
+        "set",
+        "prod",
+        "web",
+        "--no-storm-control",
+    ]);
+    for i in 0..3 {
+        assert_eq!(limit(i), "", "host {i}: storm control off again");
+    }
+
+    // The uplink group of h1: multicast from the physical network is limited, broadcast not.
+    let h1 = lab.hosts[0].name.clone();
+    let from_up = |dst| trace_flood(lab, 0, "prod/up", dst, "02:00:00:00:0f:01", Some(web_vlan)).0;
+    assert_eq!(from_up(MULTICAST), "", "no uplink storm control before");
+    c.dvsctl(&[
+        "--wait=hosts",
+        "uplink",
+        "set",
+        "prod",
+        &h1,
+        "up",
+        "--storm-multicast",
+        "500",
+    ]);
+    let l = from_up(MULTICAST);
+    assert!(
+        l.contains("storm control of prod/up: multicast within its limit (500 pps"),
+        "{l}"
+    );
+    assert_eq!(from_up(BROADCAST), "", "broadcast has no limit there");
+    c.dvsctl(&[
+        "--wait=hosts",
+        "uplink",
+        "set",
+        "prod",
+        &h1,
+        "up",
+        "--no-storm-control",
+    ]);
+    assert_eq!(from_up(MULTICAST), "", "uplink storm control off again");
+}
+
+fn storm_drops(lab: &Lab, host: usize, port: &str) -> u64 {
+    lab.hosts[host].evsd().port(port)["drops"]["storm_broadcast"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
 /// A real Linux guest (QEMU/TCG) on port vm2 of h2 pings web1 on h1 and is pinged back.
 fn qemu_guest(lab: &Lab, g: &Guests) {
     let image = match guest_image() {
@@ -546,6 +724,7 @@ fn scenario(backend: Backend) {
         reaches(&lab, &g.web[0], &g.web[2]),
         "web1 -> web3 on VLAN 150"
     );
+    storm_control(&lab, &c, &g);
     if etcd {
         // Every acknowledged write is there.
         let pg = c.dvsctl(&["--json", "pg", "show", "prod", "web"]);

@@ -235,13 +235,16 @@ pub enum UplinkCmd {
         /// How the members share traffic (default active-backup).
         #[arg(long, value_enum, value_name = "MODE")]
         bond_mode: Option<BondModeArg>,
+        #[command(flatten)]
+        storm: StormArgs,
         /// Do nothing if this uplink group exists.
         #[arg(long)]
         may_exist: bool,
     },
-    /// Change an uplink group's members or bond mode.
+    /// Change an uplink group's members, bond mode or storm control.
     #[command(group(ArgGroup::new("change").required(true).multiple(true)
-        .args(["members", "add_member", "del_member", "bond_mode"])))]
+        .args(["members", "add_member", "del_member", "bond_mode", "storm_broadcast",
+            "storm_multicast", "storm_unknown_unicast", "storm_burst", "no_storm_control"])))]
     Set {
         /// The DVS.
         dvs: String,
@@ -261,6 +264,11 @@ pub enum UplinkCmd {
         /// How the members share traffic.
         #[arg(long, value_enum, value_name = "MODE")]
         bond_mode: Option<BondModeArg>,
+        #[command(flatten)]
+        storm: StormArgs,
+        /// Turn storm control off.
+        #[arg(long, conflicts_with_all = ["storm_broadcast", "storm_multicast", "storm_unknown_unicast", "storm_burst"])]
+        no_storm_control: bool,
     },
     /// Delete an uplink group.
     Del {
@@ -336,8 +344,9 @@ impl ShapingArgs {
     }
 }
 
-/// Storm control of each port of the group: limits on the flooded frames it receives from
-/// the port (a port may replace them in the controller's model).
+/// Storm control: limits on the flooded frames the switch takes from a port (for a port group,
+/// from each of its ports, unless a port has its own; for an uplink group, from the physical
+/// network).
 #[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct StormArgs {
     /// Broadcast limit in packets/s (0: drop every broadcast).
@@ -632,6 +641,9 @@ pub struct PortAddArgs {
     /// `net_af_packet1,iface=veth1` towards a namespace guest).
     #[arg(long, value_name = "DEVARGS", conflicts_with_all = ["socket", "role"])]
     pub ethdev: Option<String>,
+    /// The port's own storm control, in place of its group's.
+    #[command(flatten)]
+    pub storm: StormArgs,
     /// Do nothing if a port of this name exists.
     #[arg(long)]
     pub may_exist: bool,
@@ -682,6 +694,13 @@ pub struct PortSetArgs {
     /// Which side creates the socket (server: the switch; client: the VMM).
     #[arg(long, value_enum)]
     pub role: Option<RoleArg>,
+    /// The port's own storm control, in place of its group's (classes not given keep the
+    /// port's own, or none).
+    #[command(flatten)]
+    pub storm: StormArgs,
+    /// Drop the port's own storm control: its group's applies again.
+    #[arg(long, conflicts_with_all = ["storm_broadcast", "storm_multicast", "storm_unknown_unicast", "storm_burst"])]
+    pub group_storm_control: bool,
 }
 
 #[derive(Subcommand, Debug)]

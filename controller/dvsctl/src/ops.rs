@@ -29,7 +29,8 @@ pub enum Plan {
     /// Read `id`, [`apply`] `change` to it, send it back as an update of the version read.
     Edit {
         id: ObjectId,
-        change: Change,
+        /// Boxed: a port group's change is far larger than any other plan.
+        change: Box<Change>,
     },
     /// List the objects of `kind` that pass `filter`.
     List {
@@ -101,6 +102,7 @@ pub struct UplinkChange {
     pub add: Vec<String>,
     pub del: Vec<String>,
     pub bond_mode: Option<BondMode>,
+    pub storm: StormChange,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -175,6 +177,8 @@ pub struct PortChange {
     /// `Some(None)`: not placed.
     pub host: Option<Option<String>>,
     pub vhost: VhostChange,
+    /// `Off`: the port's own limits go, its group's apply.
+    pub storm: StormChange,
 }
 
 // ---- labels: how errors name objects (as the model's validation does) ----
@@ -662,7 +666,7 @@ fn txn(ops: Vec<TxnOp>) -> Plan {
 fn edit(kind: Kind, id: impl Into<String>, change: Change) -> Plan {
     Plan::Edit {
         id: ObjectId::new(kind, id),
-        change,
+        change: Box::new(change),
     }
 }
 
@@ -784,11 +788,12 @@ fn plan_uplink(c: &UplinkCmd) -> Result<Plan, Failure> {
             name: n,
             members,
             bond_mode,
+            storm,
             may_exist,
         } => {
-            uplink_id(dvs, host, n)?;
+            let (o, _) = uplink_id(dvs, host, n)?;
             let u = UplinkGroup {
-                storm_control: None,
+                storm_control: stormed(None, &storm_change(&o, storm)?),
                 name: n.clone(),
                 dvs: dvs.clone(),
                 host: host.clone(),
@@ -805,13 +810,20 @@ fn plan_uplink(c: &UplinkCmd) -> Result<Plan, Failure> {
             add_member,
             del_member,
             bond_mode,
+            storm,
+            no_storm_control,
         } => {
-            let (_, id) = uplink_id(dvs, host, n)?;
+            let (o, id) = uplink_id(dvs, host, n)?;
             let change = UplinkChange {
                 members: (!members.is_empty()).then(|| members.clone()),
                 add: add_member.clone(),
                 del: del_member.clone(),
                 bond_mode: bond_mode.map(Into::into),
+                storm: if *no_storm_control {
+                    StormChange::Off
+                } else {
+                    storm_change(&o, storm)?
+                },
             };
             edit(Kind::Uplink, id, Change::Uplink(change))
         }
@@ -1054,7 +1066,7 @@ pub fn new_port(a: &PortAddArgs) -> Result<DvsPort, Failure> {
     Ok(DvsPort {
         dvs: name(&o, "--dvs", &a.dvs)?,
         port: Port {
-            storm_control: None,
+            storm_control: stormed(None, &storm_change(&o, &a.storm)?),
             name: name(&o, "name", &a.name)?,
             mac: mac(&o, &a.mac)?,
             ips: ips(&o, "--ip", &a.ip)?,
@@ -1121,6 +1133,11 @@ pub fn port_change(a: &PortSetArgs) -> Result<PortChange, Failure> {
             opt_name(&o, "--host", &a.host)?.map(Some)
         },
         vhost,
+        storm: if a.group_storm_control {
+            StormChange::Off
+        } else {
+            storm_change(&o, &a.storm)?
+        },
     };
     if c == PortChange::default() {
         return Err(Failure::new(
@@ -1268,6 +1285,7 @@ fn apply_uplink(c: &UplinkChange, mut u: UplinkGroup) -> Result<UplinkGroup, Fai
     if let Some(b) = c.bond_mode {
         u.bond_mode = b;
     }
+    u.storm_control = stormed(u.storm_control, &c.storm);
     Ok(u)
 }
 
@@ -1331,6 +1349,7 @@ fn apply_port(c: &PortChange, mut p: DvsPort) -> Result<DvsPort, Failure> {
     if let Some(h) = &c.host {
         p.host = h.clone();
     }
+    p.port.storm_control = stormed(p.port.storm_control, &c.storm);
     match &c.vhost {
         VhostChange::Keep => {}
         VhostChange::Default => p.vhost = None,

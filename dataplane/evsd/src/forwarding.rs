@@ -782,7 +782,10 @@ mod tests {
             );
         }
         let s = stats.read_port(2);
-        assert!(s.tx_packets > 0, "the flapping port was up part of the time");
+        assert!(
+            s.tx_packets > 0,
+            "the flapping port was up part of the time"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ fn ops_of(args: &str) -> Vec<TxnOp> {
 
 fn change_of(args: &str) -> (ObjectId, Change) {
     match plan_of(args).unwrap() {
-        Plan::Edit { id, change } => (id, change),
+        Plan::Edit { id, change } => (id, *change),
         p => panic!("{args}: not an edit: {p:?}"),
     }
 }
@@ -964,4 +964,89 @@ fn sg_router_advertisements_on_add_and_set() {
     assert_eq!(bad.kind(), ErrorKind::InvalidValue);
     assert!(bad.to_string().contains("maybe"), "{bad}");
     assert!(parse("sg set web").is_err(), "sg set needs the setting");
+}
+
+/// A port's own storm control replaces its group's: set on add, merged class by class on set,
+/// dropped (the group's applies again) with `--group-storm-control`.
+#[test]
+fn port_storm_control_options() {
+    let add = match ops_of(
+        "port add web1 --dvs prod --pg web --mac 02:00:00:00:00:01 --storm-unknown-unicast 100",
+    )
+    .as_slice()
+    {
+        [TxnOp::Create {
+            object: Object::Port(p),
+            ..
+        }] => p.port.storm_control,
+        o => panic!("{o:?}"),
+    };
+    let s = add.expect("the port's own limits");
+    assert_eq!(s.unknown_unicast, Some(model::StormLimit::pps(100)));
+    assert_eq!((s.broadcast, s.multicast), (None, None));
+
+    let p = port_of(apply_args("port set web1 --storm-broadcast 10", port_obj(None)).unwrap());
+    let own = p.port.storm_control.expect("set");
+    assert_eq!(own.broadcast, Some(model::StormLimit::pps(10)));
+    let mut with_own = port_obj(None);
+    if let Object::Port(x) = &mut with_own {
+        x.port.storm_control = Some(own);
+    }
+    let p = port_of(apply_args("port set web1 --storm-multicast 20", with_own.clone()).unwrap());
+    let s = p.port.storm_control.unwrap();
+    assert_eq!(s.broadcast, Some(model::StormLimit::pps(10)), "kept");
+    assert_eq!(s.multicast, Some(model::StormLimit::pps(20)));
+    let p = port_of(apply_args("port set web1 --group-storm-control", with_own).unwrap());
+    assert_eq!(p.port.storm_control, None);
+    assert_eq!(
+        usage_error("port set web1 --storm-multicast lots"),
+        r#"port "web1": --storm-multicast: "lots" is not a whole number"#
+    );
+}
+
+/// An uplink group's storm control (what the switch takes from the physical network), through
+/// `uplink add` and `uplink set`, which now accepts it as its only change.
+#[test]
+fn uplink_storm_control_options() {
+    let add = match ops_of("uplink add prod h1 up --member a --storm-broadcast 500").as_slice() {
+        [TxnOp::Create {
+            object: Object::Uplink(u),
+            ..
+        }] => u.storm_control,
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(add.unwrap().broadcast, Some(model::StormLimit::pps(500)));
+    let up = Object::Uplink(UplinkGroup {
+        storm_control: add,
+        name: "up".into(),
+        dvs: "prod".into(),
+        host: "h1".into(),
+        members: vec!["a".into()],
+        bond_mode: BondMode::ActiveBackup,
+    });
+    let storm = |o: Option<Object>| match o {
+        Some(Object::Uplink(u)) => u.storm_control,
+        o => panic!("{o:?}"),
+    };
+    let s = storm(
+        apply_args(
+            "uplink set prod h1 up --storm-multicast 700 --storm-burst 70",
+            up.clone(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s.broadcast, Some(model::StormLimit::pps(500)), "kept");
+    assert_eq!(
+        s.multicast,
+        Some(model::StormLimit {
+            pps: 700,
+            burst: Some(70),
+            kbps: None
+        })
+    );
+    assert_eq!(
+        storm(apply_args("uplink set prod h1 up --no-storm-control", up).unwrap()),
+        None
+    );
 }
