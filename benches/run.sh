@@ -10,7 +10,9 @@
 # benches/results/latest.md, benches/results/latest.svg. See docs/benchmarks.md.
 #
 # Builds in release mode (CARGO_TARGET_DIR, default the workspace target/; BENCH_JOBS, default 1 so a
-# build never overlaps a measurement on a shared machine), installs what is
+# build never overlaps a measurement on a shared machine; BENCH_PROFILE=dev uses the test build's
+# profile instead, as the smoke run does: its figures are then not the product's, and the results
+# say so), installs what is
 # missing (dpdk, openvswitch-switch-dpdk, without starting any service), adds the hugepages it
 # needs and mounts a private hugetlbfs; on exit (also on error or Ctrl-C) every child is stopped,
 # the mount removed and exactly the added pages given back.
@@ -18,6 +20,12 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 JOBS=${BENCH_JOBS:-1}
+PROFILE=${BENCH_PROFILE:-release}
+case "$PROFILE" in
+    release) BIN=release ;;
+    dev) BIN=debug ;;
+    *) echo "run.sh: BENCH_PROFILE is release or dev, not '$PROFILE'" >&2; exit 2 ;;
+esac
 PAGES=${BENCH_HUGEPAGES:-1024}          # 2 MiB pages to add: switch 512 MiB + generator 256 MiB
 NR=/proc/sys/vm/nr_hugepages
 
@@ -44,8 +52,8 @@ if [ -n "$missing" ]; then
 fi
 
 # --- build ------------------------------------------------------------------------------------
-echo "run.sh: building (release, -j$JOBS, $CARGO_TARGET_DIR)" >&2
-(cd "$ROOT" && cargo build -q -j"$JOBS" --release -p evsd -p evs-pktgen)
+echo "run.sh: building ($PROFILE, -j$JOBS, $CARGO_TARGET_DIR)" >&2
+(cd "$ROOT" && cargo build -q -j"$JOBS" --profile "$PROFILE" -p evsd -p evs-pktgen)
 
 # --- hugepages and a private hugetlbfs --------------------------------------------------------
 WORK=$(mktemp -d /tmp/evs-bench.XXXXXX)
@@ -80,7 +88,7 @@ mount -t hugetlbfs -o pagesize=2M nodev "$HUGE_DIR"
 mounted=1
 
 # --- run --------------------------------------------------------------------------------------
-export EVSD=$CARGO_TARGET_DIR/release/evsd PKTGEN=$CARGO_TARGET_DIR/release/evs-pktgen
+export EVSD=$CARGO_TARGET_DIR/$BIN/evsd PKTGEN=$CARGO_TARGET_DIR/$BIN/evs-pktgen BENCH_PROFILE=$PROFILE
 export HUGE_DIR WORK RESULTS=$ROOT/benches/results
 python3 "$ROOT/benches/harness/bench.py" "$@" &
 PYPID=$!

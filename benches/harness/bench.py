@@ -775,10 +775,12 @@ def markdown(meta, summ):
     L = ["# evsd vs Open vSwitch-DPDK vs testpmd (ceiling)", "",
          "Run %s, mode %s (%s × %s s windows, warm-up %s s), switch PMD on CPU %d, generator "
          "(evs-pktgen) on CPU %d, hugepages. Load average before: %s; after: %s. Other busy "
-         "processes at start: %s." % (meta["timestamp"], meta["mode"], meta["rounds"],
-                                      meta["window_s"], meta["warmup_s"], SW_CPU, GEN_CPU,
-                                      meta["load_start"], meta["load_end"],
-                                      ", ".join(meta["others_busy_start"]) or "none"),
+         "processes at start: %s. evsd and evs-pktgen built with the %s profile%s." % (
+             meta["timestamp"], meta["mode"], meta["rounds"], meta["window_s"],
+             meta["warmup_s"], SW_CPU, GEN_CPU, meta["load_start"], meta["load_end"],
+             ", ".join(meta["others_busy_start"]) or "none", meta.get("evsd_profile", "release"),
+             "" if meta.get("evsd_profile", "release") == "release"
+             else " (not the product's figures: a smoke run of the harness)"),
          "",
          "Throughput: Mpps delivered by the switch, both directions summed (64-byte frames unless "
          "noted); median (min–max) of the undisturbed windows. cyc/pkt: busy cycles per packet "
@@ -924,6 +926,7 @@ def main():
     meta = {"timestamp": ts, "mode": "quick" if a.quick else "full", "rounds": rounds,
             "window_s": win, "warmup_s": warm, "load_start": loadavg(),
             "others_busy_start": busy_others(), "uname": os.uname().release,
+            "evsd_profile": os.environ.get("BENCH_PROFILE", "release"),
             "json_file": "benches/results/%s.json" % ts}
     records = []
     t_start = time.time()
