@@ -6,6 +6,7 @@
 
 pub mod lab;
 pub mod qemu;
+pub mod reap;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
@@ -118,31 +119,31 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Exit status if it has exited.
+    /// Exit status if it has exited (the zombie is reaped later, see [`reap`]).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_ref().and_then(reap::exit_status)
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit; SIGKILL after `grace`.
+    /// Sends SIGTERM and waits (bounded) for the exit; SIGKILL after `grace`. Reaping happens
+    /// on another thread (see [`reap`]).
     pub fn stop(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        // SAFETY: signalling our own child by pid.
+        let c = self.child.take()?;
+        // SAFETY: signalling our own child by pid (not reaped yet, so the pid is still ours).
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
         }
-        let deadline = Instant::now() + grace;
-        loop {
-            if let Ok(Some(s)) = c.try_wait() {
-                return Some(s);
+        match reap::wait_exit(&c, grace) {
+            Some(s) => {
+                reap::reap_later(c);
+                Some(s)
             }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                return c.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            None => reap::kill(c),
         }
+    }
+
+    /// SIGKILL, as in a crash; waits (bounded) for the exit.
+    pub fn kill(&mut self) -> Option<std::process::ExitStatus> {
+        reap::kill(self.child.take()?)
     }
 
     fn tail(&self, n: usize) -> String {
@@ -271,11 +272,7 @@ impl Evsd {
     /// crash. Its DPDK runtime directory stays too, as it would (the next evsd with the same
     /// file prefix takes it over).
     pub fn kill9(mut self) {
-        if let Some(mut c) = self.proc.child.take() {
-            // std's kill is SIGKILL.
-            c.kill().expect("SIGKILL evsd");
-            c.wait().expect("reap evsd");
-        }
+        assert!(self.proc.kill().is_some(), "evsd did not die of SIGKILL");
         self.proc.runtime_dir = None;
     }
 

@@ -182,10 +182,7 @@ impl Control {
 
     fn kill_replica(&mut self, i: usize) {
         if let Some(mut p) = self.replicas[i].take() {
-            if let Some(mut c) = p.child.take() {
-                c.kill().unwrap();
-                c.wait().unwrap();
-            }
+            p.kill();
         }
     }
 
@@ -703,10 +700,7 @@ fn scenario(backend: Backend) {
         // Lose an etcd member and a controller replica mid-test: writes go on through the
         // other replica, and the hosts that followed the dead one move to the live one.
         if let Some(mut m) = c.etcd[0].take() {
-            m.child.take().map(|mut ch| {
-                ch.kill().unwrap();
-                ch.wait().unwrap()
-            });
+            m.kill();
         }
         c.kill_replica(0);
     }
