@@ -2,19 +2,24 @@
 # Builds the Debian package `evs`: evsd, dvs-controller and dvsctl, their systemd units, man pages,
 # shell completions, the default config and the examples.
 #
-#   scripts/build-deb.sh [--profile release|dev] [--out DIR]
+#   scripts/build-deb.sh [--profile release|dev] [--prebuilt] [--out DIR]
 #
 # --profile dev packages the test build (target/debug; what tests/tests/package.rs installs) without
-# a release build. Prints the path of the .deb on its last line.
+# a release build. --prebuilt packages the binaries already in the profile's directory without
+# running cargo (`cargo test --workspace` builds all four with the test build's features, which
+# `cargo build -p ...` would not reuse: a second build of 15 crates). Prints the path of the .deb on
+# its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=release
 OUT=target/deb
+PREBUILT=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --profile) PROFILE=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+        --prebuilt) PREBUILT=1; shift ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) echo "build-deb.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -27,7 +32,13 @@ for tool in dpkg-deb gzip strip; do
     command -v $tool >/dev/null || { echo "build-deb.sh: $tool is missing (apt-get install dpkg binutils)" >&2; exit 1; }
 done
 
-cargo build --profile "$PROFILE" -p evsd -p dvs-controller -p dvsctl -p evs-docgen >&2
+if [ "$PREBUILT" = 1 ]; then
+    for b in evsd dvs-controller dvsctl evs-docgen; do
+        [ -x "$BIN/$b" ] || { echo "build-deb.sh: --prebuilt, but $BIN/$b is missing (cargo test --workspace, or leave out --prebuilt)" >&2; exit 1; }
+    done
+else
+    cargo build --profile "$PROFILE" -p evsd -p dvs-controller -p dvsctl -p evs-docgen >&2
+fi
 
 NAME=evs
 ARCH=$(dpkg --print-architecture)

@@ -13,7 +13,8 @@ fi
 # Lints first (workspace lints in Cargo.toml: undocumented unsafe blocks denied, ...).
 cargo clippy --workspace --all-targets -- -D warnings 2>&1
 # The store suite must really run against etcd (setup.sh installed it), not skip.
-DVS_STORE_REQUIRE_ETCD=1 cargo test --workspace 2>&1
+# EVS_PACKAGE_PREBUILT: tests/tests/package.rs packages the binaries this build made.
+DVS_STORE_REQUIRE_ETCD=1 EVS_PACKAGE_PREBUILT=1 cargo test --workspace 2>&1
 if [ "${EVS_SKIP_FUZZ_SMOKE:-0}" != 1 ]; then
     # 15 s per target in CI (FUZZ_SECS overrides): with the cold build, about 10 minutes.
     FUZZ_SECS=${FUZZ_SECS:-15} scripts/fuzz-smoke.sh
