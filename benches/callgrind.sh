@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 cargo build --release -q -p evs-benches --example hotpath
 out=$(mktemp)
 valgrind --tool=callgrind --callgrind-out-file="$out" --collect-atstart=no \
-    --toggle-collect='*hotpath*measured*' target/release/examples/hotpath "${1:-1}" ${2:-} > "$out.stdout" 2>/dev/null
+    --toggle-collect='*hotpath*measured*' "${CARGO_TARGET_DIR:-target}"/release/examples/hotpath "${1:-1}" ${2:-} > "$out.stdout" 2>/dev/null
 packets=$(sed -n 's/^packets=//p' "$out.stdout")
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "flowtable hot path: $((total / packets)) instructions/packet ($total instructions, $packets packets)"

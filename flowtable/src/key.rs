@@ -189,6 +189,16 @@ impl FlowKey {
     pub fn eth_src(&self) -> Mac {
         Mac::from_u64(self.0[2] >> 16)
     }
+    /// [`FlowKey::eth_src`] in [`Mac::to_u64`]'s form, as the key holds it.
+    #[inline(always)]
+    pub fn eth_src_u64(&self) -> u64 {
+        self.0[2] >> 16
+    }
+    /// [`FlowKey::eth_dst`] in [`Mac::to_u64`]'s form, as the key holds it.
+    #[inline(always)]
+    pub fn eth_dst_u64(&self) -> u64 {
+        self.0[1] >> 16
+    }
     #[inline(always)]
     pub fn set_eth_src(&mut self, m: Mac) {
         self.set_eth_src_u64(m.to_u64());
@@ -288,14 +298,37 @@ impl FlowKey {
         }
         d == 0
     }
-    /// A 64-bit hash of the key; quality good enough for open addressing, cost a few cycles a word.
+    /// A 64-bit hash of the key, for the caches' set index and the classifier's hash maps.
+    ///
+    /// Every word times its own odd constant, summed, then one multiply-xorshift round: the
+    /// products are independent (no chain of multiplies through the words), and each is one
+    /// `imul` with the word read from memory, because the constants fit a sign-extended 32-bit
+    /// immediate. Two keys that differ in one word never collide (an odd multiplier is a
+    /// bijection, and so is the final round); nor do keys that differ only in the low 32 bits of
+    /// one word and the high 32 bits of another (addresses and ports), since a nonzero
+    /// difference below 2^32 times an odd constant is never a multiple of 2^32. The final round
+    /// brings the high bits, where the products do most of their mixing, down to the low ones
+    /// the set index uses, and keeps the top bits the hash maps' tags use.
     #[inline(always)]
     pub fn hash64(&self) -> u64 {
-        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-        for w in self.0 {
-            h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            h ^= h >> 29;
+        const K: [u64; KEY_WORDS] = [
+            0x79e7_92b7,
+            0x6ed0_a4a7,
+            0x47a6_9f13,
+            0x6dad_afd5,
+            0x764c_8847,
+            0x63fe_f403,
+            0x7b9a_6be1,
+            0x79d5_a43b,
+            0x4100_f15f,
+            0x6d72_22a9,
+        ];
+        let mut h = 0u64;
+        for (w, k) in self.0.iter().zip(K) {
+            h = h.wrapping_add(w.wrapping_mul(k));
         }
+        h ^= h >> 32;
+        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h ^ (h >> 32)
     }
     /// True when every bit of `self` (as a mask) is also set in `other`.

@@ -235,7 +235,7 @@ impl Mode for Tracer<'_> {
     }
 
     /// Learns nothing: the lookup that follows sees the MAC table as it is.
-    fn learn(&mut self, _domain: u32, _src: Mac, _port: u32, _now: u64) -> bool {
+    fn learn(&mut self, _domain: u32, _src: u64, _port: u32, _now: u64) -> bool {
         true
     }
 

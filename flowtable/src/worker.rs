@@ -61,6 +61,15 @@ pub struct Worker {
     /// again on the same port within [`RELEARN_NS`] skips the shared MAC table, whose entries live
     /// for minutes; a move to another port is always learned at once.
     recent: Vec<(u64, u32, u64)>,
+    /// The last MAC table answer of this burst: (domain, MAC, port). The packets of a burst
+    /// mostly go to one destination, and within a burst the answer cannot change but through
+    /// this worker's own learning (which clears it; the time is the burst's); another thread's
+    /// change is seen from the next burst, as if it had come a burst later.
+    mac_memo: Option<(u32, u64, Option<u32>)>,
+    /// The last source of this burst that `learn` found or put in `recent`: (tag, port).
+    /// A repeat in the same burst would find that entry again (same time), or, had another
+    /// source taken its slot since, refresh a shared entry that was refreshed at this very time.
+    learn_memo: (u64, u32),
     meters: BTreeMap<u32, Meter>,
     meter_version: u64,
     /// This thread's storm control buckets, synced with the meters.
@@ -78,6 +87,8 @@ impl Worker {
             megaflow,
             emc_insert_tick: 0,
             recent: vec![(u64::MAX, 0, 0); RECENT_SLOTS],
+            mac_memo: None,
+            learn_memo: (u64::MAX, 0),
             meters: BTreeMap::new(),
             meter_version: u64::MAX,
             storm: StormState::default(),
@@ -102,6 +113,8 @@ impl Worker {
         out: &mut BurstResult,
     ) {
         out.clear();
+        self.mac_memo = None;
+        self.learn_memo = (u64::MAX, 0);
         let pl = self.shared.pipeline.load();
         // One lookup per burst: every packet of it comes from the same port.
         out.priority = pl
@@ -230,6 +243,18 @@ impl Mode for Worker {
         }
     }
 
+    #[inline(always)]
+    fn mac_lookup(&mut self, domain: u32, dst: u64, now: u64) -> Option<u32> {
+        if let Some((d, mac, port)) = self.mac_memo {
+            if d == domain && mac == dst {
+                return port;
+            }
+        }
+        let port = self.shared.mac.lookup(domain, Mac::from_u64(dst), now);
+        self.mac_memo = Some((domain, dst, port));
+        port
+    }
+
     /// Charged here; a drop is also signalled to traces.
     #[inline(always)]
     fn storm(&mut self, cx: &Ctx, c: StormClass) -> bool {
@@ -251,17 +276,23 @@ impl Mode for Worker {
     }
 
     #[inline(always)]
-    fn learn(&mut self, domain: u32, src: Mac, port: u32, now: u64) -> bool {
-        let tag = ((domain as u64) << 48) | src.to_u64();
+    fn learn(&mut self, domain: u32, src: u64, port: u32, now: u64) -> bool {
+        let tag = ((domain as u64) << 48) | src;
+        if self.learn_memo == (tag, port) {
+            return true;
+        }
         let slot = (tag ^ (tag >> 29) ^ (tag >> 47)) as usize & (RECENT_SLOTS - 1);
         let r = self.recent[slot];
         if r.0 == tag && r.1 == port && now.wrapping_sub(r.2) < RELEARN_NS {
+            self.learn_memo = (tag, port);
             return true;
         }
-        match self.shared.mac.learn(domain, src, port, now) {
+        self.mac_memo = None;
+        match self.shared.mac.learn(domain, Mac::from_u64(src), port, now) {
             LearnOutcome::LimitReached => return false,
             LearnOutcome::New | LearnOutcome::Refreshed | LearnOutcome::Moved { .. } => {
-                self.recent[slot] = (tag, port, now)
+                self.recent[slot] = (tag, port, now);
+                self.learn_memo = (tag, port);
             }
             _ => {}
         }

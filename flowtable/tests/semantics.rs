@@ -759,3 +759,34 @@ fn unicast_follows_a_moving_destination() {
         vec![("vm2".into(), VlanEdit::Strip)]
     );
 }
+
+/// The worker remembers the MAC table's answer for the rest of a burst; what it learns itself
+/// within the burst is still seen by the next frame. Here vm2's MAC moves behind the router in
+/// the middle of a burst from the router (with a broadcast, which looks nothing up): the frame
+/// after the move finds vm2's MAC on its own input port.
+#[test]
+fn a_move_within_a_burst_is_seen_by_the_next_frame() {
+    let mut b = Bench::new(MODEL);
+    b.send("vm2", &udp(2, 1, None)).unwrap();
+    let (rtr, vm2) = (b.id("rtr"), b.id("vm2"));
+    let to_vm2 = udp(9, 2, Some(100));
+    let vm2_moves = frames::ipv4(
+        mac(2),
+        Mac::BROADCAST,
+        Some(100),
+        ip(2),
+        Ipv4Addr::BROADCAST,
+        L4::Udp { src: 1, dst: 2 },
+        0,
+    );
+    b.now += 1000;
+    b.w.process_burst(rtr, &[&to_vm2, &vm2_moves, &to_vm2], b.now, &mut b.out);
+    assert_eq!(b.out.packets[0].drop, None);
+    assert_eq!(b.out.emits_of(0)[0].port, vm2);
+    assert_eq!(b.out.packets[2].drop, Some(DropReason::Loop));
+    // Single frames agree.
+    b.send("vm2", &udp(2, 1, None)).unwrap();
+    assert_eq!(b.names("rtr", &to_vm2).unwrap(), vec!["vm2"]);
+    b.send("rtr", &vm2_moves).unwrap();
+    assert_eq!(b.send("rtr", &to_vm2), Err(DropReason::Loop));
+}
