@@ -790,3 +790,62 @@ fn a_move_within_a_burst_is_seen_by_the_next_frame() {
     b.send("rtr", &vm2_moves).unwrap();
     assert_eq!(b.send("rtr", &to_vm2), Err(DropReason::Loop));
 }
+
+/// A commit into a full connection table drops the packet (`CtFull`), wherever on its path the
+/// commit is: vm1 → vm2 is tracked in vm1's group's zone (vm1's ingress path) and in vm2's
+/// (its egress path), two entries. Connections already tracked go on.
+#[test]
+fn a_full_connection_table_drops_new_connections() {
+    // The MACs learned from ARP, which takes no connection.
+    let learn = |b: &mut Bench| {
+        for (f, t) in [(1, 2), (2, 1)] {
+            let reply = frames::arp(mac(f), mac(t), None, 2, mac(f), ip(f), mac(t), ip(t));
+            b.send(if f == 1 { "vm1" } else { "vm2" }, &reply).unwrap();
+        }
+    };
+    for max in [0, 1] {
+        let mut b = Bench::with_switch(
+            Switch::new(
+                SwitchConfig {
+                    ct_max_entries: max,
+                    ..SwitchConfig::default()
+                },
+                toml::from_str(&sg_model()).unwrap(),
+            )
+            .unwrap(),
+        );
+        learn(&mut b);
+        assert_eq!(
+            b.send("vm1", &tcp(1, 2, 40000, 80, SYN)),
+            Err(DropReason::CtFull),
+            "room for {max}"
+        );
+    }
+    let mut b = Bench::with_switch(
+        Switch::new(
+            SwitchConfig {
+                ct_max_entries: 2,
+                ..SwitchConfig::default()
+            },
+            toml::from_str(&sg_model()).unwrap(),
+        )
+        .unwrap(),
+    );
+    learn(&mut b);
+    assert_eq!(
+        b.names("vm1", &tcp(1, 2, 40000, 80, SYN)).unwrap(),
+        vec!["vm2"]
+    );
+    assert_eq!(
+        b.send("vm1", &tcp(1, 2, 40001, 80, SYN)),
+        Err(DropReason::CtFull)
+    );
+    assert_eq!(
+        b.names("vm2", &tcp(2, 1, 80, 40000, SYN | ACK)).unwrap(),
+        vec!["vm1"]
+    );
+    assert_eq!(
+        b.names("vm1", &tcp(1, 2, 40000, 80, ACK)).unwrap(),
+        vec!["vm2"]
+    );
+}

@@ -17,7 +17,11 @@ fn docgen(out: &Path) -> std::process::Output {
 fn writes_man_pages_and_completions_of_the_three_binaries() {
     let d = tempfile::tempdir().unwrap();
     let out = docgen(d.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let man = d.path().join("man/man1");
     for page in [
         "evsd.1",
@@ -34,11 +38,22 @@ fn writes_man_pages_and_completions_of_the_three_binaries() {
     }
     // A flag documented in the page is one the binary parses.
     let create = std::fs::read_to_string(man.join("dvsctl-port-add.1")).unwrap();
-    assert!(create.contains("\\-\\-mac"), "dvsctl port add documents --mac:\n{create}");
-    for (shell, file) in [("bash", "dvsctl"), ("zsh", "_dvsctl"), ("fish", "dvsctl.fish")] {
+    assert!(
+        create.contains("\\-\\-mac"),
+        "dvsctl port add documents --mac:\n{create}"
+    );
+    for (shell, file) in [
+        ("bash", "dvsctl"),
+        ("zsh", "_dvsctl"),
+        ("fish", "dvsctl.fish"),
+    ] {
         let p = d.path().join("completions").join(shell).join(file);
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        assert!(text.contains("port"), "{} completes subcommands:\n{text}", p.display());
+        assert!(
+            text.contains("port"),
+            "{} completes subcommands:\n{text}",
+            p.display()
+        );
     }
 }
 
