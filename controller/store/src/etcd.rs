@@ -49,7 +49,10 @@ pub struct EtcdOptions {
     /// all at the first page's revision, so it stays one consistent snapshot without one
     /// response exceeding gRPC's message size limit.
     pub list_page_size: u32,
-    /// How many times an idempotent read is tried when etcd is unavailable.
+    /// How many times an idempotent read is tried when etcd is unavailable. The client
+    /// balances requests over the members and keeps sending some to a dead member while it
+    /// reconnects ("tcp connect error"): with three members and one down, three attempts in
+    /// 150 ms all went to the dead one in a CI run, so reads try eight times over about 2.3 s.
     pub read_attempts: u32,
 }
 
@@ -60,7 +63,7 @@ impl Default for EtcdOptions {
             request_timeout_ms: 5_000,
             connect_timeout_ms: 3_000,
             list_page_size: 1_000,
-            read_attempts: 3,
+            read_attempts: 8,
         }
     }
 }
@@ -150,7 +153,7 @@ impl EtcdStore {
                 Err(e) if e.is_unavailable() && attempt < attempts => {
                     log::debug!("dvs-store: {e}; retrying (attempt {attempt} of {attempts})");
                     tokio::time::sleep(pause).await;
-                    pause *= 2;
+                    pause = (pause * 2).min(Duration::from_millis(400));
                     attempt += 1;
                 }
                 other => return other,
